@@ -1,0 +1,291 @@
+"""Closed forms of the reduced model: invariant, escape, t_ICL, K* and P(ICL).
+
+All results here follow from the reduced ODEs (``docs/theory.md`` §3), written in
+the **reduced time** ``tau = I_K(s) / N`` (``s = eta * t`` learning-rate time, t in
+iterations; for constant c1, ``tau = eta * c1 * t / N``)::
+
+    dw/dtau    = e^beta - c2 * w          (c2 * w: context-label noise)
+    dbeta/dtau = w * e^beta
+
+With ``v = e^-beta``: ``v'' + c2 v' + 1/v = 0``.  Rescaling ``v = v0 V``,
+``tau = v0 T`` (``v0 = e^-beta0``) leaves one parameter, ``gamma = c2 e^-beta0``::
+
+    V'' + gamma V' + 1/V = 0,   V(0) = 1,  V'(0) = -w0.
+
+``V`` reaches 0 (beta and w blow up: ICL is acquired) at a finite ``T*(gamma, w0)``:
+the **escape time** ``tau_star = e^-beta0 T*``.  Two regimes have closed forms:
+
+* ``regime='signal'`` (noise dropped, valid for ``gamma << 1``, i.e. ``beta0 >~ ln c2 + 1``):
+  ``beta - w^2/2`` is conserved and
+  ``tau_star = e^-beta0 e^(w0^2/2) sqrt(pi/2) erfc(w0/sqrt 2)`` (= sqrt(pi/2) e^-beta0 for w0 = 0).
+  Exact for the noise-free reduced ODE.
+* ``regime='noise'`` (``gamma >> 1``, i.e. ``-beta0 >> 1``): w follows
+  ``e^beta / c2`` adiabatically and ``tau_star = c2 e^(-2 beta0) / 2``.
+  Exact as ``gamma -> infinity``; the relative error falls like ``ln(gamma)/gamma^2``.
+* ``regime='exact'`` integrates the scaled ODE numerically (vectorized over beta0).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import integrate, sparse
+from scipy.interpolate import CubicSpline
+from scipy.special import erf, erfc
+
+from icl_kinetics.errors import finite_float, one_of, positive_float, positive_int
+
+REGIMES = ("exact", "signal", "noise")
+_SIGMA_MAX = 8.0  # integrate s = beta - beta0 up to 64: the remaining time is < e^-60
+
+
+def trajectory_invariant(w, beta):
+    """``beta - w^2 / 2``: conserved by the noise-free reduced flow (dimensionless)."""
+    return np.asarray(beta, float) - 0.5 * np.asarray(w, float) ** 2
+
+
+def escape_condition(i_k_inf, N: int, beta0, w0: float = 0.0, c2: float = 0.0, regime: str = "exact"):
+    """True where the head escapes: ``I_K(inf) / N > tau_star(beta0)``.
+
+    ``i_k_inf`` is the total integrated residual error in learning-rate time.
+    """
+    N = positive_int("N", N)
+    return np.asarray(i_k_inf, float) / N > escape_time(beta0, w0=w0, c2=c2, regime=regime)
+
+
+def _signal_tau(beta0, w0, s_c):
+    """Noise-free escape (or threshold-crossing) reduced time; s_c = beta_c - beta0."""
+    beta0 = np.asarray(beta0, float)
+    pref = np.exp(-beta0 + 0.5 * w0**2) * math.sqrt(math.pi / 2)
+    if np.all(np.isinf(s_c)):
+        return pref * erfc(w0 / math.sqrt(2))
+    w_c = np.sqrt(w0**2 + 2 * np.maximum(s_c, 0.0))
+    return pref * (erf(w_c / math.sqrt(2)) - erf(w0 / math.sqrt(2)))
+
+
+def _scaled_escape(gamma, w0: float, s_c):
+    """T at which s = beta - beta0 reaches ``s_c`` (inf: blow-up) in the scaled ODE.
+
+    Parametrized by sigma = sqrt(s) and q = w^2/2 (w0 >= 0, so s grows monotonically)::
+
+        dq/dsigma = 2 sigma (1 - gamma sqrt(2q) e^-sigma^2)
+        dT/dsigma = 2 sigma e^-sigma^2 / sqrt(2q)
+
+    which is regular at sigma = 0 and stiff only in q for large gamma.  All gammas
+    are integrated in one call (vectorized, block-diagonal Jacobian).
+    """
+    gamma = np.atleast_1d(np.asarray(gamma, float))
+    s_c = np.broadcast_to(np.asarray(s_c, float), gamma.shape)
+    n = gamma.size
+    sig0 = 1e-7 if w0 == 0 else 0.0
+    q0 = np.full(n, sig0**2 if w0 == 0 else 0.5 * w0**2)
+    T0 = np.full(n, math.sqrt(2) * sig0 if w0 == 0 else 0.0)
+
+    def rhs(sig, y):
+        q = np.maximum(y[:n], 1e-300)
+        e = math.exp(-sig * sig)
+        r = np.sqrt(2 * q)
+        return np.concatenate([2 * sig * (1 - gamma * r * e), 2 * sig * e / r])
+
+    def jac(sig, y):
+        q = np.maximum(y[:n], 1e-300)
+        e = math.exp(-sig * sig)
+        r = np.sqrt(2 * q)
+        dqq = -2 * sig * gamma * e / r
+        dTq = -2 * sig * e / r**3
+        return sparse.bmat([[sparse.diags(dqq), None], [sparse.diags(dTq), sparse.csr_matrix((n, n))]],
+                           format="csc")
+
+    sig_c = np.sqrt(np.clip(s_c, 0, _SIGMA_MAX**2))
+    sol = integrate.solve_ivp(rhs, (sig0, _SIGMA_MAX), np.concatenate([q0, T0]), method="Radau",
+                              jac=jac, rtol=1e-10, atol=1e-12, dense_output=True)
+    if not sol.success:  # pragma: no cover - solver failure is reported, not hidden
+        raise RuntimeError(f"escape-time integration failed: {sol.message}")
+    T = np.empty(n)
+    for val in np.unique(sig_c):
+        idx = sig_c == val
+        T[idx] = sol.y[n:, -1][idx] if val >= _SIGMA_MAX else sol.sol(max(val, sig0))[n:][idx]
+    return T
+
+
+@lru_cache(maxsize=1)
+def _escape_spline():
+    with np.load(Path(__file__).with_name("escape_table.npz")) as f:
+        g, T = f["gamma"], f["T"]
+    return CubicSpline(np.log(g), np.log(T)), g, T
+
+
+def scaled_escape_time(gamma):
+    """Universal escape time ``T*(gamma)`` of ``V'' + gamma V' + 1/V = 0`` (w0 = 0).
+
+    Interpolates a table (``escape_table.npz``, 321 log-spaced points over
+    gamma in [1e-4, 1e4], relative interpolation error < 1e-7; regenerate with
+    ``tools/make_escape_table.py``) and continues it by its asymptotes:
+    ``T* -> sqrt(pi/2) + k gamma`` as gamma -> 0 and ``T* -> gamma/2 + O(ln gamma / gamma)``
+    as gamma -> infinity.  Dimensionless.
+    """
+    spline, g, T = _escape_spline()
+    x = np.asarray(gamma, float)
+    if np.any(x < 0) or not np.all(np.isfinite(x)):
+        raise ValueError(f"gamma={gamma!r} is not allowed: gamma must be finite and >= 0")
+    inside = np.exp(spline(np.log(np.clip(x, g[0], g[-1]))))
+    k = (T[0] - math.sqrt(math.pi / 2)) / g[0]
+    low = math.sqrt(math.pi / 2) + k * x
+    high = 0.5 * x + (T[-1] - 0.5 * g[-1]) * g[-1] * np.log(np.maximum(x, g[-1])) / (
+        np.maximum(x, g[-1]) * math.log(g[-1]))
+    return np.where(x < g[0], low, np.where(x > g[-1], high, inside))
+
+
+def escape_time(beta0, w0: float = 0.0, c2: float = 0.5, regime: str = "exact", beta_c: float = np.inf):
+    """Escape time ``tau_star`` of the induction head, in reduced time ``tau = I_K / N``.
+
+    Args:
+        beta0: initial inverse temperature (array-like).
+        w0: initial readout weight (scalar; ``regime='exact'`` needs ``w0 >= 0``).
+        c2: MLP coefficient c2, held constant (1/2 for an untrained MLP or no MLP);
+            ``c2 = 0`` drops the context-label noise.
+        regime: ``'exact'`` (numeric, noise included), ``'signal'`` or ``'noise'``
+            (closed forms, see module docstring).
+        beta_c: stop when beta reaches ``beta_c`` instead of at blow-up (e.g. the
+            beta at which the ICL accuracy reaches 0.95, :func:`icl_threshold_beta`).
+
+    Returns:
+        ``tau_star`` (dimensionless reduced time); the learning-rate time is
+        ``N * tau_star / c1`` and the iteration count ``N * tau_star / (eta * c1)``.
+    """
+    one_of("regime", regime, REGIMES)
+    w0 = finite_float("w0", w0)
+    c2 = positive_float("c2", c2, allow_zero=True)
+    b0 = np.asarray(beta0, float)
+    if not np.all(np.isfinite(b0)):
+        raise ValueError(f"beta0={beta0!r} is not allowed: beta0 must be finite")
+    s_c = np.asarray(beta_c, float) - b0
+    if regime == "signal" or c2 == 0:
+        return _signal_tau(b0, w0, s_c)
+    if regime == "noise":
+        if w0 != 0:
+            raise ValueError(f"w0={w0!r} is not allowed with regime='noise': w0 must be 0")
+        a_c = np.exp(-2 * np.maximum(s_c, 0.0))  # v^2 goes from v0^2 to v_c^2
+        return 0.5 * c2 * np.exp(-2 * b0) * (1 - a_c)
+    if w0 < 0:
+        raise ValueError(f"w0={w0!r} is not allowed with regime='exact': w0 must be >= 0 "
+                         "(use escape_time_reference for w0 < 0)")
+    if w0 == 0 and np.all(np.isinf(s_c)):
+        return np.exp(-b0) * scaled_escape_time(c2 * np.exp(-b0))
+    flat = b0.ravel()
+    uniq, inv = np.unique(np.stack([flat, np.broadcast_to(s_c, b0.shape).ravel()]), axis=1, return_inverse=True)
+    T = _scaled_escape(c2 * np.exp(-uniq[0]), w0, uniq[1])
+    return (np.exp(-uniq[0]) * T)[inv.ravel()].reshape(b0.shape)
+
+
+def escape_time_reference(beta0: float, w0: float = 0.0, c2: float = 0.5, beta_stop: float = 20.0) -> float:
+    """Reference escape time by direct ``solve_ivp`` of the reduced ODE in tau (any w0).
+
+    Integrates ``dw/dtau = e^beta - c2 w``, ``dbeta/dtau = w e^beta`` until
+    ``beta = beta0 + beta_stop``, then adds the time left, ``e^-beta / w`` to leading
+    order (itself ~ e^-(beta0 + beta_stop)).
+    Slow but independent of the parametrization used by :func:`escape_time`.
+    """
+    def rhs(tau, y):
+        wv, b = y
+        a = math.exp(b)
+        return [a - c2 * wv, wv * a]
+
+    def hit(tau, y):
+        return y[1] - (beta0 + beta_stop)
+
+    hit.terminal = True
+    sol = integrate.solve_ivp(rhs, (0, 1e12), [w0, beta0], events=hit, method="DOP853",
+                              rtol=1e-12, atol=1e-12)
+    if sol.t_events[0].size == 0:
+        return math.inf
+    w_s, b_s = sol.y_events[0][0]
+    return float(sol.t_events[0][0] + math.exp(-b_s) / w_s)
+
+
+def t_icl(N: int, beta0, lr: float, w0: float = 0.0, c1: float = 0.5, c2: float = 0.5,
+          regime: str = "exact", beta_c: float = np.inf):
+    """ICL onset time in **iterations** for constant c1, c2 (K -> infinity: c1 = c2 = 1/2).
+
+    ``t_icl = N * tau_star / (lr * c1)``.  With ``regime='signal'`` and w0 = 0 this is
+    ``sqrt(2 pi) N e^-beta0 / lr``; with ``regime='noise'`` it is
+    ``c2 N e^(-2 beta0) / (2 lr c1)``.  N counts context tokens (target not counted).
+    """
+    N = positive_int("N", N)
+    lr = positive_float("lr", lr)
+    c1 = positive_float("c1", c1)
+    return N * escape_time(beta0, w0=w0, c2=c2, regime=regime, beta_c=beta_c) / (lr * c1)
+
+
+def k_star(N, beta0: float, amplitude: float, nu: float, w0: float = 0.0, c2: float = 0.0,
+           regime: str = "exact"):
+    """Diversity threshold K* (number of items) for ``I_K(inf) = amplitude * K^nu``.
+
+    ICL is acquired iff ``I_K(inf) > N tau_star(beta0)``, so
+    ``K* = (N tau_star(beta0) / amplitude)^(1/nu)``; with c2 = 0 (the default, the
+    paper's closed form) ``K* = (sqrt(pi/2) N e^-beta0 / amplitude)^(1/nu)`` and
+    ``d log K* / d log N = 1/nu``.
+
+    Args:
+        N: context length(s), target not counted (int or array of ints).
+        beta0: initial inverse temperature.
+        amplitude: A in ``I_K(inf) = A K^nu``, in learning-rate time.
+        nu: memorization exponent (> 0).
+        c2: constant c2 of the context-label noise (0 drops it).
+    """
+    Ns = np.atleast_1d(np.asarray(N))
+    for n in Ns.ravel():
+        positive_int("N", n.item() if hasattr(n, "item") else n)
+    amplitude = positive_float("amplitude", amplitude)
+    nu = positive_float("nu", nu)
+    beta0 = finite_float("beta0", beta0)
+    tau = float(escape_time(beta0, w0=w0, c2=c2, regime=regime))
+    out = (Ns.astype(float) * tau / amplitude) ** (1.0 / nu)
+    return out if np.ndim(N) else float(out[0])
+
+
+def critical_beta0(i_k_inf, N: int, w0: float = 0.0, c2: float = 0.0, regime: str = "exact"):
+    """The beta0 above which a seed escapes, given ``I_K(inf)`` (learning-rate time).
+
+    Solves ``tau_star(beta0) = I_K(inf) / N``; ``tau_star`` decreases monotonically
+    in beta0.  Returns ``-inf`` for ``I_K(inf) = inf``.
+    """
+    N = positive_int("N", N)
+    target = np.atleast_1d(np.asarray(i_k_inf, float)) / N
+    grid = np.linspace(-12.0, 12.0, 481)
+    tau = escape_time(grid, w0=w0, c2=c2, regime=regime)
+    # log tau is smooth and decreasing in beta0: interpolate, extrapolate linearly
+    lt = np.log(tau)[::-1]
+    g = grid[::-1]
+    out = np.interp(np.log(np.where(target > 0, target, np.nan)), lt, g)
+    lo_slope = (g[1] - g[0]) / (lt[1] - lt[0])
+    hi_slope = (g[-1] - g[-2]) / (lt[-1] - lt[-2])
+    lt_t = np.log(target, where=target > 0, out=np.full_like(target, -np.inf))
+    out = np.where(lt_t < lt[0], g[0] + lo_slope * (lt_t - lt[0]), out)
+    out = np.where(lt_t > lt[-1], g[-1] + hi_slope * (lt_t - lt[-1]), out)
+    out = np.where(np.isinf(target), -np.inf, out)
+    out = np.where(target <= 0, np.inf, out)
+    return out if np.ndim(i_k_inf) else float(out[0])
+
+
+def p_icl(i_k_inf, N: int, beta0_mean: float, beta0_std: float, w0: float = 0.0, c2: float = 0.0,
+          regime: str = "exact"):
+    """Fraction of seeds that acquire ICL, for ``beta0 ~ Normal(beta0_mean, beta0_std)``.
+
+    ``P(ICL) = P(beta0 > beta0_c) = Phi((beta0_mean - beta0_c) / beta0_std)`` where
+    ``beta0_c = critical_beta0(I_K(inf), N)``.  Near K* this is the bimodality: each
+    seed either escapes or stalls, and the fraction moves smoothly with K.
+    ``i_k_inf`` in learning-rate time (use ``amplitude * K**nu`` for a power law).
+    """
+    from scipy.stats import norm
+
+    beta0_mean = finite_float("beta0_mean", beta0_mean)
+    beta0_std = positive_float("beta0_std", beta0_std, allow_zero=True)
+    bc = critical_beta0(i_k_inf, N, w0=w0, c2=c2, regime=regime)
+    if beta0_std == 0:
+        return np.where(beta0_mean > bc, 1.0, 0.0) if np.ndim(bc) else float(beta0_mean > bc)
+    return norm.cdf((beta0_mean - np.asarray(bc)) / beta0_std) if np.ndim(bc) else \
+        float(norm.cdf((beta0_mean - bc) / beta0_std))
