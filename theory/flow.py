@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import integrate
 
 from icl_kinetics.errors import finite_float, one_of, positive_float, positive_int
 from icl_kinetics.theory.loss import averaged_gradient
@@ -123,6 +122,8 @@ def solve_flow(N: int, beta0: float, lr: float, *, w0: float = 0.0, stage: str =
 
     def hit_escape(t, y):
         return y[1] - beta_escape
+
+    from scipy import integrate
 
     hit_escape.terminal = True
     hit_acc.direction = 1.0

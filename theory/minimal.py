@@ -23,8 +23,9 @@ i.i.d. labels; ``xi = -1`` for equalized contexts) this is
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from scipy import stats
 
 from icl_kinetics.errors import one_of, positive_int
 
@@ -60,7 +61,10 @@ def n_plus_distribution(N: int, contexts: str = "iid"):
             raise ValueError(f"N={N} is not allowed with contexts='equalized': N must be even")
         return np.array([N / 2.0]), np.array([1.0])
     k = np.arange(N)
-    return k + 1.0, stats.binom.pmf(k, N - 1, 0.5)
+    # Binomial(N-1, 1/2) pmf via log-gamma (exact to rounding; avoids importing scipy.stats)
+    lg = np.array([math.lgamma(i + 1.0) for i in range(N)])
+    logp = lg[N - 1] - lg[k] - lg[N - 1 - k] - (N - 1) * math.log(2.0)
+    return k + 1.0, np.exp(logp)
 
 
 def icl_accuracy(beta, N: int, contexts: str = "iid", w_sign: float = 1.0):

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from statistics import NormalDist
+
 import numpy as np
-from scipy import stats
 
 from icl_kinetics.errors import finite_float, one_of, positive_float, positive_int
 from icl_kinetics.theory.closed_form import REGIMES, escape_time
@@ -82,8 +83,10 @@ class OnsetDistribution:
         t = np.asarray(t, float)
         if self.beta0_std == 0:
             return (t >= self.onset_of(self.beta0_mean)).astype(float)
+        from scipy.special import ndtr
+
         b = self.beta0_of(np.maximum(t, 1e-300))
-        return np.where(t > 0, stats.norm.sf(b, self.beta0_mean, self.beta0_std), 0.0)
+        return np.where(t > 0, ndtr(-(b - self.beta0_mean) / self.beta0_std), 0.0)
 
     def pdf(self, t):
         """Density of ``t_icl`` per iteration: ``f_beta(beta0(t)) |d beta0/dt|``."""
@@ -94,14 +97,18 @@ class OnsetDistribution:
         slope = np.gradient(b, lt)  # d beta0 / d log t  (negative)
         bt = self.beta0_of(t)
         s = np.interp(np.log(t), lt[::-1], slope[::-1])
-        return stats.norm.pdf(bt, self.beta0_mean, self.beta0_std) * np.abs(s) / t
+        z = (bt - self.beta0_mean) / self.beta0_std
+        dens = np.exp(-0.5 * z * z) / (self.beta0_std * np.sqrt(2 * np.pi))
+        return dens * np.abs(s) / t
 
     def quantile(self, p):
         """``t_icl`` quantile: ``onset_of(beta0 quantile 1 - p)`` (the map is decreasing)."""
         p = np.asarray(p, float)
         if np.any((p <= 0) | (p >= 1)):
             raise ValueError(f"p={p!r} is not allowed: quantile levels must be in (0, 1)")
-        return self.onset_of(stats.norm.ppf(1 - p, self.beta0_mean, self.beta0_std))
+        nd = NormalDist(self.beta0_mean, self.beta0_std) if self.beta0_std > 0 else None
+        b = np.vectorize(lambda q: nd.inv_cdf(1 - q) if nd else self.beta0_mean)(p)
+        return self.onset_of(b)
 
     def median(self) -> float:
         """Median ``t_icl`` (iterations) = onset of the median beta0."""

@@ -25,8 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import integrate, optimize
-from scipy.special import lambertw
 
 from icl_kinetics.errors import ParameterError, positive_float, positive_int, probability
 from icl_kinetics.theory.memorization import as_curve
@@ -41,6 +39,8 @@ def w_tr(c3, lam: float, kappa: float = 0.5):
         lam: L2 weight decay on the in-context pathway (> 0).
         kappa: asymptotic readout, 1/2 when the target attends to itself.
     """
+    from scipy.special import lambertw
+
     lam = positive_float("lam", lam)
     kappa = positive_float("kappa", kappa)
     c3 = np.asarray(c3, float)
@@ -89,6 +89,8 @@ def quasi_static_state(c3: float, lam: float, N: int, contexts: str = "iid"):
         dw, db = _drive(y[0], y[1], N, contexts)
         return [c3 * dw - lam * y[0], c3 * db - lam * y[1]]
 
+    from scipy import optimize
+
     w_guess = float(w_tr(c3, lam))
     sol = optimize.root(f, [w_guess, np.log(N) + 3.0], method="hybr")
     if not sol.success or sol.x[1] <= 0:
@@ -130,9 +132,11 @@ def transience_flow(c3, lam: float, N: int, s_max: float, contexts: str = "iid",
         return y[1] - beta_c
 
     lost.direction = -1.0
+    from scipy import integrate
+
     sol = integrate.solve_ivp(rhs, (0.0, s_max), [w_init, beta_init], method="LSODA", rtol=1e-8,
                               atol=1e-10, events=lost, dense_output=True)
-    s = np.linspace(0.0, sol.t[-1], n_points)
+    s = np.concatenate([[0.0], np.geomspace(sol.t[-1] * 1e-5, sol.t[-1], n_points - 1)])
     y = sol.sol(s)
     c3s = c3c(s)
     acc = icl_accuracy(y[1], N, contexts)

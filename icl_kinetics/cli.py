@@ -1,0 +1,455 @@
+"""The ``icl-kinetics`` console script.
+
+Subcommands (every one takes ``--json``; ``--plot PATH`` where a picture fits)::
+
+    demo        the main job: headline predictions (K* vs N, t_ICL distributions)
+                and a quick theory-vs-SGD check on the minimal model
+    threshold   K*(N) for I_K(inf) = A K^nu, and the log-log slope
+    onset       t_ICL quantiles per N for a Gaussian spread of beta0
+    minimal     SGD on the minimal model, many seeds at once: per-seed t_ICL
+    transience  w_tr and the predicted loss of ICL for a c3(t) curve and lambda
+    compare     theory vs minimal-model SGD on a grid of N x beta0 (table + figure)
+
+Throughout, N counts **context tokens only** (the paper's code counts the target
+too: its ``len_context = 100`` is ``--N 99`` here).  Importing this module does not
+import torch; commands that train import the simulation layer on demand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+N_HELP = "context length(s): context tokens, NOT counting the target (paper code's len_context - 1)"
+
+
+# ----------------------------------------------------------------------------- arg types
+def _int_type(name: str, lo: int):
+    def parse(s: str) -> int:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {lo}, got {s!r}") from None
+        if not v.is_integer() or v < lo:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer >= {lo}, got {s!r}")
+        return int(v)
+
+    return parse
+
+
+def _float_type(name: str, lo: float | None = None, strict: bool = True, hi: float | None = None):
+    def parse(s: str) -> float:
+        import math
+
+        rng = []
+        if lo is not None:
+            rng.append(f"{'>' if strict else '>='} {lo:g}")
+        if hi is not None:
+            rng.append(f"< {hi:g}")
+        allowed = "a finite number" + (" " + " and ".join(rng) if rng else "")
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {s!r}") from None
+        if not math.isfinite(v) or (lo is not None and (v <= lo if strict else v < lo)) or \
+                (hi is not None and v >= hi):
+            raise argparse.ArgumentTypeError(f"{name} must be {allowed}, got {s!r}")
+        return v
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2) instead of usage dumps."""
+
+    def error(self, message: str):  # noqa: D401
+        if message.startswith("unrecognized arguments"):
+            message += f" (see '{self.prog} --help' for the allowed options)"
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _common(p: argparse.ArgumentParser, plot: bool = True):
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    if plot:
+        p.add_argument("--plot", metavar="PATH", help="write a figure (PNG) to PATH")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="icl-kinetics", description=__doc__.split("\n\n")[0],
+                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                 epilog="Run 'icl-kinetics COMMAND --help' for a command's options.")
+    ap.add_argument("--version", action="version", version=_version())
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="headline predictions and a quick theory-vs-SGD check")
+    p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    p.add_argument("--no-sim", action="store_true", help="skip the minimal-model SGD check")
+    _common(p, plot=False)
+
+    p = sub.add_parser("threshold", help="diversity threshold K*(N) for I_K(inf) = A K^nu")
+    p.add_argument("--N", nargs="+", type=_int_type("N", 1), required=True, help=N_HELP)
+    p.add_argument("--nu", type=_float_type("nu", 0.0), required=True, help="memorization exponent nu > 0")
+    p.add_argument("--amplitude", type=_float_type("amplitude", 0.0), required=True,
+                   help="A in I_K(inf) = A K^nu, learning-rate time units (> 0)")
+    p.add_argument("--beta0", type=_float_type("beta0"), default=0.0, help="initial beta (default 0)")
+    p.add_argument("--c2", type=_float_type("c2", 0.0, strict=False), default=0.0,
+                   help="constant c2 of the context-label noise; 0 (default) = paper's closed form")
+    _common(p)
+
+    p = sub.add_parser("onset", help="t_ICL distribution per N (quantiles, histogram, violins)")
+    p.add_argument("--N", nargs="+", type=_int_type("N", 1), required=True, help=N_HELP)
+    p.add_argument("--lr", type=_float_type("lr", 0.0), required=True, help="learning rate > 0")
+    p.add_argument("--beta0-mean", type=_float_type("beta0-mean"), required=True)
+    p.add_argument("--beta0-std", type=_float_type("beta0-std", 0.0, strict=False), required=True)
+    p.add_argument("--samples", type=_int_type("samples", 1), default=100_000,
+                   help="samples per N (default 100000)")
+    p.add_argument("--seed", type=_int_type("seed", 0), default=0, help="sampling seed (default 0)")
+    p.add_argument("--regime", choices=["exact", "signal", "noise"], default="exact",
+                   help="escape-time formula (default exact: noise included, numeric)")
+    _common(p)
+
+    p = sub.add_parser("minimal", help="SGD on the minimal model: per-seed t_ICL (iterations)")
+    p.add_argument("--N", type=_int_type("N", 1), default=100, help=N_HELP + " (default 100)")
+    p.add_argument("--beta0", type=_float_type("beta0"), default=0.0)
+    p.add_argument("--w0", type=_float_type("w0"), default=0.0)
+    p.add_argument("--lr", type=_float_type("lr", 0.0), default=0.1)
+    p.add_argument("--seeds", type=_int_type("seeds", 1), default=8)
+    p.add_argument("--seed", type=_int_type("seed", 0), default=0, help="base seed (default 0)")
+    p.add_argument("--batch-size", type=_int_type("batch-size", 1), default=128)
+    p.add_argument("--D", type=_int_type("D", 1), default=63, help="item dimension (default 63)")
+    p.add_argument("--K", type=_int_type("K", 2), default=None,
+                   help="number of items (even); default: K -> infinity (fresh items)")
+    p.add_argument("--mlp-width", type=_int_type("mlp-width", 1), default=None,
+                   help="width of the MLP phi on the target item (default: no MLP)")
+    p.add_argument("--equalize", action="store_true", help="exactly N/2 context labels of each kind")
+    p.add_argument("--wd-icl", type=_float_type("wd-icl", 0.0, strict=False), default=0.0,
+                   help="L2 weight decay on (w, beta)")
+    p.add_argument("--max-iterations", type=_int_type("max-iterations", 1), default=10_000)
+    p.add_argument("--eval-every", type=_int_type("eval-every", 1), default=10)
+    p.add_argument("--no-early-stop", action="store_true", help="train every seed to max-iterations")
+    p.add_argument("--out", default=None, help="folder for config.json and metrics.csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(p)
+
+    p = sub.add_parser("transience", help="w_tr and the predicted loss of ICL for c3(t) and lambda")
+    p.add_argument("--lam", type=_float_type("lam", 0.0), required=True,
+                   help="L2 weight decay on w and beta (per unit learning-rate time), > 0")
+    p.add_argument("--N", type=_int_type("N", 1), default=100, help=N_HELP + " (default 100)")
+    p.add_argument("--lr", type=_float_type("lr", 0.0), default=0.01, help="learning rate (default 0.01)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--c3-power", nargs=3, type=_float_type("c3-power", 0.0), metavar=("C0", "S0", "ALPHA"),
+                   help="c3(s) = C0 (1 + s/S0)^-ALPHA, s = lr * iterations")
+    g.add_argument("--c3-table", metavar="CSV",
+                   help="CSV with columns 'iteration' (or 's' in learning-rate time) and 'c3'")
+    p.add_argument("--iterations", type=_float_type("iterations", 0.0), default=None,
+                   help="horizon in iterations (default: end of the c3 table, or 1e7)")
+    _common(p)
+
+    p = sub.add_parser("compare", help="theory vs minimal-model SGD on an N x beta0 grid")
+    p.add_argument("--N", nargs="+", type=_int_type("N", 2), default=[50, 100, 200], help=N_HELP)
+    p.add_argument("--beta0", nargs="+", type=_float_type("beta0"), default=[-2.0, -1.0, 0.0, 1.0])
+    p.add_argument("--lr", type=_float_type("lr", 0.0), default=0.1)
+    p.add_argument("--seeds", type=_int_type("seeds", 1), default=8)
+    p.add_argument("--seed", type=_int_type("seed", 0), default=0)
+    p.add_argument("--out", default="out/compare", help="folder for table.csv, table.md, figure")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(p)
+    return ap
+
+
+def _version() -> str:
+    from icl_kinetics import __version__
+
+    return f"icl-kinetics {__version__}"
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_threshold(a) -> dict:
+    import numpy as np
+
+    from icl_kinetics.theory import k_star
+
+    Ns = np.array(a.N)
+    ks = k_star(Ns, a.beta0, a.amplitude, a.nu, c2=a.c2)
+    slope = float(np.polyfit(np.log(Ns), np.log(ks), 1)[0]) if len(set(a.N)) > 1 else None
+    res = {"N": a.N, "k_star": ks.tolist(), "slope": slope, "predicted_slope": 1.0 / a.nu,
+           "nu": a.nu, "amplitude": a.amplitude, "beta0": a.beta0, "c2": a.c2,
+           "units": {"N": "context tokens (target not counted)", "amplitude": "learning-rate time",
+                     "k_star": "items"}}
+    if a.plot:
+        from icl_kinetics.validate.figures import k_star_figure, save
+
+        res["plot"] = save(k_star_figure({"N": Ns, "k_star": ks}, nu=a.nu), a.plot)
+    return res
+
+
+def _print_threshold(r):
+    print(f"K* for I_K(inf) = {r['amplitude']:g} K^{r['nu']:g}, beta0 = {r['beta0']:g}, c2 = {r['c2']:g}")
+    print(f"{'N':>8} {'K*':>14}")
+    for n, k in zip(r["N"], r["k_star"]):
+        print(f"{n:>8} {k:>14.6g}")
+    if r["slope"] is not None:
+        print(f"log-log slope d log K*/d log N = {r['slope']:.4f}  (1/nu = {r['predicted_slope']:.4f})")
+
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def cmd_onset(a) -> dict:
+    import numpy as np
+
+    from icl_kinetics.theory import OnsetDistribution
+
+    rows, per_n, curves = [], [], []
+    for N in a.N:
+        d = OnsetDistribution(N=N, lr=a.lr, beta0_mean=a.beta0_mean, beta0_std=a.beta0_std, regime=a.regime)
+        x = d.sample(a.samples, seed=a.seed + N)
+        q_emp = np.quantile(x, QUANTILES)
+        q_th = d.quantile(np.array(QUANTILES)) if a.beta0_std > 0 else np.full(len(QUANTILES), d.median())
+        per_n.append({"N": N, "median": float(np.median(x)), "mean": float(x.mean()),
+                      "quantiles": dict(zip(map(str, QUANTILES), q_emp.tolist())),
+                      "closed_form_quantiles": dict(zip(map(str, QUANTILES), q_th.tolist()))})
+        if a.plot:
+            rows.extend({"N": N, "t_icl": t} for t in x[: min(a.samples, 20000)])
+            if a.beta0_std > 0:
+                tt = np.geomspace(q_th[0] / 3, q_th[-1] * 3, 200)
+                curves.extend({"N": N, "t_icl": t, "density": dd * t * np.log(10)}
+                              for t, dd in zip(tt, d.pdf(tt)))
+    res = {"N": a.N, "lr": a.lr, "beta0_mean": a.beta0_mean, "beta0_std": a.beta0_std,
+           "regime": a.regime, "samples": a.samples, "seed": a.seed, "units": "iterations",
+           "per_N": per_n}
+    if len(a.N) > 1:
+        med = [p["median"] for p in per_n]
+        slope, icpt = np.polyfit(a.N, med, 1)
+        res["median_linear_fit"] = {"slope_per_token": float(slope), "intercept": float(icpt)}
+    if a.plot:
+        from icl_kinetics.validate.figures import onset_figure, save
+
+        res["plot"] = save(onset_figure(rows, curves or None), a.plot)
+    return res
+
+
+def _print_onset(r):
+    print(f"t_ICL (iterations), lr = {r['lr']:g}, beta0 ~ N({r['beta0_mean']:g}, {r['beta0_std']:g}^2), "
+          f"{r['samples']} samples per N, regime = {r['regime']}")
+    hdr = "".join(f"{'q' + k:>12}" for k in map(str, QUANTILES))
+    print(f"{'N':>6}{hdr}")
+    for p in r["per_N"]:
+        print(f"{p['N']:>6}" + "".join(f"{v:>12.5g}" for v in p["quantiles"].values()))
+    if "median_linear_fit" in r:
+        f = r["median_linear_fit"]
+        print(f"median ~ {f['slope_per_token']:.4g} * N + {f['intercept']:.3g}")
+
+
+def _minimal_config(a):
+    from icl_kinetics.simulate.minimal import MinimalConfig
+
+    cfg = MinimalConfig(N=a.N, beta0=a.beta0, w0=a.w0, lr=a.lr, seeds=a.seeds, seed=a.seed,
+                        batch_size=a.batch_size, D=a.D, K=a.K, mlp_width=a.mlp_width,
+                        equalize=a.equalize, wd_icl=a.wd_icl, max_iterations=a.max_iterations,
+                        eval_every=a.eval_every, stop_on_acquire=not a.no_early_stop)
+    cfg.validate()
+    return cfg
+
+
+def cmd_minimal(a) -> dict:
+    import numpy as np
+
+    from icl_kinetics.io import write_csv, write_json
+    from icl_kinetics.simulate.minimal import run_minimal
+    from icl_kinetics.theory import icl_threshold_beta, t_icl
+
+    cfg = _minimal_config(a)
+    t0 = time.perf_counter()
+    result = run_minimal(cfg, progress=not (a.quiet or a.json))
+    res = result.to_json()
+    res["wall_seconds"] = time.perf_counter() - t0
+    if a.K is None and a.mlp_width is None and not a.equalize and a.w0 >= 0:
+        res["theory_t_icl"] = float(t_icl(a.N, a.beta0, a.lr, w0=a.w0, beta_c=icl_threshold_beta(a.N)))
+    if a.out:
+        out = Path(a.out)
+        write_json(out / "config.json", res.get("config", {}))
+        if result.history:
+            write_csv(out / "metrics.csv", result.history)
+        res["out"] = str(out)
+    if a.plot:
+        from icl_kinetics.validate.figures import columns
+        import matplotlib.pyplot as plt
+        from icl_kinetics.validate.figures import save
+
+        c = columns(result.history)
+        fig, ax = plt.subplots(figsize=(5, 3.5), constrained_layout=True)
+        for s in np.unique(c["seed"]):
+            m = c["seed"] == s
+            ax.plot(c["iteration"][m], c["icl_acc"][m], lw=1)
+        ax.axhline(cfg.acc_threshold, color="k", ls=":", lw=1)
+        if "theory_t_icl" in res:
+            ax.axvline(res["theory_t_icl"], color="k", ls="--", lw=1, label="theory t_ICL")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("ICL accuracy")
+        ax.set_title(f"minimal model, N = {a.N}, beta0 = {a.beta0:g}", fontsize=10)
+        res["plot"] = save(fig, a.plot)
+    return res
+
+
+def _print_minimal(r):
+    ts = ["never" if t is None else str(t) for t in r["t_icl"]]
+    print("t_ICL per seed (iterations): " + ", ".join(ts))
+    med = r["median_t_icl"]
+    print(f"median t_ICL: {'undefined (most seeds never acquired ICL)' if med is None else f'{med:g}'}")
+    if "theory_t_icl" in r:
+        print(f"theory t_ICL (reduced model, exact regime, accuracy threshold): {r['theory_t_icl']:.0f}")
+    print(f"wall time: {r['wall_seconds']:.1f} s")
+
+
+def cmd_transience(a) -> dict:
+    import numpy as np
+
+    from icl_kinetics.theory import PowerLaw, Tabulated, transience_flow, w_tr
+
+    if a.c3_power:
+        c0, s0, alpha = a.c3_power
+        c3 = PowerLaw(c0, s0, alpha)
+        s_max = (a.iterations or 1e7) * a.lr
+    else:
+        c3, s_max = _read_c3_table(a.c3_table, a.lr)
+        if a.iterations:
+            s_max = a.iterations * a.lr
+    sol = transience_flow(c3, a.lam, a.N, s_max)
+    t = sol.s / a.lr
+    t_loss = None if sol.s_loss is None else sol.s_loss / a.lr
+    pick = np.unique(np.geomspace(1, len(t), 12).astype(int) - 1)
+    res = {"lam": a.lam, "N": a.N, "lr": a.lr, "w_tr_initial": float(w_tr(float(c3(0.0)), a.lam)),
+           "w_tr_final": float(sol.w_tr[-1]), "t_icl_loss": t_loss,
+           "horizon_iterations": float(t[-1]),
+           "trajectory": [{"iteration": float(t[i]), "c3": float(sol.c3[i]), "w": float(sol.w[i]),
+                           "w_tr": float(sol.w_tr[i]), "beta": float(sol.beta[i]),
+                           "icl_accuracy": float(sol.icl_accuracy[i])} for i in pick],
+           "units": {"t_icl_loss": "iterations after acquisition", "lam": "per unit learning-rate time"}}
+    if a.plot:
+        from icl_kinetics.validate.figures import save, transience_figure
+
+        tab = {"t": t, "w": sol.w, "w_tr": sol.w_tr, "beta": sol.beta, "icl_accuracy": sol.icl_accuracy,
+               "t_loss": np.full(t.size, np.nan if t_loss is None else t_loss)}
+        res["plot"] = save(transience_figure(tab), a.plot)
+    return res
+
+
+def _read_c3_table(path, lr):
+    import csv
+
+    from icl_kinetics.errors import ParameterError
+    from icl_kinetics.theory import Tabulated
+
+    p = Path(path)
+    if not p.is_file():
+        raise ParameterError("c3-table", path, "an existing CSV file")
+    with open(p, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "c3" not in rows[0] or not ({"iteration", "s"} & set(rows[0])):
+        raise ParameterError("c3-table", path, "a CSV with columns 'c3' and 'iteration' (or 's')")
+    try:
+        if "s" in rows[0]:
+            s = [float(r["s"]) for r in rows]
+        else:
+            s = [float(r["iteration"]) * lr for r in rows]
+        v = [float(r["c3"]) for r in rows]
+    except ValueError as e:
+        raise ParameterError("c3-table", path, f"numeric columns ({e})") from None
+    return Tabulated(s, v, extrapolate="hold"), s[-1]
+
+
+def _print_transience(r):
+    print(f"lambda = {r['lam']:g}, N = {r['N']}, lr = {r['lr']:g}")
+    print(f"w_tr at acquisition: {r['w_tr_initial']:.4g}; at the horizon: {r['w_tr_final']:.4g}")
+    tl = r["t_icl_loss"]
+    print("predicted loss of ICL: " + ("not within the horizon" if tl is None else
+                                       f"{tl:.4g} iterations after acquisition"))
+    print(f"{'iteration':>12} {'c3':>10} {'w':>9} {'w_tr':>9} {'beta':>9} {'ICL acc':>8}")
+    for row in r["trajectory"]:
+        print(f"{row['iteration']:>12.4g} {row['c3']:>10.4g} {row['w']:>9.4g} {row['w_tr']:>9.4g} "
+              f"{row['beta']:>9.4g} {row['icl_accuracy']:>8.3f}")
+
+
+def cmd_compare(a) -> dict:
+    from icl_kinetics.validate.compare import compare_minimal_onset
+
+    return compare_minimal_onset(Ns=a.N, beta0s=a.beta0, lr=a.lr, seeds=a.seeds, seed=a.seed,
+                                 out=a.out, plot=a.plot, progress=not (a.quiet or a.json))
+
+
+def _print_compare(r):
+    from icl_kinetics.validate.compare import format_onset_table
+
+    print(format_onset_table(r["rows"]))
+    print(f"\ntable: {r['table_csv']}  figure: {r.get('plot')}")
+
+
+def cmd_demo(a) -> dict:
+    from icl_kinetics.validate.demo import run_demo
+
+    return run_demo(out=a.out, simulate=not a.no_sim, progress=not a.json)
+
+
+def _print_demo(r):
+    from icl_kinetics.validate.demo import format_demo
+
+    print(format_demo(r))
+
+
+COMMANDS = {
+    "demo": (cmd_demo, _print_demo),
+    "threshold": (cmd_threshold, _print_threshold),
+    "onset": (cmd_onset, _print_onset),
+    "minimal": (cmd_minimal, _print_minimal),
+    "transience": (cmd_transience, _print_transience),
+    "compare": (cmd_compare, _print_compare),
+}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.command:
+        parser.print_help()
+        return 2
+    run, show = COMMANDS[a.command]
+    from icl_kinetics.errors import ParameterError
+
+    try:
+        res = run(a)
+    except (ParameterError, ValueError) as e:
+        sys.stderr.write(f"icl-kinetics {a.command}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"icl-kinetics {a.command}: interrupted\n")
+        return 130
+    except Exception as e:  # never a raw traceback; ICL_KINETICS_DEBUG=1 shows it
+        import os
+
+        if os.environ.get("ICL_KINETICS_DEBUG"):
+            raise
+        sys.stderr.write(f"icl-kinetics {a.command}: internal error: {type(e).__name__}: {e} "
+                         "(set ICL_KINETICS_DEBUG=1 for a traceback)\n")
+        return 1
+    try:
+        if a.json:
+            from icl_kinetics.io import dumps
+
+            print(dumps(res))
+        else:
+            show(res)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

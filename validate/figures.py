@@ -1,0 +1,189 @@
+"""Figures.  Each function takes tidy data and returns a ``matplotlib.figure.Figure``.
+
+Tidy data is a table: either a mapping of column name -> sequence, or a list of row
+mappings (one row per observation).  Theory is drawn dashed, measurements as points
+or solid lines, on log axes where the paper used them.  Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def columns(table) -> dict[str, np.ndarray]:
+    """Normalize a tidy table (mapping of columns or list of rows) to a dict of arrays."""
+    if isinstance(table, Mapping):
+        return {k: np.asarray(v) for k, v in table.items()}
+    if isinstance(table, Sequence) and (len(table) == 0 or isinstance(table[0], Mapping)):
+        keys = list(table[0].keys()) if table else []
+        return {k: np.asarray([r.get(k) for r in table]) for k in keys}
+    raise TypeError("a tidy table is a mapping of columns or a list of row mappings")
+
+
+def _colors(n):
+    return plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(n, 1)))
+
+
+def k_star_figure(table, nu: float | None = None) -> Figure:
+    """K* against N (log-log).  Columns: ``N``, ``k_star``; optional ``label``."""
+    c = columns(table)
+    fig, ax = plt.subplots(figsize=(4.6, 3.6), constrained_layout=True)
+    labels = c.get("label", np.array(["theory"] * len(c["N"])))
+    for lab, col in zip(dict.fromkeys(labels), _colors(len(set(labels)))):
+        m = labels == lab
+        N, k = c["N"][m].astype(float), c["k_star"][m].astype(float)
+        order = np.argsort(N)
+        slope = np.polyfit(np.log(N), np.log(k), 1)[0] if m.sum() > 1 else np.nan
+        ax.plot(N[order], k[order], "--o", color=col, ms=4, label=f"{lab} (slope {slope:.3f})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("context length N (context tokens)")
+    ax.set_ylabel("diversity threshold K*")
+    title = "Predicted K* vs N"
+    if nu:
+        title += f"  (1/nu = {1 / nu:.3f})"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def onset_figure(samples, curves=None) -> Figure:
+    """Distributions of t_ICL per N: log-binned histograms and violins.
+
+    Args:
+        samples: tidy table with columns ``N`` and ``t_icl`` (iterations), one row per seed.
+        curves: optional tidy table with ``N``, ``t_icl``, ``density`` (per unit log10 t):
+            a theory density drawn dashed over the histograms.
+    """
+    c = columns(samples)
+    Ns = sorted(set(c["N"].tolist()))
+    cols = _colors(len(Ns))
+    fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    logt = np.log10(c["t_icl"].astype(float))
+    bins = np.linspace(np.nanpercentile(logt, 0.2), np.nanpercentile(logt, 99.8), 50)
+    for N, col in zip(Ns, cols):
+        x = logt[c["N"] == N]
+        ax.hist(x, bins=bins, density=True, histtype="step", color=col, lw=1.5, label=f"N = {N}")
+    if curves is not None:
+        cc = columns(curves)
+        for N, col in zip(Ns, cols):
+            m = cc["N"] == N
+            ax.plot(np.log10(cc["t_icl"][m].astype(float)), cc["density"][m], "--", color=col, lw=1)
+    ax.set_xlabel("log10 t_ICL (iterations)")
+    ax.set_ylabel("density per unit log10 t")
+    ax.set_title("t_ICL across seeds" + (" (dashed: closed form)" if curves is not None else ""), fontsize=10)
+    ax.legend(fontsize=8)
+    width = 0.6 * min(np.diff(Ns)) if len(Ns) > 1 else 1.0
+    parts = ax2.violinplot([logt[c["N"] == N] for N in Ns], positions=Ns, widths=width,
+                           showmedians=True, showextrema=False)
+    for body, col in zip(parts["bodies"], cols):
+        body.set_facecolor(col)
+        body.set_alpha(0.6)
+    ax2.set_xlabel("context length N")
+    ax2.set_ylabel("log10 t_ICL (iterations)")
+    ax2.set_title("long right tails (log scale)", fontsize=10)
+    med = np.array([np.median(c["t_icl"][c["N"] == N].astype(float)) for N in Ns])
+    ax3.plot(Ns, med, "o", color="k", label="median")
+    if len(Ns) > 1:
+        a, b = np.polyfit(Ns, med, 1)
+        xx = np.linspace(0, max(Ns) * 1.05, 50)
+        ax3.plot(xx, a * xx + b, "--", color="gray", label=f"linear fit: {a:.3g} N {b:+.3g}")
+    ax3.set_xlim(0, None)
+    ax3.set_ylim(0, None)
+    ax3.set_xlabel("context length N")
+    ax3.set_ylabel("median t_ICL (iterations)")
+    ax3.set_title("median t_ICL is linear in N", fontsize=10)
+    ax3.legend(fontsize=8)
+    return fig
+
+
+def onset_comparison_figure(measured, theory) -> Figure:
+    """Measured t_ICL per seed against the theory's prediction, one panel per N.
+
+    Args:
+        measured: tidy table ``N``, ``beta0``, ``seed``, ``t_icl`` (iterations, NaN if
+            the seed never acquired ICL within ``max_iterations``), ``max_iterations``.
+        theory: tidy table ``N``, ``beta0``, ``t_icl``, ``model`` (e.g. 'exact',
+            'signal', 'noise'), evaluated on a fine beta0 grid.
+    """
+    m, th = columns(measured), columns(theory)
+    Ns = sorted(set(m["N"].tolist()))
+    fig, axes = plt.subplots(1, len(Ns), figsize=(3.6 * len(Ns), 3.5), sharey=True,
+                             constrained_layout=True, squeeze=False)
+    styles = {"exact": ("k", "--"), "signal": ("tab:blue", ":"), "noise": ("tab:red", ":")}
+    for ax, N in zip(axes[0], Ns):
+        for model in dict.fromkeys(th["model"].tolist()):
+            sel = (th["N"] == N) & (th["model"] == model)
+            colr, ls = styles.get(model, ("gray", "--"))
+            ax.plot(th["beta0"][sel], th["t_icl"][sel].astype(float), ls, color=colr, lw=1.2,
+                    label=f"theory ({model})")
+        sel = m["N"] == N
+        t = m["t_icl"][sel].astype(float)
+        b = m["beta0"][sel].astype(float)
+        jitter = (np.random.default_rng(0).random(b.size) - 0.5) * 0.12
+        ok = np.isfinite(t)
+        ax.plot(b[ok] + jitter[ok], t[ok], "o", ms=3, color="tab:green", alpha=0.6, label="SGD seeds")
+        if (~ok).any():
+            cap = m["max_iterations"][sel].astype(float)[~ok]
+            ax.plot(b[~ok] + jitter[~ok], cap, "^", ms=5, color="tab:orange", label="not acquired (censored)")
+        for bb in sorted(set(b.tolist())):
+            tt = t[b == bb]
+            if np.sum(np.isfinite(tt)) > tt.size / 2:
+                ax.plot([bb], [np.median(np.where(np.isfinite(tt), tt, np.inf))], "s", ms=7,
+                        mfc="none", mec="tab:green", mew=1.5)
+        ax.set_yscale("log")
+        ax.set_title(f"N = {N}", fontsize=10)
+        ax.set_xlabel("beta0")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("t_ICL (iterations)")
+    axes[0][-1].legend(fontsize=7)
+    return fig
+
+
+def transience_figure(table) -> Figure:
+    """A post-acquisition trajectory.  Columns: ``t`` (iterations), ``w``, ``w_tr``,
+    ``beta``, ``icl_accuracy``; optional ``t_loss`` (constant column)."""
+    c = columns(table)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    t = c["t"].astype(float)
+    keep = t > 0
+    c = {k: v[keep] for k, v in c.items()}
+    t = t[keep]
+    ax.plot(t, c["w"], "-", color="tab:purple", label="w (flow)")
+    ax.plot(t, c["w_tr"], "--", color="k", label="w_tr(c3(t), lambda)")
+    ax.plot(t, c["beta"], "-", color="tab:cyan", label="beta (flow)")
+    ax.set_xscale("log")
+    ax.set_xlabel("iterations after acquisition")
+    ax.legend(fontsize=8)
+    ax.set_title("w, beta and the tracking value w_tr", fontsize=10)
+    ax2.plot(t, c["icl_accuracy"], "-", color="tab:green", label="ICL accuracy (large D)")
+    if "t_loss" in c and np.isfinite(c["t_loss"].astype(float)).any():
+        ax2.axvline(float(c["t_loss"][0]), color="r", ls="--", label="predicted loss of ICL")
+    ax2.set_xscale("log")
+    ax2.set_ylim(0.4, 1.02)
+    ax2.set_xlabel("iterations after acquisition")
+    ax2.set_ylabel("ICL accuracy")
+    ax2.legend(fontsize=8)
+    return fig
+
+
+def save(fig: Figure, path) -> str:
+    """Save a figure atomically (write to a temporary file, then rename)."""
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    fig.savefig(tmp, dpi=130, format=p.suffix.lstrip(".") or "png")
+    os.replace(tmp, p)
+    plt.close(fig)
+    return str(p)
