@@ -18,9 +18,10 @@ from icl_kinetics.theory import icl_threshold_beta, solve_flow, t_icl
 
 
 def regime_of(beta0: float, c2: float = 0.5) -> str:
-    """Which closed form applies: gamma = c2 e^-beta0 < 0.3 'signal', > 3 'noise', else 'crossover'."""
+    """Which closed form is within 5 % of the exact escape time (docs/theory.md §3):
+    gamma = c2 e^-beta0 < 0.3 -> "signal", gamma > 10 -> "noise", else "crossover" (use the exact T*)."""
     g = c2 * math.exp(-beta0)
-    return "signal" if g < 0.3 else ("noise" if g > 3.0 else "crossover")
+    return "signal" if g < 0.3 else ("noise" if g > 10.0 else "crossover")
 
 
 def theory_onset(N: int, beta0: float, lr: float) -> dict:
