@@ -1,0 +1,298 @@
+"""The models, seed-batched: every parameter has a leading seed dimension S.
+
+Four models (``ModelConfig.kind``), all functional (parameters are a dict of tensors)
+so that S independent seeds train in one set of batched matmuls:
+
+``"transformer"`` (the paper's, paper-notes §2)::
+
+    tokens (B, N+1, T) --LayerNorm(T)--> h
+    q, k, v = h Wq^T, h Wk^T, h Wv^T        bias-free, single head, no output projection
+    sa = softmax_causal(q k^T * 1.0) v      attention scale 1.0 (no 1/sqrt(T))
+    logit = MLP(h_last + sa_last)           MLP: T -> width -> width -> 1, ReLU
+
+``"transformer2"``: the two-layer control (paper Fig. A5).  The notes give its
+parts but not its wiring; ours is::
+
+    h = LN(tokens); r1 = h + attn1(h); r2 = r1 + MLP_mid(r1)       (every position)
+    logit = MLP(r2_last + attn2(r2)_last)                          MLP_mid: T -> width -> width -> T
+
+``"minimal"``: the paper's phenomenological model on raw items,
+``logit = phi(x_t) + w * sum_j softmax_j(beta x_t . x_j) l_j`` over the N context
+tokens and the target itself (label 0); phi (D -> width -> width -> 1) is optional.
+
+``"mlp"``: the standalone memorizing MLP phi(x) on bare items (paper Fig. 5, A2, A3).
+
+**Two code paths for the one-layer transformer.**
+
+* :func:`transformer_reference` is the naive oracle: LayerNorm on every token, q, k
+  and v at every position, full causal attention, then the last position.  Tests
+  check the fast path against it, in float64, to 1e-5.
+* :func:`transformer_fast` computes only what the last-token loss needs.  The loss
+  reads one query row, and LayerNorm's normalization ``n = (x - mean) / std`` does
+  not depend on any parameter, only its affine part ``h = g * n + b`` does.  So
+  with ``a = g * (Wk^T q)``::
+
+      q . k_j = a . n_j + const          (const = q . Wk b, the same for every j: cancels in softmax)
+      sa      = Wv (g * sum_j p_j n_j + b)   (the p_j sum to 1)
+
+  The normalized tokens are computed once per item (:func:`normalize_tokens`), not
+  once per use, and the (B, N, T) token tensor is touched by one gather and two
+  batched reductions (plus their two backward passes).
+
+Initialization follows PyTorch's defaults (``nn.Linear``: U(-1/sqrt(fan_in),
+1/sqrt(fan_in)) for weights and biases; LayerNorm: g = 1, b = 0); each seed draws
+its parameters from its own generator, so a seed's initialization does not depend
+on the batch it is trained in.  Parameter groups for weight decay:
+:data:`ATTENTION_PARAMS` (LayerNorm and q/k/v, and w, beta) and the MLP's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from icl_kinetics.errors import ParameterError, one_of, positive_int
+
+KINDS = ("transformer", "transformer2", "minimal", "mlp")
+LN_EPS = 1e-5
+#: parameters in the "attention" weight-decay group (LayerNorm, q/k/v; w and beta of the minimal model)
+ATTENTION_PARAMS = ("ln_w", "ln_b", "wq", "wk", "wv", "wq2", "wk2", "wv2", "w", "beta")
+
+Params = dict  # name -> tensor with a leading seed dimension S
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shapes of a model.
+
+    Args:
+        kind: ``"transformer"``, ``"transformer2"``, ``"minimal"`` or ``"mlp"``.
+        token_dim: T, the token width (D + 2 for one-hot labels, D + 1 for ±1).
+        D: item dimension (input of phi for ``"minimal"`` and ``"mlp"``).
+        width: hidden width of the MLPs (0 for ``"minimal"``: no phi).
+        beta0: initial beta of ``"minimal"`` (None: drawn N(0, 1) per seed, as the
+            paper's model does); w starts at 0.
+    """
+
+    kind: str = "transformer"
+    token_dim: int = 65
+    D: int = 63
+    width: int = 512
+    beta0: float | None = None
+
+    def validate(self) -> None:
+        one_of("model", self.kind, KINDS)
+        positive_int("token_dim", self.token_dim, 2)
+        positive_int("D", self.D, 1)
+        positive_int("width", self.width, 0 if self.kind == "minimal" else 1)
+        if self.beta0 is not None and not math.isfinite(float(self.beta0)):
+            raise ParameterError("beta0", self.beta0, "a finite number or None")
+
+
+# ----------------------------------------------------------------------------- init
+def _linear(gen: torch.Generator, fan_in: int, fan_out: int, bias: bool = True):
+    bound = 1.0 / math.sqrt(fan_in)
+    W = torch.empty(fan_out, fan_in).uniform_(-bound, bound, generator=gen)
+    b = torch.empty(fan_out).uniform_(-bound, bound, generator=gen) if bias else None
+    return W, b
+
+
+def _mlp_init(gen, fan_in: int, width: int, out: int, prefix: str = "") -> dict:
+    """MLP weights stored as (fan_in, fan_out), the transpose of ``nn.Linear.weight``, so that
+    the forward is ``x @ W`` and autograd returns contiguous weight gradients (a transposed
+    gradient makes the SGD update of a 512 x 512 weight ~20x slower on CPU)."""
+    p = {}
+    for i, (fi, fo) in enumerate([(fan_in, width), (width, width), (width, out)], start=1):
+        W, p[f"{prefix}b{i}"] = _linear(gen, fi, fo)
+        p[f"{prefix}W{i}"] = W.t().contiguous()
+    return p
+
+
+def init_params(cfg: ModelConfig, gen: torch.Generator) -> dict:
+    """Parameters of ONE seed (no seed dimension), float32 on CPU, from ``gen``."""
+    cfg.validate()
+    T, h = cfg.token_dim, cfg.width
+    p: dict = {}
+    if cfg.kind in ("transformer", "transformer2"):
+        p["ln_w"], p["ln_b"] = torch.ones(T), torch.zeros(T)
+        Wqkv, _ = _linear(gen, T, 3 * T, bias=False)  # one Linear(T, 3T), as in the paper's code
+        p["wq"], p["wk"], p["wv"] = Wqkv[:T].clone(), Wqkv[T:2 * T].clone(), Wqkv[2 * T:].clone()
+        if cfg.kind == "transformer2":
+            p.update(_mlp_init(gen, T, h, T, prefix="mid_"))
+            Wqkv2, _ = _linear(gen, T, 3 * T, bias=False)
+            p["wq2"], p["wk2"], p["wv2"] = Wqkv2[:T].clone(), Wqkv2[T:2 * T].clone(), Wqkv2[2 * T:].clone()
+        p.update(_mlp_init(gen, T, h, 1))
+    elif cfg.kind == "minimal":
+        p["w"] = torch.zeros(())
+        beta = torch.randn((), generator=gen) if cfg.beta0 is None else torch.tensor(float(cfg.beta0))
+        p["beta"] = beta.float()
+        if h:
+            p.update(_mlp_init(gen, cfg.D, h, 1))
+    else:  # mlp
+        p.update(_mlp_init(gen, cfg.D, h, 1))
+    return p
+
+
+def stack_params(per_seed: list[dict], device="cpu", dtype=torch.float32) -> Params:
+    """Stack one-seed parameter dicts into seed-batched tensors (leading dim S)."""
+    return {k: torch.stack([p[k] for p in per_seed]).to(device=device, dtype=dtype) for k in per_seed[0]}
+
+
+def select(params: Params, idx) -> Params:
+    """The parameters of seeds ``idx`` (a new seed-batched dict)."""
+    return {k: v[idx] for k, v in params.items()}
+
+
+# ----------------------------------------------------------------------------- pieces
+def mlp(p: Params, x: torch.Tensor, prefix: str = "") -> torch.Tensor:
+    """Seed-batched 3-layer ReLU MLP: x (S, n, fan_in) -> (S, n, out); weights (S, fan_in, fan_out)."""
+    h = torch.baddbmm(p[prefix + "b1"].unsqueeze(1), x, p[prefix + "W1"]).relu()
+    h = torch.baddbmm(p[prefix + "b2"].unsqueeze(1), h, p[prefix + "W2"]).relu()
+    return torch.baddbmm(p[prefix + "b3"].unsqueeze(1), h, p[prefix + "W3"])
+
+
+def normalize_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """LayerNorm without its affine part, ``(x - mean) / sqrt(var + eps)`` over the last dim."""
+    return F.layer_norm(tokens, tokens.shape[-1:], eps=LN_EPS)
+
+
+def _full_attention(h, wq, wk, wv):
+    """Causal single-head attention at every position, scale 1.0: h (S, B, L, T)."""
+    S, B, L, T = h.shape
+    hf = h.reshape(S, B * L, T)
+    q = torch.bmm(hf, wq.transpose(1, 2)).view(S, B, L, T)
+    k = torch.bmm(hf, wk.transpose(1, 2)).view(S, B, L, T)
+    v = torch.bmm(hf, wv.transpose(1, 2)).view(S, B, L, T)
+    scores = q @ k.transpose(-1, -2)  # (S, B, L, L)
+    mask = torch.ones(L, L, dtype=torch.bool, device=h.device).triu(1)
+    att = scores.masked_fill(mask, float("-inf")).softmax(-1)
+    return att @ v
+
+
+def _gather(table: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows of ``table`` (M, T) shared, or (S, M, T) per seed, at ``idx`` (S, ...) -> (S, ..., T).
+
+    ``index_select`` on a flat table is about 3x faster on CPU than advanced indexing,
+    and writing into a reused ``out`` buffer avoids fresh pages (another ~3x for tens of MB).
+    """
+    T = table.shape[-1]
+    if table.dim() == 3:
+        S, M = table.shape[:2]
+        off = (torch.arange(S, device=idx.device) * M).view(S, *([1] * (idx.dim() - 1)))
+        table, idx = table.reshape(S * M, T), idx + off
+    flat = idx.reshape(-1)
+    if out is not None and out.numel() >= flat.numel() * T and out.dtype == table.dtype:
+        res = out.view(-1)[: flat.numel() * T].view(flat.numel(), T)
+        torch.index_select(table, 0, flat, out=res)
+    else:
+        res = table.index_select(0, flat)
+    return res.view(*idx.shape, T)
+
+
+# ----------------------------------------------------------------------------- transformer
+def transformer_reference(p: Params, tokens: torch.Tensor) -> torch.Tensor:
+    """The naive oracle: full causal attention over every position (as the paper's code).
+
+    Args:
+        p: seed-batched parameters of ``"transformer"`` or ``"transformer2"``.
+        tokens: (S, B, N+1, T) dense tokens, the target last.
+
+    Returns:
+        logits (S, B).
+    """
+    h = F.layer_norm(tokens, tokens.shape[-1:], eps=LN_EPS) * p["ln_w"][:, None, None] + p["ln_b"][:, None, None]
+    sa = _full_attention(h, p["wq"], p["wk"], p["wv"])
+    if "wq2" not in p:  # one layer
+        z = h[:, :, -1] + sa[:, :, -1]
+    else:
+        S, B, L, T = h.shape
+        r = h + sa
+        r2 = r + mlp(p, r.reshape(S, B * L, T), prefix="mid_").view(S, B, L, T)
+        sa2 = _full_attention(r2, p["wq2"], p["wk2"], p["wv2"])
+        z = r2[:, :, -1] + sa2[:, :, -1]
+    return mlp(p, z)[..., 0]
+
+
+def transformer_fast(p: Params, n_ctx: torch.Tensor, n_tgt: torch.Tensor, ctx: torch.Tensor,
+                     tgt: torch.Tensor, return_attention: bool = False, buffer: torch.Tensor | None = None):
+    """One-layer transformer, last-token path only (see module docstring).
+
+    Args:
+        p: seed-batched ``"transformer"`` parameters (S seeds).
+        n_ctx, n_tgt: normalized context / target token tables, (M, T) shared by all
+            seeds or (S, M, T) per seed (:func:`normalize_tokens` of the token tables).
+        ctx: (S, B, N) int64 context indices into the tables; tgt: (S, B) target indices.
+        return_attention: also return the attention weights (p_ctx (S, B, N), p_tgt (S, B)).
+        buffer: optional scratch tensor (>= S*B*N*T elements) reused for the gathered
+            tokens; it must not be overwritten before the backward pass.
+
+    Returns:
+        logits (S, B) [, (p_ctx, p_tgt)].
+    """
+    S, B, N = ctx.shape
+    T = n_ctx.shape[-1]
+    G = _gather(n_ctx, ctx, buffer).view(S * B, N, T)  # the one pass that writes (S, B, N, T)
+    nt = _gather(n_tgt, tgt)  # (S, B, T)
+    g, b = p["ln_w"].unsqueeze(1), p["ln_b"].unsqueeze(1)  # (S, 1, T)
+    ht = g * nt + b  # (S, B, T)
+    q = torch.bmm(ht, p["wq"].transpose(1, 2))
+    a = g * torch.bmm(q, p["wk"])  # (S, B, T): g * (Wk^T q)
+    # (1, T) x (T, N) products on a transposed view of G: much faster on CPU than the
+    # equivalent (N, T) x (T, 1) matrix-vector bmm (benchmarks/bench_engine.py)
+    s_ctx = torch.bmm(a.reshape(S * B, 1, T), G.transpose(1, 2)).view(S, B, N)
+    s_tgt = (nt * a).sum(-1, keepdim=True)
+    att = torch.cat([s_ctx, s_tgt], dim=-1).softmax(-1)  # (S, B, N+1)
+    p_ctx, p_tgt = att[..., :N], att[..., N:]
+    mbar = torch.bmm(p_ctx.reshape(S * B, 1, N), G).view(S, B, T) + p_tgt * nt
+    sa = torch.bmm(g * mbar + b, p["wv"].transpose(1, 2))
+    logit = mlp(p, ht + sa)[..., 0]
+    if return_attention:
+        return logit, (p_ctx, p_tgt[..., 0])
+    return logit
+
+
+# ----------------------------------------------------------------------------- minimal / mlp
+def minimal_forward(p: Params, items: torch.Tensor, labels: torch.Tensor, ctx: torch.Tensor,
+                    tgt: torch.Tensor, return_attention: bool = False):
+    """The minimal model: ``phi(x_t) + w * sum_j softmax_j(beta x_t . x_j) l_j``.
+
+    items (M, D) or (S, M, D); labels (M,) or (S, M); ctx (S, B, N); tgt (S, B).
+    The softmax includes the target itself (overlap |x_t|^2, label 0).
+    """
+    S, B, N = ctx.shape
+    if items.dim() == 2:
+        X, xt, lab = items[ctx], items[tgt], labels[ctx]
+    else:
+        ar = torch.arange(S, device=ctx.device)
+        X, xt, lab = items[ar[:, None, None], ctx], items[ar[:, None], tgt], labels[ar[:, None, None], ctx]
+    D = xt.shape[-1]
+    s_ctx = torch.bmm(X.view(S * B, N, D), xt.reshape(S * B, D, 1)).view(S, B, N)
+    s_tgt = (xt * xt).sum(-1, keepdim=True)
+    beta = p["beta"].view(S, 1, 1)
+    att = (beta * torch.cat([s_ctx, s_tgt], -1)).softmax(-1)
+    m = (att[..., :N] * lab).sum(-1)
+    logit = p["w"].view(S, 1) * m
+    if "W1" in p:
+        logit = logit + mlp(p, xt)[..., 0]
+    if return_attention:
+        return logit, (att[..., :N], att[..., N])
+    return logit
+
+
+def mlp_forward(p: Params, x: torch.Tensor) -> torch.Tensor:
+    """The standalone MLP phi on items x (S, B, D) -> logits (S, B)."""
+    return mlp(p, x)[..., 0]
+
+
+def param_groups(params: Params) -> tuple[list[str], list[str]]:
+    """Names in the attention group and in the MLP group (for per-group weight decay)."""
+    att = [k for k in params if k in ATTENTION_PARAMS]
+    return att, [k for k in params if k not in ATTENTION_PARAMS]
+
+
+def n_params(params: Params) -> int:
+    """Parameters per seed."""
+    return sum(v[0].numel() for v in params.values())
