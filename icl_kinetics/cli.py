@@ -9,6 +9,9 @@ Subcommands (every one takes ``--json``; ``--plot PATH`` where a picture fits)::
     minimal     SGD on the minimal model, many seeds at once: per-seed t_ICL
     transience  w_tr and the predicted loss of ICL for a c3(t) curve and lambda
     compare     theory vs minimal-model SGD on a grid of N x beta0 (table + figure)
+    train       the seed-batched training engine: the paper's transformer, the
+                two-layer control, the minimal model or the standalone MLP
+    bench       benchmarks users can run on their own hardware (bench engine)
 
 Throughout, N counts **context tokens only** (the paper's code counts the target
 too: its ``len_context = 100`` is ``--N 99`` here).  Importing this module does not
@@ -157,7 +160,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/compare", help="folder for table.csv, table.md, figure")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(p)
+
+    p = sub.add_parser("train", help="train S seeds of a model in one process (tidy metrics, checkpoints)",
+                       description="Train seed-batched models with plain SGD. --N counts context tokens, NOT the "
+                       "target; --len-context counts the target too, as the paper's code does "
+                       "(--len-context 100 == --N 99).")
+    p.add_argument("--model", choices=["transformer", "transformer2", "minimal", "mlp"], default="transformer",
+                   help="transformer (paper), transformer2 (Fig. A5), minimal (phi + (w, beta)), mlp (Fig. 5)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--N", type=_int_type("N", 1), default=None,
+                   help="context tokens, NOT counting the target (default 99 = the paper's len_context 100)")
+    g.add_argument("--len-context", type=_int_type("len-context", 2), default=None,
+                   help="the paper code's sequence length, target included (N = len_context - 1)")
+    p.add_argument("--K", type=_k_type, default=None,
+                   help="training items (even integer >= 2) or 'inf' for fresh items every sequence (default inf)")
+    p.add_argument("--D", type=_int_type("D", 1), default=63, help="item dimension (default 63)")
+    p.add_argument("--width", type=_int_type("width", 0), default=512, help="MLP width (default 512; "
+                   "0 = no phi for --model minimal)")
+    p.add_argument("--labels", choices=["onehot", "pm1"], default="onehot",
+                   help="label encoding in the tokens: onehot (paper code, 65-dim tokens) or pm1 (paper text)")
+    p.add_argument("--contexts", choices=["iid", "equalized"], default="iid",
+                   help="equalized: exactly N/2 context labels of each kind")
+    p.add_argument("--zipf-alpha", type=_float_type("zipf-alpha", 0.0, strict=False), default=0.0,
+                   help="item frequencies p(k) ~ k^-alpha (default 0: uniform; an extension)")
+    p.add_argument("--beta0", type=_float_type("beta0"), default=None,
+                   help="initial beta of --model minimal (default: N(0, 1) per seed)")
+    p.add_argument("--lr", type=_float_type("lr", 0.0), default=0.01, help="SGD learning rate (default 0.01)")
+    p.add_argument("--batch-size", type=_int_type("batch-size", 1), default=128)
+    p.add_argument("--wd-attn", type=_float_type("wd-attn", 0.0, strict=False), default=0.0,
+                   help="L2 weight decay on LayerNorm and q/k/v (and w, beta); paper transience: 3e-3")
+    p.add_argument("--wd-mlp", type=_float_type("wd-mlp", 0.0, strict=False), default=0.0,
+                   help="L2 weight decay on the MLPs (default 0; the paper's 1e-10 is effectively 0)")
+    p.add_argument("--seeds", type=_int_type("seeds", 1), default=8)
+    p.add_argument("--seed", type=_int_type("seed", 0), default=0, help="base seed (init and data streams)")
+    p.add_argument("--seed-offset", type=_int_type("seed-offset", 0), default=0,
+                   help="index of the first seed (seeds=1, seed-offset=i reproduces seed i of a batch)")
+    p.add_argument("--item-seed", type=_int_type("item-seed", 0), default=10,
+                   help="seed of the item set and test sets, shared by every seed (default 10)")
+    p.add_argument("--iterations", type=_int_type("iterations", 1), default=20_000, help="iteration cap")
+    p.add_argument("--eval-every", type=_int_type("eval-every", 1), default=100,
+                   help="iterations between evaluations (default 100; the paper: 469, one epoch)")
+    p.add_argument("--eval-size", type=_int_type("eval-size", 1), default=2000)
+    p.add_argument("--early-stop", type=_early_stop_type, default=0.99,
+                   help="stop a seed once its ICL accuracy exceeds this, or 'none' (default 0.99, as the paper)")
+    p.add_argument("--checkpoint-every", type=_int_type("checkpoint-every", 1), default=5000,
+                   help="iterations between checkpoints (default 5000)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--workers", type=_int_type("workers", 1), default=None,
+                   help="CPU worker threads (default: one per core)")
+    p.add_argument("--out", default="runs/train", help="folder for config.json, metrics.csv, checkpoint.pt")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(p)
+
+    p = sub.add_parser("bench", help="benchmarks to run on your own hardware")
+    p.add_argument("what", choices=["engine"], help="engine: fast seed-batched engine vs naive reference")
+    p.add_argument("--quick", action="store_true", help="fewer iterations (seconds instead of a minute)")
+    p.add_argument("--seeds", type=_int_type("seeds", 1), default=16)
+    p.add_argument("--workers", type=_int_type("workers", 1), default=None)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    _common(p, plot=False)
     return ap
+
+
+def _k_type(s: str):
+    if s.lower() in ("inf", "none", "infinity"):
+        return None
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"K must be an even integer >= 2 or 'inf', got {s!r}") from None
+    if not v.is_integer() or v < 2 or v % 2:
+        raise argparse.ArgumentTypeError(f"K must be an even integer >= 2 or 'inf', got {s!r}")
+    return int(v)
+
+
+def _early_stop_type(s: str):
+    if s.lower() == "none":
+        return None
+    try:
+        v = float(s)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"early-stop must be a number in [0, 1] or 'none', got {s!r}")
+    return v
 
 
 def _version() -> str:
@@ -392,6 +479,77 @@ def _print_compare(r):
     print(f"\ntable: {r['table_csv']}  figure: {r.get('plot')}")
 
 
+def _train_config(a):
+    from icl_kinetics.simulate.engine import TrainConfig
+
+    N = a.N if a.N is not None else (a.len_context - 1 if a.len_context is not None else 99)
+    cfg = TrainConfig(model=a.model, N=N, K=a.K, D=a.D, width=a.width, labels=a.labels, contexts=a.contexts,
+                      zipf_alpha=a.zipf_alpha, beta0=a.beta0, lr=a.lr, batch_size=a.batch_size,
+                      wd_attn=a.wd_attn, wd_mlp=a.wd_mlp, seeds=a.seeds, seed=a.seed, seed_offset=a.seed_offset,
+                      item_seed=a.item_seed, iterations=a.iterations, eval_every=a.eval_every,
+                      eval_size=a.eval_size, early_stop=a.early_stop, checkpoint_every=a.checkpoint_every,
+                      device=a.device, workers=a.workers)
+    cfg.validate()
+    return cfg
+
+
+def cmd_train(a) -> dict:
+    from icl_kinetics.simulate.engine import train
+
+    cfg = _train_config(a)
+    res = train(cfg, out=a.out, progress=not (a.quiet or a.json), resume=not a.no_resume)
+    out = res.summary()
+    out["out"] = a.out
+    out["seed_iterations_per_s"] = res.seed_iterations / res.seconds if res.seconds > 0 else None
+    if a.plot:
+        from icl_kinetics.validate.figures import save, training_curves_figure
+
+        out["plot"] = save(training_curves_figure(res.rows, threshold=cfg.t_icl_threshold,
+                                                  title=_train_title(cfg)), a.plot)
+    return out
+
+
+def _train_title(cfg) -> str:
+    K = "inf" if cfg.K is None else cfg.K
+    return f"{cfg.model}, N = {cfg.N}, K = {K}, width {cfg.width}, lr {cfg.lr:g}, wd_attn {cfg.wd_attn:g}"
+
+
+def _print_train(r):
+    c = r["config"]
+    print(f"{c['model']}: N = {c['N']} context tokens, K = {c['K'] if c['K'] is not None else 'inf'}, "
+          f"{c['seeds']} seeds, {r['iterations_done']} iterations")
+    print(f"{'seed':>5} {'t_ICL':>8} {'final ICL acc':>14} {'final IWL acc':>14}  status")
+    for i, (t, s) in enumerate(zip(r["t_icl"], r["status"])):
+        ia, wa = r["final_icl_acc"][i], r["final_iwl_acc"][i]
+        f = (lambda v: "n/a" if v is None or v != v else f"{v:.3f}")
+        print(f"{c['seed_offset'] + i:>5} {('never' if t is None else t):>8} {f(ia):>14} {f(wa):>14}  {s}"
+              + (f" ({r['reasons'][i]})" if r["reasons"][i] else ""))
+    rate = r.get("seed_iterations_per_s")
+    print(f"wall time {r['seconds']:.1f} s" + (f", {rate:.1f} seed-iterations/s" if rate else "")
+          + f"; metrics: {r['out']}/metrics.csv")
+    if r.get("plot"):
+        print(f"figure: {r['plot']}")
+
+
+def cmd_bench(a) -> dict:
+    from icl_kinetics.simulate.bench import bench_engine
+
+    if a.device == "cuda":
+        import torch
+
+        from icl_kinetics.errors import ParameterError
+
+        if not torch.cuda.is_available():
+            raise ParameterError("device", "cuda", "'cpu': no CUDA GPU is available on this machine")
+    return bench_engine(quick=a.quick, seeds=a.seeds, workers=a.workers, device=a.device)
+
+
+def _print_bench(r):
+    from icl_kinetics.simulate.bench import format_bench
+
+    print(format_bench(r))
+
+
 def cmd_demo(a) -> dict:
     from icl_kinetics.validate.demo import run_demo
 
@@ -411,6 +569,8 @@ COMMANDS = {
     "minimal": (cmd_minimal, _print_minimal),
     "transience": (cmd_transience, _print_transience),
     "compare": (cmd_compare, _print_compare),
+    "train": (cmd_train, _print_train),
+    "bench": (cmd_bench, _print_bench),
 }
 
 

@@ -175,6 +175,44 @@ def transience_figure(table) -> Figure:
     return fig
 
 
+def training_curves_figure(rows, threshold: float | None = None, title: str | None = None) -> Figure:
+    """Training curves, one line per seed: ICL accuracy, IWL accuracy and training loss.
+
+    Args:
+        rows: the engine's tidy metrics table (``seed``, ``iteration`` in iterations,
+            ``icl_acc``, ``iwl_acc``, ``train_loss``; NaN where not measured).
+        threshold: ICL accuracy that defines t_ICL, drawn dotted.
+        title: figure title.
+    """
+    c = columns(rows)
+    seeds = sorted(set(c["seed"].tolist()))
+    cols = _colors(len(seeds))
+    panels = [("icl_acc", "ICL accuracy (novel items)"), ("iwl_acc", "IWL accuracy (target absent)"),
+              ("train_loss", "training loss (nats)")]
+    panels = [pn for pn in panels if pn[0] in c and np.isfinite(c[pn[0]].astype(float)).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), constrained_layout=True,
+                             squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for s, col in zip(seeds, cols):
+            m = c["seed"] == s
+            it = c["iteration"][m].astype(float)
+            v = c[key][m].astype(float)
+            ok = np.isfinite(v)
+            ax.plot(it[ok], v[ok], "-", color=col, lw=1.1, label=f"seed {s}" if len(seeds) <= 10 else None)
+        if key != "train_loss":
+            ax.set_ylim(0.4, 1.02)
+            if threshold is not None and key == "icl_acc":
+                ax.axhline(threshold, color="k", ls=":", lw=1)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    if len(seeds) <= 10:
+        axes[0][0].legend(fontsize=7, ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def save(fig: Figure, path) -> str:
     """Save a figure atomically (write to a temporary file, then rename)."""
     import os

@@ -1,0 +1,177 @@
+"""The training engine: seed batching, determinism, early stopping, divergence handling,
+checkpoint/resume after SIGKILL, and the CLI's bad-input handling.  Tiny shapes only."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from icl_kinetics.cli import main  # noqa: E402
+from icl_kinetics.errors import ParameterError  # noqa: E402
+from icl_kinetics.simulate.engine import METRIC_COLUMNS, TrainConfig, train  # noqa: E402
+
+TINY = dict(N=9, D=12, width=16, batch_size=16, eval_size=128, iterations=60, eval_every=20, lr=0.1,
+            early_stop=None, workers=2)
+
+
+def _by_seed(rows, seed):
+    return [r for r in rows if r["seed"] == seed]
+
+
+def _close(a, b, tol=1e-5):
+    for k in METRIC_COLUMNS:
+        x, y = a[k], b[k]
+        if isinstance(x, float) and math.isnan(x):
+            assert math.isnan(y), k
+        else:
+            assert abs(x - y) <= tol * (1 + abs(x)), (k, x, y)
+
+
+@pytest.mark.parametrize("model,K", [("transformer", 40), ("transformer", None), ("minimal", 40),
+                                     ("mlp", 40), ("transformer2", None)])
+def test_seed_alone_equals_seed_in_batch(model, K):
+    cfg = TrainConfig(model=model, K=K, seeds=3, **TINY)
+    batch = train(cfg, progress=False)
+    alone = train(replace(cfg, seeds=1, seed_offset=2, workers=1), progress=False)
+    rb, ra = _by_seed(batch.rows, 2), alone.rows
+    assert len(rb) == len(ra) == 4  # iterations 0, 20, 40, 60
+    for x, y in zip(rb, ra):
+        _close(x, y)
+    # seeds differ from each other (the streams are really separate)
+    assert batch.rows[-1]["train_loss"] != _by_seed(batch.rows, 0)[-1]["train_loss"]
+
+
+def test_same_seed_same_numbers_bit_for_bit():
+    cfg = TrainConfig(model="transformer", K=40, seeds=2, **TINY)
+    a, b = train(cfg, progress=False), train(cfg, progress=False)
+    assert json.dumps(a.rows) == json.dumps(b.rows)
+    c = train(replace(cfg, seed=1), progress=False)
+    assert json.dumps(a.rows) != json.dumps(c.rows)
+
+
+def test_minimal_model_acquires_icl_and_stops_early():
+    cfg = TrainConfig(model="minimal", K=None, width=0, beta0=2.0, N=20, D=63, batch_size=64, lr=1.0,
+                      seeds=3, iterations=3000, eval_every=10, eval_size=500, early_stop=0.99, workers=2)
+    r = train(cfg, progress=False)
+    assert all(s == "stopped" for s in r.status)
+    for i, t in enumerate(r.t_icl):
+        rows = _by_seed(r.rows, i)
+        assert t is not None and t % 10 == 0
+        first = next(x["iteration"] for x in rows if x["icl_acc"] > 0.95)
+        assert first == t  # t_ICL: the first evaluation above 0.95
+        assert rows[-1]["icl_acc"] > 0.99 and rows[-1]["iteration"] < 3000  # stopped there
+        assert rows[-1]["w"] > 0 and rows[-1]["beta"] > 2.0
+
+
+def test_mlp_memorizes_and_logs_coefficients():
+    cfg = TrainConfig(model="mlp", K=20, D=12, width=32, batch_size=32, lr=0.5, seeds=2, iterations=400,
+                      eval_every=100, workers=1)
+    r = train(cfg, progress=False)
+    rows = _by_seed(r.rows, 0)
+    assert rows[-1]["iwl_acc"] == 1.0
+    c1 = [x["c1"] for x in rows]
+    assert c1[0] == pytest.approx(0.5, abs=0.05) and c1[-1] < 0.2  # residual error falls
+    assert all(0 < x["c2"] <= 1 and x["c3"] > 0 for x in rows)
+    assert math.isnan(rows[-1]["icl_acc"])  # no ICL for a bare MLP
+
+
+def test_nonfinite_loss_marks_seed_diverged_and_run_finishes():
+    cfg = TrainConfig(model="transformer", K=40, seeds=2, **{**TINY, "lr": 1e30})
+    r = train(cfg, progress=False)
+    assert r.status == ["diverged", "diverged"]
+    assert all("non-finite" in s for s in r.reasons)
+
+
+def test_checkpoint_with_other_config_is_refused(tmp_path):
+    cfg = TrainConfig(model="transformer", K=40, seeds=1, **TINY)
+    train(cfg, out=tmp_path, progress=False)
+    with pytest.raises(ParameterError) as e:
+        train(replace(cfg, lr=0.2), out=tmp_path, progress=False)
+    assert e.value.name == "out"
+
+
+def test_resume_in_process_equals_uninterrupted(tmp_path):
+    """Stop after 40 iterations (cap), then extend the cap to 100 from the checkpoint."""
+    cfg = TrainConfig(model="transformer", K=40, seeds=3, checkpoint_every=20, **{**TINY, "iterations": 100})
+    full = train(cfg, progress=False)
+    train(replace(cfg, iterations=40), out=tmp_path, progress=False)
+    resumed = train(cfg, out=tmp_path, progress=False)
+    assert json.dumps(full.rows) == json.dumps(resumed.rows)
+
+
+def _cli(out, extra=()):
+    return [sys.executable, "-m", "icl_kinetics.cli", "train", "--model", "transformer", "--K", "40",
+            "--N", "9", "--D", "12", "--width", "16", "--batch-size", "16", "--eval-size", "64",
+            "--seeds", "2", "--iterations", "3000", "--eval-every", "100", "--checkpoint-every", "200",
+            "--lr", "0.05", "--early-stop", "none", "--out", str(out), "--quiet", "--json", *extra]
+
+
+def _read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_resume_after_sigkill_gives_the_same_metrics(tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_cli(ref), check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(_cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ckpt.exists() and ckpt.stat().st_mtime and len(_read(killed / "metrics.csv")) >= 10):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _read(killed / "metrics.csv")
+    assert 10 <= len(partial) < len(_read(ref / "metrics.csv"))  # really killed part-way
+    subprocess.run(_cli(killed), check=True, capture_output=True, timeout=300)
+    assert _read(killed / "metrics.csv") == _read(ref / "metrics.csv")
+    assert not [p for p in os.listdir(killed) if ".tmp" in p]  # no half-written files left
+
+
+BAD = [
+    (["train", "--K", "7"], "K"),
+    (["train", "--K", "1"], "K"),
+    (["train", "--N", "0"], "N"),
+    (["train", "--width", "0"], "width"),
+    (["train", "--lr", "0"], "lr"),
+    (["train", "--lr", "-0.1"], "lr"),
+    (["train", "--model", "resnet"], "model"),
+    (["train", "--device", "tpu"], "device"),
+    (["train", "--contexts", "equalized", "--N", "9"], "N"),
+    (["train", "--model", "mlp"], "K"),
+    (["train", "--early-stop", "2"], "early-stop"),
+    (["bench", "gpu"], "what"),
+]
+
+
+@pytest.mark.parametrize("argv,name", BAD)
+def test_train_bad_input_one_line_exit_2(argv, name, capsys, tmp_path):
+    try:
+        code = main([*argv, "--out", str(tmp_path)] if argv[0] == "train" else argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert name in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_gpu_is_a_clear_error(capsys, tmp_path):
+    try:
+        code = main(["train", "--device", "cuda", "--out", str(tmp_path)])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "device" in err and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
