@@ -299,11 +299,11 @@ class _Group:
 
     # -- parameters ------------------------------------------------------------------
     def _select(self):
-        t = self.torch.tensor(self.active, device=self.device)
+        t = self.torch.tensor(self.active, dtype=self.torch.long, device=self.device)
         return {k: v[t].clone().requires_grad_(True) for k, v in self.store.items()}
 
     def _write_back(self):
-        t = self.torch.tensor(self.active, device=self.device)
+        t = self.torch.tensor(self.active, dtype=self.torch.long, device=self.device)
         with self.torch.no_grad():
             for k, v in self.p.items():
                 self.store[k][t] = v.detach()
@@ -395,7 +395,7 @@ class _Group:
                 if wd:
                     g = g.add(v, alpha=wd)
                 v.sub_(g, alpha=cfg.lr)
-            t = torch.tensor(self.active, device=self.device)
+            t = torch.tensor(self.active, dtype=torch.long, device=self.device)
             self.loss_sum[t] += per_seed.detach().double()
         self.loss_n += 1
         for j in self.active:
@@ -457,7 +457,7 @@ class _Group:
         S = len(self.active)
         cols = {c: self._nan(S) for c in METRIC_COLUMNS[2:]}
         with torch.no_grad():
-            t = torch.tensor(self.active, device=self.device)
+            t = torch.tensor(self.active, dtype=torch.long, device=self.device)
             if self.loss_n:
                 cols["train_loss"] = (self.loss_sum[t] / self.loss_n).tolist()
             if cfg.model == "mlp":
