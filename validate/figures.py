@@ -200,7 +200,8 @@ def training_curves_figure(rows, threshold: float | None = None, title: str | No
             ok = np.isfinite(v)
             ax.plot(it[ok], v[ok], "-", color=col, lw=1.1, label=f"seed {s}" if len(seeds) <= 10 else None)
         if key != "train_loss":
-            ax.set_ylim(0.4, 1.02)
+            lo = np.nanmin(c[key].astype(float))
+            ax.set_ylim(min(0.4, lo - 0.02), 1.02)
             if threshold is not None and key == "icl_acc":
                 ax.axhline(threshold, color="k", ls=":", lw=1)
         ax.set_xlabel("iteration")
