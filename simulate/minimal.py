@@ -89,7 +89,7 @@ class MinimalConfig:
     threads: CPU threads (None: torch's current setting).
     processes: run the K -> infinity fast path's seed groups in forked worker processes
         instead of threads (None: automatically, for runs of >= 2e5 seed-iterations on
-        Linux; processes avoid the ~15-20 % that two threads lose to each other).
+        Linux; processes avoid the 10-30 % that two threads lose to each other here).
         The numbers are the same either way.
     """
 
