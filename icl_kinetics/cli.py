@@ -399,7 +399,7 @@ def _print_minimal(r):
 def cmd_transience(a) -> dict:
     import numpy as np
 
-    from icl_kinetics.theory import PowerLaw, Tabulated, transience_flow, w_tr
+    from icl_kinetics.theory import PowerLaw, transience_flow, w_tr
 
     if a.c3_power:
         c0, s0, alpha = a.c3_power

@@ -25,16 +25,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from icl_kinetics.errors import ParameterError, one_of, positive_float, positive_int, probability
+from icl_kinetics.simulate.workers import run_in_threads
 
 __all__ = ["TrainConfig", "TrainResult", "train", "METRIC_COLUMNS"]
 
@@ -527,8 +528,6 @@ class _Group:
 # ----------------------------------------------------------------------------- the loop
 def _run_group(grp: _Group, start: int, stop: int, counter: list, lock, errors: list):
     """Advance one group from iteration ``start`` to ``stop`` (evaluating on the way)."""
-    import torch
-
     cfg = grp.cfg
     try:
         it = start
@@ -628,28 +627,7 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
         counter, lock, errors = [0], threading.Lock(), []
         while True:
             stop = min(cfg.iterations, (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
-            if workers == 1:
-                if bar is None:
-                    _run_group(groups[0], it, stop, counter, lock, errors)
-                    ths = []
-                else:
-                    ths = [threading.Thread(target=_run_group, args=(groups[0], it, stop, counter, lock, errors))]
-            else:
-                ths = [threading.Thread(target=_run_group, args=(g, it, stop, counter, lock, errors))
-                       for g in groups]
-            for th in ths:
-                th.start()
-            last = 0
-            while any(th.is_alive() for th in ths):
-                for th in ths:
-                    th.join(timeout=0.25)
-                if bar is not None:
-                    c = counter[0]
-                    bar.update(c - last)
-                    last = c
-            if bar is not None:
-                bar.update(counter[0] - last)
-            counter[0] = 0
+            run_in_threads([partial(_run_group, g, it, stop, counter, lock, errors) for g in groups], counter, bar)
             if errors:
                 raise errors[0]
             it = stop

@@ -46,6 +46,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -57,6 +58,7 @@ from icl_kinetics.errors import (
     positive_int,
     probability,
 )
+from icl_kinetics.simulate.workers import run_in_threads
 
 __all__ = ["MinimalConfig", "MinimalResult", "run_minimal"]
 
@@ -555,7 +557,7 @@ class _GeneralGroup:
         self.torch, self.cfg, self.idx = torch, cfg, idx
         S = len(idx)
         self.S = S
-        N, B, D, K = cfg.N, cfg.batch_size, cfg.D, cfg.K
+        D, K = cfg.D, cfg.K
         streams = [_streams(cfg.seed, cfg.seed_offset + i) for i in idx]
         self.data = [s[2] for s in streams]
         self.w = torch.full((S,), float(cfg.w0), dtype=torch.float64)
@@ -934,32 +936,13 @@ def run_minimal(config: MinimalConfig, progress: bool = True) -> MinimalResult:
         use_procs = cfg.processes
         if use_procs is None:
             use_procs = cfg.seeds * cfg.max_iterations >= 200_000 and sys.platform.startswith("linux")
-        ths: list = []
         if fast and ngroups > 1 and use_procs:
             _run_in_processes(groups, cfg, tlist, rows, bar)
-        elif ngroups == 1:
-            if bar is None:
-                _run_group(groups[0], cfg, tlist, rows, counter, lock, errors)
-            else:
-                th = threading.Thread(target=_run_group, args=(groups[0], cfg, tlist, rows, counter, lock, errors))
-                th.start()
-                ths = [th]
         else:
-            sys.setswitchinterval(2e-4)
-            ths = [
-                threading.Thread(target=_run_group, args=(g, cfg, tlist, rows, counter, lock, errors)) for g in groups
-            ]
-            for th in ths:
-                th.start()
-        if ths and (ngroups > 1 or bar is not None):
-            last = 0
-            while any(th.is_alive() for th in ths):
-                for th in ths:
-                    th.join(timeout=0.2)
-                if bar is not None:
-                    c = counter[0]
-                    bar.update(c - last)
-                    last = c
+            if ngroups > 1:
+                sys.setswitchinterval(2e-4)
+            run_in_threads([partial(_run_group, g, cfg, tlist, rows, counter, lock, errors) for g in groups],
+                           counter, bar, poll=0.2)
         if bar is not None:
             bar.close()
     finally:

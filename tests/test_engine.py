@@ -11,7 +11,6 @@ import sys
 import time
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
