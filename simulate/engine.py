@@ -304,6 +304,8 @@ class _Group:
         return {k: v[t].clone().requires_grad_(True) for k, v in self.store.items()}
 
     def _write_back(self):
+        if not self.active:  # every seed stopped: the store already holds their parameters
+            return
         t = self.torch.tensor(self.active, dtype=self.torch.long, device=self.device)
         with self.torch.no_grad():
             for k, v in self.p.items():
@@ -313,8 +315,7 @@ class _Group:
         """Stop seeds (positions in this group); their parameters are kept in the store."""
         self._write_back()
         self.active = [j for j in self.active if j not in set(local)]
-        if self.active:
-            self.p = self._select()
+        self.p = self._select() if self.active else {}
 
     # -- forward -----------------------------------------------------------------------
     def _draw(self):

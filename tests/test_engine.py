@@ -58,10 +58,11 @@ def test_same_seed_same_numbers_bit_for_bit():
     assert json.dumps(a.rows) != json.dumps(c.rows)
 
 
-def test_minimal_model_acquires_icl_and_stops_early():
+def test_minimal_model_acquires_icl_and_stops_early(tmp_path):
     cfg = TrainConfig(model="minimal", K=None, width=0, beta0=2.0, N=20, D=63, batch_size=64, lr=1.0,
                       seeds=3, iterations=3000, eval_every=10, eval_size=500, early_stop=0.99, workers=2)
-    r = train(cfg, progress=False)
+    r = train(cfg, out=tmp_path, progress=False)  # every group ends with all its seeds stopped
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == ["stopped"] * 3
     assert all(s == "stopped" for s in r.status)
     for i, t in enumerate(r.t_icl):
         rows = _by_seed(r.rows, i)
