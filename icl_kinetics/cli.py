@@ -12,6 +12,7 @@ Subcommands (every one takes ``--json``; ``--plot PATH`` where a picture fits)::
     train       the seed-batched training engine: the paper's transformer, the
                 two-layer control, the minimal model or the standalone MLP
     bench       benchmarks users can run on their own hardware (bench engine)
+    sweep       named, resumable sweeps of training runs: run, status, collect, list
 
 Throughout, N counts **context tokens only** (the paper's code counts the target
 too: its ``len_context = 100`` is ``--N 99`` here).  Importing this module does not
@@ -212,6 +213,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(p)
+
+    p = sub.add_parser("sweep", help="named, resumable sweeps of training runs (run, status, collect, list)")
+    ss = p.add_subparsers(dest="sweep_cmd", metavar="SWEEP_COMMAND", parser_class=_Parser, required=True)
+    q = ss.add_parser("run", help="run (or resume) a preset sweep; skips finished runs")
+    q.add_argument("preset", help="preset name (see 'icl-kinetics sweep list')")
+    q.add_argument("--scale", choices=["small", "paper"], default="small")
+    q.add_argument("--executor", choices=["local", "slurm"], default="local",
+                   help="local: a process pool on this machine; slurm: a submitit job array")
+    q.add_argument("--out", default=None, help="the sweep's folder (default runs/PRESET-SCALE)")
+    q.add_argument("--processes", type=_int_type("processes", 1), default=None,
+                   help="local worker processes (default: one per core)")
+    q.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    q.add_argument("--slurm-partition", default=None)
+    q.add_argument("--slurm-time", type=_int_type("slurm-time", 1), default=600, help="minutes per job")
+    q.add_argument("--slurm-gpus", type=_int_type("slurm-gpus", 0), default=0, help="GPUs per job")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(q, plot=False)
+    q = ss.add_parser("status", help="done, failed and pending runs, and the time left")
+    q.add_argument("dir", help="the sweep's folder")
+    _common(q, plot=False)
+    q = ss.add_parser("collect", help="one tidy table (CSV) for the whole sweep")
+    q.add_argument("dir", help="the sweep's folder")
+    q.add_argument("--out", default=None, help="CSV path (default DIR/collected.csv)")
+    _common(q, plot=False)
+    q = ss.add_parser("list", help="the presets, their sizes and estimated CPU time")
+    q.add_argument("--cores", type=_int_type("cores", 1), default=2, help="cores for the wall-time estimate")
+    _common(q, plot=False)
 
     p = sub.add_parser("bench", help="benchmarks to run on your own hardware")
     p.add_argument("what", choices=["engine"], help="engine: fast seed-batched engine vs naive reference")
@@ -550,6 +579,65 @@ def _print_bench(r):
     print(format_bench(r))
 
 
+def cmd_sweep(a) -> dict:
+    from icl_kinetics.simulate import sweeps
+
+    if a.sweep_cmd == "list":
+        from icl_kinetics.simulate.sweeps.presets import list_presets
+
+        return {"presets": list_presets(a.cores), "cores": a.cores,
+                "units": {"cpu_core_hours": "hours of one core", "wall_hours_on_cores": "hours"}}
+    if a.sweep_cmd == "run":
+        from icl_kinetics.simulate.sweeps.presets import check_scale_preset, preset
+
+        check_scale_preset(a.preset, a.scale)
+        if a.device == "cuda":
+            import torch
+
+            from icl_kinetics.errors import ParameterError
+
+            if not torch.cuda.is_available():
+                raise ParameterError("device", "cuda", "'cpu': no CUDA GPU is available on this machine")
+        spec = preset(a.preset, a.scale, device=a.device)
+        out = a.out or f"runs/{a.preset}-{a.scale}"
+        slurm = {"timeout_min": a.slurm_time, "gpus_per_node": a.slurm_gpus}
+        if a.slurm_partition:
+            slurm["slurm_partition"] = a.slurm_partition
+        res = sweeps.run_sweep(spec, out, executor=a.executor, progress=not (a.quiet or a.json),
+                               retry_failed=a.retry_failed, processes=a.processes, slurm=slurm)
+        return {**res, "dir": out}
+    store = sweeps.SweepStore(a.dir)
+    if a.sweep_cmd == "status":
+        return {**store.summary(), "dir": a.dir}
+    path, n = store.collect(a.out)
+    return {"table": path, "rows": n, "runs": len(store.runs), "dir": a.dir}
+
+
+def _print_sweep(r):
+    if "presets" in r:
+        print(f"{'preset':8} {'paper':14} {'scale':6} {'runs':>5} {'seeds':>6} {'seed-its':>10} "
+              f"{'core-h':>8} {'wall-h':>7}  (upper bounds: every seed to its cap, {r['cores']} cores)")
+        for p in r["presets"]:
+            for s in ("small", "paper"):
+                e = p[s]
+                print(f"{p['preset'] if s == 'small' else '':8} {p['figure'] if s == 'small' else '':14} {s:6} "
+                      f"{e['runs']:>5} {e['seeds']:>6} {e['seed_iterations']:>10.3g} {e['cpu_core_hours']:>8.3g} "
+                      f"{e['wall_hours_on_cores']:>7.3g}")
+        return
+    if "table" in r:
+        print(f"wrote {r['rows']} rows from {r['runs']} runs to {r['table']}")
+        return
+    print(f"sweep {r['sweep']} ({r['scale']}) in {r['dir']}: {r['runs']} runs: {r['done']} done, {r['failed']} failed, "
+          f"{r['running']} running, {r['pending']} pending")
+    left = r.get("estimated_seconds_left_per_process")
+    if r["pending"] + r["running"]:
+        print(f"seed-iterations left: {r['seed_iterations_left']:.3g}"
+              + (f"; about {left / 60:.1f} min left for one process (divide by the processes in use)"
+                 if left is not None else "; no finished run to estimate the time left from yet"))
+    for rid, why in r["failed_runs"].items():
+        print(f"  failed {rid}: {why}")
+
+
 def cmd_demo(a) -> dict:
     from icl_kinetics.validate.demo import run_demo
 
@@ -571,6 +659,7 @@ COMMANDS = {
     "compare": (cmd_compare, _print_compare),
     "train": (cmd_train, _print_train),
     "bench": (cmd_bench, _print_bench),
+    "sweep": (cmd_sweep, _print_sweep),
 }
 
 
@@ -611,6 +700,14 @@ def main(argv=None) -> int:
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except Exception as e:  # never a raw traceback (ICL_KINETICS_DEBUG=1 shows it)
+        import os
+
+        if os.environ.get("ICL_KINETICS_DEBUG"):
+            raise
+        sys.stderr.write(f"icl-kinetics {a.command}: internal error while printing: {type(e).__name__}: {e} "
+                         "(use --json, or set ICL_KINETICS_DEBUG=1 for a traceback)\n")
+        return 1
     return 0
 
 

@@ -1,0 +1,14 @@
+"""Sweeps: every paper experiment as a named, resumable grid of training runs.
+
+* :mod:`.spec`: :class:`SweepSpec`, :class:`RunSpec`, :func:`grid`, :func:`run_id`.
+* :mod:`.presets`: the named presets (``fig2bc`` ... ``figA8``) at two scales.
+* :mod:`.store`: :class:`SweepStore`, the results folder (atomic writes, status, collect).
+* :mod:`.executors`: :func:`run_sweep` with the local process pool or submitit (SLURM).
+"""
+
+from .executors import EXECUTORS, execute_run, run_local, run_submitit, run_sweep
+from .spec import GRID_COLUMNS, RunSpec, SweepSpec, grid, run_id
+from .store import COLLECT_COLUMNS, SweepStore
+
+__all__ = ["COLLECT_COLUMNS", "EXECUTORS", "GRID_COLUMNS", "RunSpec", "SweepSpec", "SweepStore", "execute_run",
+           "grid", "run_id", "run_local", "run_submitit", "run_sweep"]

@@ -1,0 +1,177 @@
+"""Executors: run a sweep's pending runs locally (a process pool) or on SLURM (submitit).
+
+Both call :func:`execute_run` for each run, which trains it with the engine into the
+store's run folder and records its status; so both share one results layout and one
+``collect`` step.  A run is protected by a file lock while it executes, and resumes
+from its last checkpoint when it was interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from icl_kinetics.errors import ParameterError, one_of
+from icl_kinetics.simulate.sweeps.store import SweepStore
+
+EXECUTORS = ("local", "slurm")
+
+
+def _die_with_parent():
+    """Linux: have the kernel kill this worker when the process that started it dies, so a
+    SIGKILLed sweep leaves no orphan that keeps writing into the store."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # pragma: no cover - other platforms: the run lock still protects the store
+        pass
+
+
+def _pool_init(threads: int):
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def execute_run(sweep_dir: str, rid: str, workers: int = 1) -> dict:
+    """Train run ``rid`` of the sweep in ``sweep_dir`` (resuming from its checkpoint) and
+    record its status.  Skips a run that is done or failed, or locked by another process.
+
+    A run whose training loss became non-finite for any seed is recorded as ``failed``
+    with the engine's reason; an exception is recorded as ``failed`` with its message.
+    Returns the run's status dict.
+    """
+    from dataclasses import replace
+
+    from icl_kinetics.simulate.engine import train
+
+    store = SweepStore(sweep_dir)
+    if rid not in store.runs:
+        raise ParameterError("run_id", rid, f"a run of sweep {store.spec.name}")
+    with store.lock(rid) as mine:
+        if not mine:
+            return {"status": "running", "reason": "another process is executing it"}
+        st = store.read_status(rid)
+        if st["status"] in ("done", "failed"):
+            return st
+        cfg = replace(store.runs[rid].config, workers=workers)
+        t0 = time.time()
+        store.write_status(rid, {"status": "running", "pid": os.getpid(), "started": t0})
+        try:
+            res = train(cfg, out=store.run_dir(rid), progress=False, resume=True)
+            bad = [f"seed {cfg.seed_offset + i}: {r}" for i, (s, r) in enumerate(zip(res.status, res.reasons))
+                   if s == "diverged"]
+            st = {"status": "failed" if bad else "done", "reason": "; ".join(bad),
+                  "seconds": res.seconds, "t_icl": res.t_icl}
+        except Exception as e:  # recorded, and the sweep goes on
+            st = {"status": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": time.time() - t0}
+        st.update(started=t0, finished=time.time(), pid=os.getpid())
+        store.write_status(rid, st)
+        return st
+
+
+def run_local(store: SweepStore, processes: int | None = None, progress: bool = True,
+              retry_failed: bool = False) -> dict:
+    """Execute the pending runs in a pool of ``processes`` worker processes (default: one
+    per core), each with one thread, so the cores are used once and not oversubscribed.
+
+    Each run's engine always uses one worker thread on CPU: the grouping of seeds into
+    batched matmuls changes the last bits of the numbers, so a fixed grouping makes a
+    run's metrics independent of the executor and of the machine's core count."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import multiprocessing as mp
+
+    todo = store.pending(retry_failed)
+    if retry_failed:
+        for r in todo:
+            if store.read_status(r.id)["status"] == "failed":
+                store.write_status(r.id, {"status": "pending", "reason": "retrying"})
+    cores = os.cpu_count() or 1
+    if any(r.config.device == "cuda" for r in todo):
+        processes = 1
+    else:
+        processes = max(1, min(processes or cores, len(todo) or 1))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(r.seed_iterations for r in store.runs.values()), unit="seed-it",
+                   desc=f"sweep {store.spec.name}", smoothing=0.1,
+                   initial=sum(r.seed_iterations for r in store.runs.values()) - sum(r.seed_iterations for r in todo))
+    results = {}
+    if todo:
+        ctx = mp.get_context("spawn")  # fresh interpreters: no torch state inherited through fork
+        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_pool_init, initargs=(1,)) as pool:
+            futs = {pool.submit(execute_run, str(store.root), r.id): r for r in todo}
+            for f in as_completed(futs):
+                r = futs[f]
+                try:
+                    results[r.id] = f.result()
+                except Exception as e:  # the worker process died: the run stays pending (its lock
+                    # is gone, so it resumes from its checkpoint next time) and the reason is shown
+                    results[r.id] = {"status": "pending", "reason": f"worker died: {type(e).__name__}: {e}"}
+                store.write_index()
+                if bar is not None:
+                    bar.update(r.seed_iterations)
+                    bar.set_postfix_str(f"{r.id}: {results[r.id]['status']}")
+    if bar is not None:
+        bar.close()
+    return store.summary()
+
+
+def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_failed: bool = False,
+                 slurm: dict | None = None, poll: float = 2.0) -> dict:
+    """Execute the pending runs as one submitit job array and wait for it.
+
+    Args:
+        executor: a submitit executor (e.g. ``submitit.LocalExecutor(folder)`` for tests);
+            default ``submitit.AutoExecutor(DIR/submitit)`` with ``slurm`` parameters
+            (e.g. ``{"slurm_partition": "gpu", "timeout_min": 600, "gpus_per_node": 1}``).
+    """
+    try:
+        import submitit
+    except ImportError:  # pragma: no cover - depends on the install
+        raise ParameterError("executor", "slurm", "'local' (submitit is not installed: "
+                             "pip install 'icl-kinetics[cluster]')") from None
+    todo = store.pending(retry_failed)
+    if executor is None:
+        executor = submitit.AutoExecutor(folder=str(store.root / "submitit"))
+        executor.update_parameters(**(slurm or {}))
+    if todo:
+        jobs = executor.map_array(execute_run, [str(store.root)] * len(todo), [r.id for r in todo])
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(jobs), unit="run", desc=f"sweep {store.spec.name} (submitit)")
+        done = set()
+        while len(done) < len(jobs):
+            for j, r in zip(jobs, todo):
+                if r.id not in done and j.done():
+                    done.add(r.id)
+                    try:
+                        j.result()
+                    except Exception as e:  # the job itself died (e.g. preempted): record it
+                        store.write_status(r.id, {"status": "failed", "reason": f"job {j.job_id}: {e}"})
+                    if bar is not None:
+                        bar.update(1)
+            store.write_index()
+            if len(done) < len(jobs):
+                time.sleep(poll)
+        if bar is not None:
+            bar.close()
+    return store.summary()
+
+
+def run_sweep(spec, out, executor: str = "local", progress: bool = True, retry_failed: bool = False,
+              processes: int | None = None, submitit_executor=None, slurm: dict | None = None) -> dict:
+    """Create (or reopen) the sweep's folder ``out`` and execute its pending runs."""
+    one_of("executor", executor, EXECUTORS)
+    store = SweepStore.create(out, spec)
+    if executor == "local":
+        return run_local(store, processes=processes, progress=progress, retry_failed=retry_failed)
+    return run_submitit(store, executor=submitit_executor, progress=progress, retry_failed=retry_failed,
+                        slurm=slurm)

@@ -1,0 +1,184 @@
+"""Sweeps: specs and presets, the results store, kill-and-resume, failing runs, and the
+submitit executor (for real, through submitit's local executor).  Tiny shapes only."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from icl_kinetics.cli import main  # noqa: E402
+from icl_kinetics.errors import ParameterError  # noqa: E402
+from icl_kinetics.simulate.engine import TrainConfig  # noqa: E402
+from icl_kinetics.simulate.sweeps import SweepSpec, SweepStore, grid, run_sweep  # noqa: E402
+from icl_kinetics.simulate.sweeps.presets import PRESETS, SCALES, estimate, preset  # noqa: E402
+
+BASE = TrainConfig(model="transformer", N=9, D=12, width=16, batch_size=16, eval_size=64, iterations=100,
+                   eval_every=50, lr=0.1, early_stop=None, checkpoint_every=50, workers=1)
+
+
+def _table(path):
+    with open(path, newline="") as f:
+        return sorted((tuple(r.items()) for r in csv.DictReader(f)))
+
+
+def test_grid_batches_seeds_and_ids_are_stable():
+    spec = grid("g", "small", BASE, {"K": [20, 40], "lr": [0.1, 0.2]}, seeds=5, seeds_per_run=2)
+    assert len(spec.runs) == 4 * 3  # 4 points x seed batches of 2, 2, 1
+    assert sorted({(r.config.seed_offset, r.config.seeds) for r in spec.runs}) == [(0, 2), (2, 2), (4, 1)]
+    again = SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert [r.id for r in again.runs] == [r.id for r in spec.runs]
+    assert len({r.id for r in spec.runs}) == 12
+    # execution details do not change a run's id; anything that changes the numbers does
+    r = spec.runs[0]
+    assert grid("g", "small", replace(BASE, workers=2, checkpoint_every=7), {"K": [20], "lr": [0.1]},
+                seeds=2, seeds_per_run=2).runs[0].id == r.id
+    assert grid("g", "small", replace(BASE, eval_size=65), {"K": [20], "lr": [0.1]}, seeds=2,
+                seeds_per_run=2).runs[0].id != r.id
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_every_preset_builds_at_both_scales(scale):
+    for name in PRESETS:
+        spec = preset(name, scale)
+        assert spec.runs and spec.seed_iterations > 0
+        e = estimate(spec)
+        assert e["cpu_core_hours"] > 0 and e["runs"] == len(spec.runs)
+
+
+def test_paper_presets_follow_the_paper_grids():
+    ks = sorted({r.config.K for r in preset("fig2bc", "paper").runs})
+    assert ks[:3] == [500, 11554, 22610] and ks[-1] == 100_000 and len(ks) == 10  # notes §4 Fig. 2b
+    a = preset("fig6a", "paper")
+    assert sorted({r.config.N for r in a.runs}) == [49, 99, 149, 199, 249]  # len_context 50..250
+    assert len({r.config.K for r in a.runs}) == 30 and all(r.config.iterations == 2000 * 469 for r in a.runs)
+    e = preset("fig2e", "paper").runs[0].config
+    assert (e.K, e.wd_attn, e.iterations, e.early_stop) == (10_000, 3e-3, 50_000 * 469, None)
+    b = preset("fig6b", "paper")
+    assert sum(r.config.seeds for r in b.runs if r.config.N == 99) == 100 and b.runs[0].config.K is None
+
+
+def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    spec = grid("fail", "small", replace(BASE, K=20), {"lr": [0.1, 1e30]}, seeds=2, seeds_per_run=2)
+    s = run_sweep(spec, tmp_path, progress=False, processes=2)
+    assert (s["done"], s["failed"], s["pending"]) == (1, 1, 0)
+    (rid, why), = s["failed_runs"].items()
+    assert "non-finite training loss" in why and spec.runs[1].id == rid
+    idx = json.loads((tmp_path / "index.json").read_text())
+    assert idx[rid]["status"] == "failed" and idx[spec.runs[0].id]["status"] == "done"
+    # a re-run skips both (failed runs only run again with retry_failed)
+    again = run_sweep(spec, tmp_path, progress=False)
+    assert (again["done"], again["failed"]) == (1, 1)
+
+
+def test_reopening_a_folder_with_another_sweep_is_refused(tmp_path):
+    run_sweep(grid("a", "small", replace(BASE, K=20), seeds=1, seeds_per_run=1), tmp_path, progress=False)
+    with pytest.raises(ParameterError) as e:
+        run_sweep(grid("a", "small", replace(BASE, K=40), seeds=1, seeds_per_run=1), tmp_path, progress=False)
+    assert e.value.name == "out"
+
+
+KILL_SCRIPT = """
+import sys
+from dataclasses import replace
+from icl_kinetics.simulate.engine import TrainConfig
+from icl_kinetics.simulate.sweeps import grid, run_sweep
+base = TrainConfig(model="transformer", N=9, D=12, width=16, batch_size=16, eval_size=64, iterations=1500,
+                   eval_every=100, lr=0.05, early_stop=None, checkpoint_every=100, workers=1)
+spec = grid("kill", "small", base, {"K": [20, 40, 60, 80, 100, 120]}, seeds=2, seeds_per_run=2)
+run_sweep(spec, sys.argv[1], progress=False, processes=2)
+"""
+
+
+def _statuses(d):
+    out = {}
+    for rd in (d / "runs").glob("*"):
+        p = rd / "status.json"
+        if p.is_file():
+            try:
+                out[rd.name] = json.loads(p.read_text())
+            except json.JSONDecodeError:  # pragma: no cover - files are renamed into place
+                raise
+    return out
+
+
+def test_sigkill_and_resume_runs_every_run_exactly_once(tmp_path):
+    ref, d = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(ref)], check=True, timeout=600)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(d)], start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        st = _statuses(d) if (d / "runs").exists() else {}
+        if sum(v["status"] == "done" for v in st.values()) >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers die with it (PDEATHSIG)
+    proc.wait()
+    time.sleep(1.0)
+    before = _statuses(d)
+    done_before = {k: v for k, v in before.items() if v["status"] == "done"}
+    assert 2 <= len(done_before) < 6  # killed part-way
+    metrics_before = {k: (d / "runs" / k / "metrics.csv").read_text() for k in done_before}
+    # resume through the CLI's status/collect and the same driver
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(d)], check=True, timeout=600)
+    after = _statuses(d)
+    assert all(v["status"] == "done" for v in after.values()) and len(after) == 6
+    for k, v in done_before.items():  # finished runs were not executed again
+        assert after[k]["started"] == v["started"]
+        assert (d / "runs" / k / "metrics.csv").read_text() == metrics_before[k]
+    store = SweepStore(d)
+    path, n = store.collect()
+    rows = _table(path)
+    keys = [(dict(r)["run_id"], dict(r)["seed"], dict(r)["iteration"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 6 * 2 * 16  # no duplicate, no missing row
+    SweepStore(ref).collect()
+    assert rows == _table(ref / "collected.csv")  # and identical to an uninterrupted sweep
+
+
+def test_submitit_executor_matches_local_executor(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    spec = grid("sub", "small", BASE, {"K": [20, 40]}, seeds=2, seeds_per_run=1)
+    run_sweep(spec, tmp_path / "local", progress=False, processes=2)
+    ex = submitit.LocalExecutor(folder=str(tmp_path / "jobs"))
+    ex.update_parameters(timeout_min=10)
+    s = run_sweep(spec, tmp_path / "slurm", executor="slurm", submitit_executor=ex, progress=False)
+    assert s["done"] == 4
+    a, _ = SweepStore(tmp_path / "local").collect()
+    b, _ = SweepStore(tmp_path / "slurm").collect()
+    ta, tb = _table(a), _table(b)
+    assert len(ta) == 4 * 3 and ta == tb
+
+
+def _cli(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_sweep_cli_status_collect_list_and_bad_input(tmp_path, capsys):
+    code, out, err = _cli(["sweep", "run", "smoke", "--out", str(tmp_path / "s"), "--json"], capsys)
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["done"] == 6 and r["pending"] == 0
+    code, out, _ = _cli(["sweep", "status", str(tmp_path / "s"), "--json"], capsys)
+    st = json.loads(out)
+    assert code == 0 and st["done"] == 6 and st["estimated_seconds_left_per_process"] == 0
+    code, out, _ = _cli(["sweep", "collect", str(tmp_path / "s"), "--json"], capsys)
+    c = json.loads(out)
+    assert code == 0 and c["rows"] == 6 * 2 * 5 and os.path.isfile(c["table"])
+    code, out, _ = _cli(["sweep", "list", "--json"], capsys)
+    assert code == 0 and {p["preset"] for p in json.loads(out)["presets"]} == set(PRESETS)
+    for argv, name in ((["sweep", "run", "fig99"], "preset"), (["sweep", "run", "smoke", "--scale", "huge"], "scale"),
+                       (["sweep", "status", str(tmp_path)], "sweep folder"), (["sweep", "frobnicate"], "frobnicate")):
+        code, _, err = _cli(argv, capsys)
+        assert code == 2 and name in err and len(err.strip().splitlines()) == 1, err
