@@ -615,7 +615,7 @@ def cmd_sweep(a) -> dict:
 
 def _print_sweep(r):
     if "presets" in r:
-        print(f"{'preset':8} {'paper':14} {'scale':6} {'runs':>5} {'seeds':>6} {'seed-its':>10} "
+        print(f"{'preset':8} {'figure':14} {'scale':6} {'runs':>5} {'seeds':>6} {'seed-its':>10} "
               f"{'core-h':>8} {'wall-h':>7}  (upper bounds: every seed to its cap, {r['cores']} cores)")
         for p in r["presets"]:
             for s in ("small", "paper"):

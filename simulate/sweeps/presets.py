@@ -177,7 +177,7 @@ def preset(name: str, scale: str = "small", device: str = "cpu") -> SweepSpec:
 # plus the evaluations (forward passes only, about a third of a training step's cost).
 # The two-layer model adds its middle MLP at every position (x4 for its full-attention
 # autograd overhead, measured at N = 19, width 128).
-COST = {"c_seed": 0.50, "c_flop": 16.4, "c_tok": 1.71, "c_fresh": 5.7, "t2_mid_factor": 4.0}
+COST = {"c_seed": 0.50, "c_seed_mlp": 0.15, "c_flop": 16.4, "c_tok": 1.71, "c_fresh": 5.7, "t2_mid_factor": 4.0}
 
 
 def ms_per_seed_iteration(cfg: TrainConfig) -> float:
@@ -196,14 +196,20 @@ def ms_per_seed_iteration(cfg: TrainConfig) -> float:
         tok = B * cfg.N * T / 1e6
         fresh = B * cfg.N * (cfg.D + T) / 1e6 if cfg.K is None else 0.0
         n_eval_seqs = cfg.eval_size * (1 if cfg.K is None else 2) / B
-    step = COST["c_seed"] + COST["c_flop"] * flops / 1e9 + COST["c_tok"] * tok + COST["c_fresh"] * fresh
+    c0 = COST["c_seed_mlp"] if cfg.model == "mlp" else COST["c_seed"]
+    step = c0 + COST["c_flop"] * flops / 1e9 + COST["c_tok"] * tok + COST["c_fresh"] * fresh
     return step * (1 + n_eval_seqs / (3 * cfg.eval_every))
+
+
+#: seconds per run outside the training steps (a worker's share of process start-up and
+#: imports, the item and test sets, checkpoints), measured on fig5 / fig2bc at small scale
+RUN_OVERHEAD_S = 1.5
 
 
 def estimate(spec: SweepSpec, cores: int = 2) -> dict:
     """Estimated CPU time of a sweep: the upper bound with every seed trained to its cap
     (early stopping only shortens runs), in core-hours and in wall hours on ``cores`` cores."""
-    core_s = sum(r.seed_iterations * ms_per_seed_iteration(r.config) / 1e3 for r in spec.runs)
+    core_s = sum(r.seed_iterations * ms_per_seed_iteration(r.config) / 1e3 + RUN_OVERHEAD_S for r in spec.runs)
     return {"runs": len(spec.runs), "seeds": spec.seeds, "seed_iterations": spec.seed_iterations,
             "cpu_core_hours": core_s / 3600, "wall_hours_on_cores": core_s / 3600 / max(1, min(cores, len(spec.runs))),
             "cores": cores}
