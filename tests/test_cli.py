@@ -7,17 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from icl_kinetics.cli import main
 from icl_kinetics.theory import OnsetDistribution, k_star
-
-
-def run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 BAD = [
@@ -55,8 +45,8 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv,name", BAD)
-def test_bad_input_gives_one_line_error_and_exit_2(argv, name, capsys):
-    code, out, err = run(argv, capsys)
+def test_bad_input_gives_one_line_error_and_exit_2(argv, name, cli):
+    code, out, err = cli(argv)
     assert code == 2
     lines = [ln for ln in err.strip().splitlines() if ln]
     assert len(lines) == 1, err
@@ -71,9 +61,9 @@ def test_bad_input_subprocess_has_no_traceback():
     assert "K" in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
-def test_threshold_json_matches_library(capsys, tmp_path):
-    code, out, err = run(["threshold", "--N", "50", "100", "200", "--nu", "0.7", "--amplitude", "0.3",
-                          "--beta0", "0.5", "--json", "--plot", str(tmp_path / "k.png")], capsys)
+def test_threshold_json_matches_library(cli, tmp_path):
+    code, out, err = cli(["threshold", "--N", "50", "100", "200", "--nu", "0.7", "--amplitude", "0.3",
+                          "--beta0", "0.5", "--json", "--plot", str(tmp_path / "k.png")])
     assert code == 0
     r = json.loads(out)
     ref = k_star(np.array([50, 100, 200]), 0.5, 0.3, 0.7)
@@ -82,9 +72,9 @@ def test_threshold_json_matches_library(capsys, tmp_path):
     assert (tmp_path / "k.png").stat().st_size > 1000
 
 
-def test_onset_json_quantiles_match_closed_form(capsys):
-    code, out, _ = run(["onset", "--N", "50", "100", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1",
-                        "--samples", "50000", "--json"], capsys)
+def test_onset_json_quantiles_match_closed_form(cli):
+    code, out, _ = cli(["onset", "--N", "50", "100", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1",
+                        "--samples", "50000", "--json"])
     assert code == 0
     r = json.loads(out)
     for p in r["per_N"]:
@@ -94,16 +84,15 @@ def test_onset_json_quantiles_match_closed_form(capsys):
             assert abs(v / float(d.quantile(float(q))) - 1) < 0.05
 
 
-def test_transience_json(capsys, tmp_path):
+def test_transience_json(cli, tmp_path):
     csv = tmp_path / "c3.csv"
     it = np.geomspace(1, 1e7, 60)
     csv.write_text("iteration,c3\n" + "\n".join(f"{i},{1 / (1 + 0.01 * i / 100)}" for i in it))
-    code, out, _ = run(["transience", "--lam", "3e-3", "--c3-table", str(csv), "--lr", "0.01", "--json"],
-                       capsys)
+    code, out, _ = cli(["transience", "--lam", "3e-3", "--c3-table", str(csv), "--lr", "0.01", "--json"])
     assert code == 0
     r = json.loads(out)
-    code2, out2, _ = run(["transience", "--lam", "3e-3", "--c3-power", "1", "100", "1", "--lr", "0.01",
-                          "--json"], capsys)
+    code2, out2, _ = cli(["transience", "--lam", "3e-3", "--c3-power", "1", "100", "1", "--lr", "0.01",
+                          "--json"])
     r2 = json.loads(out2)
     # the tabulated curve samples the same power law: the same predicted loss time within 2 %
     assert abs(r["t_icl_loss"] / r2["t_icl_loss"] - 1) < 0.02

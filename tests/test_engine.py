@@ -15,7 +15,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from icl_kinetics.cli import main  # noqa: E402
 from icl_kinetics.errors import ParameterError  # noqa: E402
 from icl_kinetics.simulate.engine import METRIC_COLUMNS, TrainConfig, train  # noqa: E402
 
@@ -156,22 +155,14 @@ BAD = [
 
 
 @pytest.mark.parametrize("argv,name", BAD)
-def test_train_bad_input_one_line_exit_2(argv, name, capsys, tmp_path):
-    try:
-        code = main([*argv, "--out", str(tmp_path)] if argv[0] == "train" else argv)
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err
+def test_train_bad_input_one_line_exit_2(argv, name, cli, tmp_path):
+    code, _, err = cli([*argv, "--out", str(tmp_path)] if argv[0] == "train" else argv)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert name in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_device_cuda_without_gpu_is_a_clear_error(capsys, tmp_path):
-    try:
-        code = main(["train", "--device", "cuda", "--out", str(tmp_path)])
-    except SystemExit as e:
-        code = e.code
-    err = capsys.readouterr().err
+def test_device_cuda_without_gpu_is_a_clear_error(cli, tmp_path):
+    code, _, err = cli(["train", "--device", "cuda", "--out", str(tmp_path)])
     assert code == 2 and "device" in err and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1

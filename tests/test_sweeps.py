@@ -14,7 +14,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from icl_kinetics.cli import main  # noqa: E402
 from icl_kinetics.errors import ParameterError  # noqa: E402
 from icl_kinetics.simulate.engine import TrainConfig  # noqa: E402
 from icl_kinetics.simulate.sweeps import SweepSpec, SweepStore, grid, run_sweep  # noqa: E402
@@ -156,29 +155,20 @@ def test_submitit_executor_matches_local_executor(tmp_path):
     assert len(ta) == 4 * 3 and ta == tb
 
 
-def _cli(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def test_sweep_cli_status_collect_list_and_bad_input(tmp_path, capsys):
-    code, out, err = _cli(["sweep", "run", "smoke", "--out", str(tmp_path / "s"), "--json"], capsys)
+def test_sweep_cli_status_collect_list_and_bad_input(tmp_path, cli):
+    code, out, err = cli(["sweep", "run", "smoke", "--out", str(tmp_path / "s"), "--json"])
     assert code == 0, err
     r = json.loads(out)
     assert r["done"] == 6 and r["pending"] == 0
-    code, out, _ = _cli(["sweep", "status", str(tmp_path / "s"), "--json"], capsys)
+    code, out, _ = cli(["sweep", "status", str(tmp_path / "s"), "--json"])
     st = json.loads(out)
     assert code == 0 and st["done"] == 6 and st["estimated_seconds_left_per_process"] == 0
-    code, out, _ = _cli(["sweep", "collect", str(tmp_path / "s"), "--json"], capsys)
+    code, out, _ = cli(["sweep", "collect", str(tmp_path / "s"), "--json"])
     c = json.loads(out)
     assert code == 0 and c["rows"] == 6 * 2 * 5 and os.path.isfile(c["table"])
-    code, out, _ = _cli(["sweep", "list", "--json"], capsys)
+    code, out, _ = cli(["sweep", "list", "--json"])
     assert code == 0 and {p["preset"] for p in json.loads(out)["presets"]} == set(PRESETS)
     for argv, name in ((["sweep", "run", "fig99"], "preset"), (["sweep", "run", "smoke", "--scale", "huge"], "scale"),
                        (["sweep", "status", str(tmp_path)], "sweep folder"), (["sweep", "frobnicate"], "frobnicate")):
-        code, _, err = _cli(argv, capsys)
+        code, _, err = cli(argv)
         assert code == 2 and name in err and len(err.strip().splitlines()) == 1, err
