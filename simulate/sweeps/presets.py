@@ -135,6 +135,30 @@ def _figA8(s):
     return grid("figA8", s, replace(SMALL, N=20, K=6144, contexts="equalized"), seeds=8, seeds_per_run=4)
 
 
+# Rung 2 of the validation ladder: the minimal model WITH its memorizing MLP phi (width 128,
+# lr 0.1, beta0 = 0, w0 = 0), and the same MLP trained alone to measure c1(t).  Not a paper
+# figure: it tests differential learning kinetics directly.  The K grid brackets the K* seen
+# in probe runs (N = 50: no ICL at K = 256, ICL at 2048).
+_RUNG2_K = [64, 128, 256, 512, 1024, 2048, 4096, 8192]
+
+
+def _rung2(s):
+    base = TrainConfig(model="minimal", N=50, width=128, beta0=0.0, lr=0.1, iterations=6000, eval_every=100,
+                       eval_size=1000, early_stop=0.99, checkpoint_every=2000, workers=1)
+    if s == "paper":
+        base = replace(base, iterations=20_000, eval_size=2000)
+    return grid("rung2", s, base, {"N": [50, 100], "K": _RUNG2_K}, seeds=8 if s == "paper" else 4,
+                seeds_per_run=4)
+
+
+def _rung2mlp(s):
+    base = TrainConfig(model="mlp", N=1, width=128, lr=0.1, iterations=6000, eval_every=50, early_stop=None,
+                       checkpoint_every=2000, workers=1)
+    if s == "paper":
+        base = replace(base, iterations=20_000)
+    return grid("rung2mlp", s, base, {"K": _RUNG2_K}, seeds=2, seeds_per_run=2)
+
+
 def _smoke(s):
     base = TrainConfig(model="transformer", N=9, D=12, width=16, batch_size=16, eval_size=64, iterations=200,
                        eval_every=50, lr=0.1, early_stop=None, checkpoint_every=100, workers=1)
@@ -153,6 +177,8 @@ PRESETS = {
     "figA5": ("the two-layer transformer at K = inf", "Fig. A5", _figA5),
     "figA6": ("weight-decay sweep: time of ICL loss", "Fig. A6", _figA6),
     "figA8": ("equalized contexts at one K", "Fig. A8", _figA8),
+    "rung2": ("minimal model with its memorizing MLP: which K acquire ICL, N = 50 and 100", "rung 2", _rung2),
+    "rung2mlp": ("the same MLP alone: c1(t) and I_K for the rung-2 K* prediction", "rung 2", _rung2mlp),
     "smoke": ("a tiny sweep that checks an installation (seconds)", "-", _smoke),
 }
 
