@@ -13,6 +13,7 @@ Subcommands (every one takes ``--json``; ``--plot PATH`` where a picture fits)::
                 two-layer control, the minimal model or the standalone MLP
     bench       benchmarks users can run on their own hardware (bench engine)
     sweep       named, resumable sweeps of training runs: run, status, collect, list
+    validate    the theory's predictions against trained models: report.md + figures
 
 Throughout, N counts **context tokens only** (the paper's code counts the target
 too: its ``len_context = 100`` is ``--N 99`` here).  Importing this module does not
@@ -241,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     q = ss.add_parser("list", help="the presets, their sizes and estimated CPU time")
     q.add_argument("--cores", type=_int_type("cores", 1), default=2, help="cores for the wall-time estimate")
     _common(q, plot=False)
+
+    p = sub.add_parser("validate", help="check the theory's predictions against trained models (report.md)",
+                       description="Check the theory against the preset sweeps (run or reused) or against "
+                       "your own tidy table (--runs; schema in docs/validation.md).")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", choices=["small", "paper"], default="small", help="scale of the preset sweeps")
+    g.add_argument("--runs", metavar="CSV", default=None, help="your own runs as a tidy table")
+    p.add_argument("--sweeps", default=None, help="folder of the preset sweeps (default runs/PRESET)")
+    p.add_argument("--no-run", action="store_true", help="only read sweeps that exist; never train")
+    p.add_argument("--out", default="out/validate", help="folder for report.md, report.json and figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _common(p, plot=False)
 
     p = sub.add_parser("bench", help="benchmarks to run on your own hardware")
     p.add_argument("what", choices=["engine"], help="engine: fast seed-batched engine vs naive reference")
@@ -638,6 +651,25 @@ def _print_sweep(r):
         print(f"  failed {rid}: {why}")
 
 
+def cmd_validate(a) -> dict:
+    from icl_kinetics.validate.report import run_validation
+
+    return run_validation(preset=a.preset, sweeps=a.sweeps, runs=a.runs, out=a.out, run=not a.no_run,
+                          progress=not (a.quiet or a.json))
+
+
+def _print_validate(r):
+    print(r["title"])
+    for v in r["verdicts"]:
+        print(f"- {v['prediction']} [{v['rung']}]: {v['verdict'].upper()}: predicted {v['predicted']}; "
+              f"measured {v['measured']}; {v['metric']}")
+        print(f"    {v['reason']}")
+    for k, why in r["skipped"].items():
+        print(f"- {k}: skipped ({why})")
+    print(f"not checked by this version: {', '.join(r['not_checked'])}")
+    print(f"report: {r['report']}")
+
+
 def cmd_demo(a) -> dict:
     from icl_kinetics.validate.demo import run_demo
 
@@ -660,6 +692,7 @@ COMMANDS = {
     "train": (cmd_train, _print_train),
     "bench": (cmd_bench, _print_bench),
     "sweep": (cmd_sweep, _print_sweep),
+    "validate": (cmd_validate, _print_validate),
 }
 
 

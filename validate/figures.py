@@ -226,3 +226,133 @@ def save(fig: Figure, path) -> str:
     os.replace(tmp, p)
     plt.close(fig)
     return str(p)
+
+
+# ----------------------------------------------------------------------------- validation panels
+def memorization_figure(i_k: Mapping, fit: Mapping | None = None, fitted=None) -> Figure:
+    """Paper Fig. 5: the integrated residual error I_K(T) (learning-rate time) against K
+    (log-log).  Filled points were memorized by the end of the run (entered the fit), open
+    ones were not; the fitted power law A K^nu is dashed."""
+    K = np.asarray(i_k["K"], float)
+    y = np.asarray(i_k["i_k"], float)
+    sd = np.asarray(i_k.get("i_k_sd", np.zeros_like(y)), float)
+    mem = np.zeros(K.size, bool)
+    if fitted is not None:
+        mem[list(fitted)] = True
+    fig, ax = plt.subplots(figsize=(4.6, 3.6), constrained_layout=True)
+    ax.errorbar(K[mem], y[mem], yerr=sd[mem], fmt="o", color="tab:blue", ms=5, label="memorized (fitted)")
+    if (~mem).any():
+        ax.errorbar(K[~mem], y[~mem], yerr=sd[~mem], fmt="o", mfc="none", color="tab:blue", ms=5,
+                    label="not memorized by T")
+    if fit:
+        kk = np.geomspace(K.min(), K.max(), 50)
+        ax.plot(kk, fit["amplitude"] * kk ** fit["exponent"], "--", color="k",
+                label=f"A K^nu, nu = {fit['exponent']:.2f} [{fit['exponent_ci'][0]:.2f}, {fit['exponent_ci'][1]:.2f}]")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("K (items)")
+    ax.set_ylabel("I_K(T) (learning-rate time)")
+    ax.set_title("memorization law (MLP alone)", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def k_star_prediction_figure(panels: Sequence[Mapping]) -> Figure:
+    """Rung 2: final ICL accuracy of each seed against K (points), the sigmoid fit (solid),
+    the measured K* with its CI (shaded) and the K* predicted from c1(t) (dashed), one
+    panel per N.  Each panel: ``N``, ``seeds`` [(K, final acc)], ``fit`` (sigmoid),
+    ``predicted`` [K* low, K* high]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), constrained_layout=True,
+                             squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        K = np.array([s[0] for s in p["seeds"]], float)
+        acc = np.array([s[1] for s in p["seeds"]], float)
+        jitter = np.exp((np.random.default_rng(0).random(K.size) - 0.5) * 0.1)
+        ax.plot(K * jitter, acc, "o", ms=4, alpha=0.6, color="tab:green", label="seeds (final ICL acc)")
+        f = p["fit"]
+        if np.isfinite(f.get("k_star", np.nan)):
+            x = np.linspace(np.log10(K.min()), np.log10(K.max()), 100)
+            ax.plot(10 ** x, f["c"] + f["d"] / (1 + np.exp(-f["a"] * (x - f["b"]))), "-", color="tab:green")
+            ax.axvspan(*f["k_star_ci"], color="tab:green", alpha=0.15, label=f"measured K* = {f['k_star']:.0f}")
+        pred = [v for v in p["predicted"] if np.isfinite(v)]
+        for i, v in enumerate(pred):
+            ax.axvline(v, color="k", ls="--", lw=1.2, label="predicted from c1(t)" if i == 0 else None)
+        ax.set_xscale("log")
+        ax.set_ylim(0.4, 1.02)
+        ax.set_xlabel("K (items)")
+        ax.set_title(f"N = {p['N']:g}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("final ICL accuracy")
+    axes[0][0].legend(fontsize=7)
+    return fig
+
+
+def k_star_scaling_figure(N, k_star, k_star_ci, predicted_slope: float, slope: float | None = None) -> Figure:
+    """Paper Fig. 6a: measured K* against N (log-log, 95% CI bars) and the predicted slope
+    1/nu (dashed, through the measured points' geometric mean)."""
+    N = np.asarray(N, float)
+    k = np.asarray(k_star, float)
+    ci = np.asarray(k_star_ci, float)
+    ok = np.isfinite(k)
+    fig, ax = plt.subplots(figsize=(4.6, 3.6), constrained_layout=True)
+    ax.errorbar(N[ok], k[ok], yerr=[k[ok] - ci[ok, 0], ci[ok, 1] - k[ok]], fmt="o", color="tab:blue",
+                label="measured K*" + (f" (slope {slope:.2f})" if slope is not None else ""))
+    if ok.sum():
+        n0, k0 = np.exp(np.mean(np.log(N[ok]))), np.exp(np.mean(np.log(k[ok])))
+        nn = np.geomspace(N.min() * 0.9, N.max() * 1.1, 20)
+        ax.plot(nn, k0 * (nn / n0) ** predicted_slope, "--", color="k", label=f"slope 1/nu = {predicted_slope:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("N (context tokens)")
+    ax.set_ylabel("K* (items)")
+    ax.set_title("diversity threshold against context length", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def onset_times_figure(samples: Mapping, medians: Mapping, fit: Mapping | None = None) -> Figure:
+    """Paper Fig. 6b: t_ICL per seed against N at K = inf (points; censored seeds as open
+    triangles at their last iteration), Kaplan-Meier medians (squares) and the linear fit
+    of the medians (dashed)."""
+    fig, ax = plt.subplots(figsize=(5.0, 3.7), constrained_layout=True)
+    rng = np.random.default_rng(0)
+    for N, rows in samples.items():
+        t = np.array([r[0] for r in rows], float)
+        obs = np.array([r[1] for r in rows], bool)
+        x = N + (rng.random(t.size) - 0.5) * 0.15 * max(1.0, min(samples) if samples else 1.0)
+        ax.plot(x[obs], t[obs], "o", ms=3, alpha=0.5, color="tab:green")
+        if (~obs).any():
+            ax.plot(x[~obs], t[~obs], "^", ms=5, mfc="none", color="tab:orange")
+    Ns = [N for N, m in medians.items() if m is not None]
+    ax.plot(Ns, [medians[N] for N in Ns], "s", ms=7, mfc="none", mec="k", label="median (Kaplan-Meier)")
+    if fit:
+        xx = np.linspace(0, max(samples) * 1.05, 20)
+        ax.plot(xx, fit["slope"] * xx + fit["intercept"], "--", color="k",
+                label=f"linear fit, R^2 = {fit['r2']:.3f}")
+    ax.plot([], [], "^", mfc="none", color="tab:orange", label="never acquired (censored)")
+    ax.set_xlim(0, None)
+    ax.set_ylim(0, None)
+    ax.set_xlabel("N (context tokens)")
+    ax.set_ylabel("t_ICL (iterations)")
+    ax.set_title("ICL onset at K = inf", fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def onset_shape_figure(resid, sd_beta0: float) -> Figure:
+    """The spread of log t_ICL around each N's median (histogram) against the theory's
+    Normal(0, sd(beta0_eff)) (dashed), the signal-regime push-forward of the beta0 spread."""
+    r = np.asarray(resid, float)
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
+    ax.hist(r, bins=max(8, int(np.sqrt(r.size)) + 2), density=True, color="tab:green", alpha=0.6,
+            label=f"measured (sd {np.std(r, ddof=1):.2f})")
+    xx = np.linspace(min(r.min(), -3 * sd_beta0), max(r.max(), 3 * sd_beta0), 200)
+    ax.plot(xx, np.exp(-0.5 * (xx / sd_beta0) ** 2) / (sd_beta0 * np.sqrt(2 * np.pi)), "--", color="k",
+            label=f"theory: sd(beta0_eff) = {sd_beta0:.2f}")
+    ax.set_xlabel("log t_ICL - log median t_ICL(N)")
+    ax.set_ylabel("density")
+    ax.set_title("shape of the onset distribution", fontsize=10)
+    ax.legend(fontsize=7)
+    return fig
