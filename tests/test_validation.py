@@ -6,7 +6,6 @@ import csv
 import math
 
 import numpy as np
-import pytest
 
 from icl_kinetics.theory import escape_time
 from icl_kinetics.validate import predictions as P
