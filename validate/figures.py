@@ -269,7 +269,7 @@ def k_star_prediction_figure(panels: Sequence[Mapping]) -> Figure:
         K = np.array([s[0] for s in p["seeds"]], float)
         acc = np.array([s[1] for s in p["seeds"]], float)
         jitter = np.exp((np.random.default_rng(0).random(K.size) - 0.5) * 0.1)
-        ax.plot(K * jitter, acc, "o", ms=4, alpha=0.6, color="tab:green", label="seeds (final ICL acc)")
+        ax.plot(K * jitter, acc, "o", ms=4, alpha=0.6, color="tab:green", label="seeds")
         f = p["fit"]
         if np.isfinite(f.get("k_star", np.nan)):
             x = np.linspace(np.log10(K.min()), np.log10(K.max()), 100)
@@ -279,11 +279,11 @@ def k_star_prediction_figure(panels: Sequence[Mapping]) -> Figure:
         for i, v in enumerate(pred):
             ax.axvline(v, color="k", ls="--", lw=1.2, label="predicted from c1(t)" if i == 0 else None)
         ax.set_xscale("log")
-        ax.set_ylim(0.4, 1.02)
+        ax.set_ylim(min(0.4, float(np.nanmin(acc)) - 0.05), 1.05)
         ax.set_xlabel("K (items)")
+        ax.set_ylabel(p.get("observable", "final ICL accuracy"), fontsize=8)
         ax.set_title(f"N = {p['N']:g}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("final ICL accuracy")
     axes[0][0].legend(fontsize=7)
     return fig
 

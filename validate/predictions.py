@@ -166,6 +166,19 @@ def measured_k_star(seeds: list[dict], n_boot: int = 200) -> fits.SigmoidFit:
     return fits.sigmoid_fit(x, y, n_boot=n_boot, seed=0)
 
 
+def k_star_interval(fit, Ks) -> tuple[float, float]:
+    """The measured K* interval: the fit's bootstrap CI, widened to the two grid values of K
+    around the fitted K*.  When every seed agrees at each K the transition is sharp and the
+    bootstrap CI collapses, but the data only place K* between neighbouring grid points."""
+    if not np.isfinite(fit.k_star):
+        return (math.nan, math.nan)
+    g = np.unique(np.asarray(Ks, float))
+    below, above = g[g <= fit.k_star], g[g >= fit.k_star]
+    lo = min(fit.k_star_ci[0], below.max()) if below.size else fit.k_star_ci[0]
+    hi = max(fit.k_star_ci[1], above.min()) if above.size else fit.k_star_ci[1]
+    return (float(lo), float(hi))
+
+
 def _finite_k(s) -> bool:
     return np.isfinite(_f(s.get("K")))
 
@@ -180,8 +193,16 @@ def k_star_from_c1(mlp_table, icl_table, model: str = "minimal") -> list[Verdict
     (c2 = 0: sqrt(pi/2) e^-beta0) and the exact value with c2 = 1/2 (the untrained MLP's
     value); beta0 is the runs' initial beta.  K* is where the measured I_K(T), interpolated
     in log-log between the measured K, crosses N tau*.
+
+    Measured K*: when the table has the head's parameters (columns ``w`` and ``beta``, as
+    the minimal model logs them) a seed *escaped* iff at its last evaluation w > 0 and
+    beta > beta_c(N), the large-D beta at which ICL accuracy reaches 0.95
+    (``theory.icl_threshold_beta``): the theory's own event.  K* is the midpoint of a
+    sigmoid fit of that indicator against log10 K.  The K* from final ICL accuracy is
+    reported beside it: the memorizing MLP adds its own logit on novel items, which can
+    hold the ICL accuracy below 0.95 after the head has escaped.
     """
-    from icl_kinetics.theory import escape_time
+    from icl_kinetics.theory import escape_time, icl_threshold_beta
 
     rung = "minimal model + MLP"
     ik = i_k_table(mlp_table) if mlp_table is not None and "c1" in mlp_table else {"K": []}
@@ -204,9 +225,18 @@ def k_star_from_c1(mlp_table, icl_table, model: str = "minimal") -> list[Verdict
             else:  # I_K(T) increases with K: interpolate log K at log I = target
                 order = np.argsort(li)
                 pred.append(float(np.exp(np.interp(target, li[order], lk[order]))))
-        fit = measured_k_star(sn)
+        fit_acc = measured_k_star(sn)
+        has_head = all(np.isfinite(_f(s["rows"][-1].get("w"))) and np.isfinite(_f(s["rows"][-1].get("beta")))
+                       for s in sn)
+        if has_head:
+            bc = icl_threshold_beta(int(N))
+            esc = [float(_f(s["rows"][-1]["w"]) > 0 and _f(s["rows"][-1]["beta"]) > bc) for s in sn]
+            fit = fits.sigmoid_fit([math.log10(s["K"]) for s in sn], esc, n_boot=200, seed=0)
+            observable = f"head escaped (w > 0, beta > beta_c = {bc:.2f})"
+        else:
+            fit, observable = fit_acc, "final ICL accuracy"
         lo_p, hi_p = np.nanmin(pred) if np.isfinite(pred).any() else math.nan, np.nanmax(pred) if np.isfinite(pred).any() else math.nan
-        mlo, mhi = fit.k_star_ci
+        mlo, mhi = k_star_interval(fit, [s["K"] for s in sn])
         if not np.isfinite(lo_p) or not np.isfinite(fit.k_star):
             verdict, reason = "inconclusive", ("N tau* lies outside the measured I_K(T) range" if not np.isfinite(lo_p)
                                                else f"no K* measured: {fit.reason}")
@@ -215,13 +245,21 @@ def k_star_from_c1(mlp_table, icl_table, model: str = "minimal") -> list[Verdict
             inside = lo_p <= fit.k_star <= hi_p or (mlo <= lo_p and hi_p <= mhi) or overlap
             verdict = "holds" if inside else "does not hold"
             reason = (f"predicted K* in [{lo_p:.0f}, {hi_p:.0f}] (tau* from c2 = 0 to 1/2, beta0 = {b0:.2f}); "
-                      f"measured {fit.k_star:.0f} [{mlo:.0f}, {mhi:.0f}]: the intervals "
+                      f"measured from {observable}: {fit.k_star:.0f} [{mlo:.0f}, {mhi:.0f}]: the intervals "
                       f"{'overlap' if overlap else 'do not overlap'}")
+            if has_head:
+                reason += (f". From final ICL accuracy instead: K* = {fit_acc.k_star:.0f} "
+                           f"[{fit_acc.k_star_ci[0]:.0f}, {fit_acc.k_star_ci[1]:.0f}] (the MLP's logit on novel items "
+                           "lowers the accuracy of seeds whose head escaped)")
         out.append(Verdict("k_star_from_c1", rung, f"{lo_p:.0f} - {hi_p:.0f}", f"{fit.k_star:.0f} [{mlo:.0f}, {mhi:.0f}]",
-                           "interval overlap (prediction vs 95% bootstrap CI)", verdict, reason,
-                           {"N": N, "beta0": b0, "tau_star": taus, "predicted_k_star": pred, "measured": fit.to_dict()},
-                           {"N": N, "seeds": [(s["K"], s["final_icl_acc"]) for s in sn], "fit": fit.to_dict(),
-                            "predicted": pred}))
+                           "interval overlap (prediction vs measured: 95% bootstrap CI widened to the K grid)",
+                           verdict, reason,
+                           {"N": N, "beta0": b0, "tau_star": taus, "predicted_k_star": pred, "measured": fit.to_dict(),
+                            "observable": observable, "measured_from_accuracy": fit_acc.to_dict()},
+                           {"N": N, "seeds": [(s["K"], y) for s, y in zip(sn, esc if has_head else
+                                                                         [s["final_icl_acc"] for s in sn])],
+                            "fit": {**fit.to_dict(), "k_star_ci": [mlo, mhi]}, "predicted": pred,
+                            "observable": observable}))
     return out
 
 
@@ -234,21 +272,25 @@ def k_star_scaling(table, nu: float | None = None, nu_ci=None, rung: str = "tran
     if len(Ns) < 2:
         return _skip("k_star_scaling", rung, f"needs finite-K runs at >= 2 values of N (has {len(Ns)})")
     per = {}
+    interval = {}
     for N in Ns:
-        per[N] = measured_k_star([s for s in seeds if _f(s["N"]) == N])
+        sn = [s for s in seeds if _f(s["N"]) == N]
+        per[N] = measured_k_star(sn)
+        interval[N] = k_star_interval(per[N], [s["K"] for s in sn])
     good = [N for N in Ns if np.isfinite(per[N].k_star) and not per[N].reason]
     assumed = nu is None
     nu_v = 0.7 if nu is None else nu
     pred = 1.0 / nu_v
     pred_ci = (1 / nu_ci[1], 1 / nu_ci[0]) if nu_ci else (pred, pred)
-    details = {"k_star": {str(N): per[N].to_dict() for N in Ns}, "nu": nu_v, "nu_assumed": assumed}
-    fdata = {"N": Ns, "fits": {N: per[N].to_dict() for N in Ns}, "predicted_slope": pred}
+    details = {"k_star": {str(N): {**per[N].to_dict(), "interval": interval[N]} for N in Ns}, "nu": nu_v,
+               "nu_assumed": assumed}
+    fdata = {"N": Ns, "fits": {N: {**per[N].to_dict(), "k_star_ci": interval[N]} for N in Ns}, "predicted_slope": pred}
     if len(good) < 2:
         return Verdict("k_star_scaling", rung, f"slope 1/nu = {pred:.2f}", "K* not measured at >= 2 N", "-",
                        "inconclusive", "; ".join(f"N = {N:g}: {per[N].reason or 'ok'}" for N in Ns), details, fdata)
     if len(good) == 2:
         slope = math.log(per[good[1]].k_star / per[good[0]].k_star) / math.log(good[1] / good[0])
-        ends = [(per[good[0]].k_star_ci[i], per[good[1]].k_star_ci[j]) for i in (0, 1) for j in (0, 1)]
+        ends = [(interval[good[0]][i], interval[good[1]][j]) for i in (0, 1) for j in (0, 1)]
         sl = [math.log(b / a) / math.log(good[1] / good[0]) for a, b in ends]
         slope_ci = (min(sl), max(sl))
         r2 = math.nan
