@@ -73,6 +73,8 @@ def seed_summaries(table, where=None) -> list[dict]:
     for r in _rows(table):
         if where is not None and not where(r):
             continue
+        if r.get("status", "done") != "done":  # a sweep's unfinished or failed runs: left out
+            continue
         key = tuple(r.get(k) for k in GRID if k in r) + (r["seed"],)
         groups[key].append(r)
     out = []
@@ -159,11 +161,20 @@ def memorization_law(table, paper_nu: float = 0.7) -> Verdict:
 
 
 # ----------------------------------------------------------------------------- K*
+def _sigmoid(x, y, n_boot: int = 200) -> fits.SigmoidFit:
+    """``fits.sigmoid_fit``, with too few points turned into a NaN fit carrying the reason."""
+    from icl_kinetics.errors import ParameterError
+
+    try:
+        return fits.sigmoid_fit(x, y, n_boot=n_boot, seed=0)
+    except ParameterError as e:
+        nan = math.nan
+        return fits.SigmoidFit(nan, nan, nan, nan, nan, (nan, nan), nan, len(x), 0, 0, reason=str(e))
+
+
 def measured_k_star(seeds: list[dict], n_boot: int = 200) -> fits.SigmoidFit:
     """Sigmoid fit of final ICL accuracy against log10 K, one point per seed."""
-    x = [math.log10(s["K"]) for s in seeds]
-    y = [s["final_icl_acc"] for s in seeds]
-    return fits.sigmoid_fit(x, y, n_boot=n_boot, seed=0)
+    return _sigmoid([math.log10(s["K"]) for s in seeds], [s["final_icl_acc"] for s in seeds], n_boot)
 
 
 def k_star_interval(fit, Ks) -> tuple[float, float]:
@@ -231,7 +242,7 @@ def k_star_from_c1(mlp_table, icl_table, model: str = "minimal") -> list[Verdict
         if has_head:
             bc = icl_threshold_beta(int(N))
             esc = [float(_f(s["rows"][-1]["w"]) > 0 and _f(s["rows"][-1]["beta"]) > bc) for s in sn]
-            fit = fits.sigmoid_fit([math.log10(s["K"]) for s in sn], esc, n_boot=200, seed=0)
+            fit = _sigmoid([math.log10(s["K"]) for s in sn], esc)
             observable = f"head escaped (w > 0, beta > beta_c = {bc:.2f})"
         else:
             fit, observable = fit_acc, "final ICL accuracy"
@@ -251,7 +262,7 @@ def k_star_from_c1(mlp_table, icl_table, model: str = "minimal") -> list[Verdict
                 reason += (f". From final ICL accuracy instead: K* = {fit_acc.k_star:.0f} "
                            f"[{fit_acc.k_star_ci[0]:.0f}, {fit_acc.k_star_ci[1]:.0f}] (the MLP's logit on novel items "
                            "lowers the accuracy of seeds whose head escaped)")
-        out.append(Verdict("k_star_from_c1", rung, f"{lo_p:.0f} - {hi_p:.0f}", f"{fit.k_star:.0f} [{mlo:.0f}, {mhi:.0f}]",
+        out.append(Verdict("k_star_from_c1", f"{rung}, N = {N:g}", f"{lo_p:.0f} - {hi_p:.0f}", f"{fit.k_star:.0f} [{mlo:.0f}, {mhi:.0f}]",
                            "interval overlap (prediction vs measured: 95% bootstrap CI widened to the K grid)",
                            verdict, reason,
                            {"N": N, "beta0": b0, "tau_star": taus, "predicted_k_star": pred, "measured": fit.to_dict(),
