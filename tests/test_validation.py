@@ -163,3 +163,65 @@ def test_handwritten_table_through_validate_runs(tmp_path):
     text = (tmp_path / "report" / "report.md").read_text()
     assert "onset_times_linear" in text and "**holds**" in text and "missing columns" in text
     assert read_table(path)["K"][0] == math.inf and r["figures"]
+
+
+def _bimodal_table(split=True, seeds=40, rng=None):
+    rng = rng or np.random.default_rng(5)
+    rows = []
+    for s in range(seeds):
+        b0 = rng.normal(0, 1)
+        if split:
+            acc_end = 1.0 if b0 > 0 else 0.5 + rng.normal(0, 0.02)
+        else:  # unimodal around the 0.95 threshold: about half "acquire", but there are no two modes
+            acc_end = float(np.clip(rng.normal(0.95, 0.02), 0, 1))
+        rows += [{"seed": s, "iteration": 0.0, "N": 19.0, "K": 2048.0, "icl_acc": 0.5, "beta": b0},
+                 {"seed": s, "iteration": 5000.0, "N": 19.0, "K": 2048.0, "icl_acc": acc_end, "beta": 3.0}]
+    return _cols(rows)
+
+
+def test_bimodality_split_by_beta0_and_a_unimodal_input_does_not_hold():
+    (v,) = P.bimodality(_bimodal_table())
+    assert v.verdict == "holds", v.reason
+    assert v.details["beta0_mannwhitney_p"] < 1e-4 and v.details["bimodality_coefficient"] > 5 / 9
+    (u,) = P.bimodality(_bimodal_table(split=False))
+    assert u.verdict == "does not hold", u.reason
+
+
+def _eq_table(k_iid=1000.0, k_eq=4000.0):
+    rows = []
+    for c, kst in (("iid", k_iid), ("equalized", k_eq)):
+        for K in np.geomspace(250, 32000, 8):
+            for s in range(4):
+                acc = 0.5 + 0.5 / (1 + math.exp(-12 * (math.log10(K) - math.log10(kst))))
+                rows.append({"seed": s, "iteration": 3000.0, "N": 20.0, "K": float(K), "contexts": c, "icl_acc": acc})
+    return _cols(rows)
+
+
+def test_equalized_contexts_need_more_items_and_the_reverse_does_not_hold():
+    assert P.equalized_contexts(_eq_table()).verdict == "holds"
+    assert P.equalized_contexts(_eq_table(k_iid=4000.0, k_eq=1000.0)).verdict == "does not hold"
+    assert P.equalized_contexts(_eq_table(k_iid=2000.0, k_eq=2000.0)).verdict == "inconclusive"
+
+
+def _transient_table(sign=-1):
+    """ICL acquired at 1000 iterations and lost at t_loss = 2e3 * (wd / 1e-2)^sign; IWL loss falls,
+    ICL loss rises after acquisition."""
+    rows = []
+    for wd in (3e-3, 1e-2, 3e-2):
+        t_loss = 3500 * (wd / 1e-2) ** sign
+        for s in range(3):
+            for it in np.arange(0, 12000, 200.0):
+                acc = 0.5 if it < 1000 else (1.0 if it < t_loss else 0.5)
+                iwl = 0.69 * math.exp(-it / 5000)
+                icl = 0.69 if it < 1000 else 0.05 + 0.6 * (1 - math.exp(-(it - 1000) / 4000))
+                rows.append({"seed": s, "iteration": it, "wd_attn": wd, "K": 1024.0, "N": 19.0, "icl_acc": acc,
+                             "icl_loss": icl, "iwl_loss": iwl})
+    return _cols(rows)
+
+
+def test_transience_sooner_for_stronger_decay_and_the_reverse_does_not_hold():
+    vs = {v.prediction: v for v in P.transience(_transient_table())}
+    assert vs["transience"].verdict == "holds" and vs["transience"].details["spearman_rho"] < 0
+    assert vs["icl_iwl_loss_relation"].verdict == "holds"
+    rev = {v.prediction: v for v in P.transience(_transient_table(sign=+1))}
+    assert rev["transience"].verdict == "does not hold"

@@ -356,3 +356,44 @@ def onset_shape_figure(resid, sd_beta0: float) -> Figure:
     ax.set_title("shape of the onset distribution", fontsize=10)
     ax.legend(fontsize=7)
     return fig
+
+
+def bimodality_figure(acc, observed, N, K) -> Figure:
+    """Paper Fig. 6c: final ICL accuracy of every seed at one (N, K) near K* (histogram;
+    seeds that acquired ICL in green)."""
+    a = np.asarray(acc, float)
+    o = np.asarray(observed, bool)
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
+    bins = np.linspace(min(0.4, a.min()), 1.0, 25)
+    ax.hist([a[o], a[~o]], bins=bins, stacked=True, color=["tab:green", "tab:gray"],
+            label=[f"acquired ({o.sum()})", f"not acquired ({(~o).sum()})"])
+    ax.set_xlabel("final ICL accuracy")
+    ax.set_ylabel("seeds")
+    ax.set_title(f"outcomes near K*: N = {N:g}, K = {K:g}", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def transience_runs_figure(rows) -> Figure:
+    """Paper Fig. A6: iteration at which ICL was lost against the attention weight decay;
+    seeds that kept ICL are drawn at their last iteration (open), seeds that never
+    acquired it at the bottom (crosses).  ``rows``: (wd, t_loss or None, acquired, lost)."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
+    rng = np.random.default_rng(0)
+    for wd, t, acq, lost in rows:
+        x = wd * np.exp((rng.random() - 0.5) * 0.08)
+        if not acq:
+            ax.plot(x, 0, "x", color="tab:gray")
+        elif lost:
+            ax.plot(x, t, "o", color="tab:red")
+        else:
+            ax.plot(x, t, "o", mfc="none", color="tab:blue")
+    ax.plot([], [], "o", color="tab:red", label="ICL lost at")
+    ax.plot([], [], "o", mfc="none", color="tab:blue", label="kept ICL to the end")
+    ax.plot([], [], "x", color="tab:gray", label="never acquired")
+    ax.set_xscale("log")
+    ax.set_xlabel("weight decay on attention (wd_attn)")
+    ax.set_ylabel("iteration")
+    ax.set_title("transience against weight decay", fontsize=10)
+    ax.legend(fontsize=7)
+    return fig

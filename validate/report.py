@@ -21,9 +21,12 @@ SWEEPS_FOR = {
     "k_star_from_c1": ("rung2mlp", "rung2"),
     "k_star_scaling": ("fig6a", "fig5"),
     "onset_times": ("fig6b",),
+    "bimodality": ("fig6c",),
+    "equalized_contexts": ("fig6e",),
+    "transience": ("fig2e", "figA6"),
 }
 #: predictions of the issue that this version does not check yet (named in every report)
-NOT_YET = ("bimodality", "equalized_contexts", "transience", "transience_tracking", "icl_iwl_loss_relation")
+NOT_YET = ("transience_tracking",)
 
 
 def _table(sweeps: Path, name: str, scale: str, run: bool, progress: bool):
@@ -74,6 +77,21 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
         out += P.onset_times(tables["fig6b"])
     else:
         out.append(P._skip("onset_times_linear", "transformer", notes.get("fig6b")))
+    if tables.get("fig6c") is not None:
+        out += P.bimodality(tables["fig6c"])
+    else:
+        out.append(P._skip("bimodality", "transformer", notes.get("fig6c")))
+    if tables.get("fig6e") is not None:
+        out.append(P.equalized_contexts(tables["fig6e"]))
+    else:
+        out.append(P._skip("equalized_contexts", "transformer", notes.get("fig6e")))
+    for name in ("fig2e", "figA6"):
+        if tables.get(name) is not None:
+            for v in P.transience(tables[name]):
+                v.rung = f"{v.rung} ({name})"
+                out.append(v)
+        else:
+            out.append(P._skip("transience", f"transformer ({name})", notes.get(name)))
     for v in out:
         v.details.setdefault("sweep_notes", {k: n for k, n in notes.items() if n})
     return out
@@ -92,6 +110,12 @@ def validate_table(path) -> tuple[list, dict]:
         out.append(P.k_star_scaling(t))
     if "onset_times" in ok:
         out += P.onset_times(t)
+    if "bimodality" in ok:
+        out += P.bimodality(t)
+    if "equalized_contexts" in ok:
+        out.append(P.equalized_contexts(t))
+    if "transience" in ok:
+        out += P.transience(t)
     for name in NOT_YET:
         if name in ok:
             reasons[name] = "columns present, but this version does not check this prediction yet"
@@ -121,6 +145,13 @@ def _figures(verdicts, out: Path) -> dict:
         elif v.prediction == "onset_times_linear" and "samples" in fd:
             paths["onset_times_linear"] = F.save(F.onset_times_figure(fd["samples"], fd["median"], fd.get("fit")),
                                                  out / "fig6b_t_icl_vs_N.png")
+        elif v.prediction == "bimodality" and "acc" in fd and v.verdict != "inconclusive":
+            tag = f"N{fd['N']:g}_K{fd['K']:g}"
+            paths[f"bimodality:{tag}"] = F.save(F.bimodality_figure(fd["acc"], fd["observed"], fd["N"], fd["K"]),
+                                                out / f"fig6c_bimodality_{tag}.png")
+        elif v.prediction == "transience" and "rows" in fd:
+            tag = v.rung.split("(")[-1].rstrip(")") if "(" in v.rung else "runs"
+            paths[f"transience:{tag}"] = F.save(F.transience_runs_figure(fd["rows"]), out / f"{tag}_transience.png")
         elif v.prediction == "onset_times_shape" and "resid" in fd:
             paths["onset_times_shape"] = F.save(F.onset_shape_figure(fd["resid"], fd["sd_beta0"]),
                                                 out / "fig6b_onset_shape.png")
