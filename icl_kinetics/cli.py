@@ -1,4 +1,4 @@
-"""The ``icl-kinetics`` console script.
+"""icl-kinetics: the learning kinetics of in-context learning (theory, simulation, validation).
 
 Subcommands (every one takes ``--json``; ``--plot PATH`` where a picture fits)::
 
