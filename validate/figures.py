@@ -397,3 +397,113 @@ def transience_runs_figure(rows) -> Figure:
     ax.set_title("transience against weight decay", fontsize=10)
     ax.legend(fontsize=7)
     return fig
+
+
+def _final_by(table, key):
+    """Final (last-iteration) row of every (run, seed) of a tidy table, grouped by ``key``."""
+    c = columns(table)
+    run = c["run_id"] if "run_id" in c else np.array([str(v) for v in zip(*(c[k] for k in ("N", "K") if k in c))])
+    last = {}
+    for i in range(len(c["seed"])):
+        k = (run[i], c["seed"][i])
+        if k not in last or float(c["iteration"][i]) > float(c["iteration"][last[k]]):
+            last[k] = i
+    out = {}
+    for i in last.values():
+        out.setdefault(c[key][i] if not isinstance(key, tuple) else tuple(c[kk][i] for kk in key), []).append(i)
+    return c, out
+
+
+def accuracy_vs_k_figure(table, title: str = "ICL and IWL accuracy against K") -> Figure:
+    """Paper Fig. 2b and 2c: final ICL accuracy (novel items) and IWL accuracy (training
+    items, target absent) against K, one point per seed and the mean per K."""
+    c, by = _final_by(table, "K")
+    Ks = sorted(float(k) for k in by if np.isfinite(float(k)))
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), constrained_layout=True)
+    for ax, key, lab in zip(axes, ("icl_acc", "iwl_acc"), ("ICL accuracy", "IWL accuracy")):
+        m = []
+        for K in Ks:
+            v = np.array([float(c[key][i]) for i in by[K] if key in c], float)
+            ax.plot(np.full(v.size, K), v, "o", ms=3, alpha=0.4, color="tab:green" if key == "icl_acc" else "tab:blue")
+            m.append(np.nanmean(v) if v.size else np.nan)
+        ax.plot(Ks, m, "-", color="k", lw=1.2, label="mean over seeds")
+        ax.set_xscale("log")
+        ax.set_xlabel("K (items)")
+        ax.set_ylabel(f"final {lab}")
+        ax.set_ylim(0.4, 1.02)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def equalized_figure(table) -> Figure:
+    """Paper Fig. 6e: mean final ICL accuracy and the fraction of seeds acquiring ICL
+    against K, equalized contexts against i.i.d. ones."""
+    c, by = _final_by(table, ("contexts", "K"))
+    fig, ax = plt.subplots(figsize=(4.8, 3.5), constrained_layout=True)
+    for ctx, col in (("iid", "tab:blue"), ("equalized", "tab:red")):
+        Ks = sorted(float(k) for (cc, k) in by if cc == ctx)
+        acc = [np.mean([float(c["icl_acc"][i]) for i in by[(ctx, K)]]) for K in Ks]
+        ax.plot(Ks, acc, "o-", color=col, label=f"{ctx}: mean final ICL accuracy")
+    ax.set_xscale("log")
+    ax.set_xlabel("K (items)")
+    ax.set_ylabel("final ICL accuracy")
+    ax.set_ylim(0.4, 1.02)
+    ax.set_title("equalized against i.i.d. contexts", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def mlp_coefficients_figure(table) -> Figure:
+    """Paper Fig. A2: c1, 1 - c2 and c3 of the memorizing MLP against iterations, one line
+    per K (log-log), mean over seeds."""
+    c = columns(table)
+    Ks = sorted({float(k) for k in c["K"]})
+    cols = _colors(len(Ks))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    for K, col in zip(Ks, cols):
+        m = c["K"].astype(float) == K
+        it = c["iteration"][m].astype(float)
+        for ax, key in zip(axes, ("c1", "c2", "c3")):
+            v = c[key][m].astype(float)
+            if key == "c2":
+                v = 1 - v
+            order = np.unique(it)
+            mean = np.array([np.nanmean(v[it == t]) for t in order])
+            ok = (order > 0) & (mean > 0)
+            ax.plot(order[ok], mean[ok], "-", color=col, lw=1, label=f"K = {K:g}")
+    for ax, lab in zip(axes, ("c1", "1 - c2", "c3")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(lab)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle("memorizing MLP alone: c1, 1 - c2, c3", fontsize=10)
+    return fig
+
+
+def sigmoid_fits_figure(panels: Mapping) -> Figure:
+    """Paper Fig. A7: per-N final ICL accuracy against K with the sigmoid fit and K*.
+    ``panels``: N -> {"K": [...], "acc": [...], "fit": SigmoidFit dict}."""
+    Ns = sorted(panels)
+    fig, axes = plt.subplots(1, len(Ns), figsize=(3.6 * len(Ns), 3.2), constrained_layout=True, squeeze=False)
+    for ax, N in zip(axes[0], Ns):
+        p = panels[N]
+        K = np.asarray(p["K"], float)
+        ax.plot(K, p["acc"], "o", ms=3, alpha=0.5, color="tab:green")
+        f = p["fit"]
+        if np.isfinite(f.get("k_star", np.nan)):
+            x = np.linspace(np.log10(K.min()), np.log10(K.max()), 100)
+            ax.plot(10 ** x, f["c"] + f["d"] / (1 + np.exp(-f["a"] * (x - f["b"]))), "-", color="k")
+            ax.axvline(f["k_star"], color="k", ls=":", lw=1)
+            ax.set_title(f"N = {N:g}: K* = {f['k_star']:.0f}", fontsize=9)
+        else:
+            ax.set_title(f"N = {N:g}: {f.get('reason', 'no fit')}", fontsize=7)
+        ax.set_xscale("log")
+        ax.set_ylim(0.4, 1.02)
+        ax.set_xlabel("K (items)")
+    axes[0][0].set_ylabel("final ICL accuracy")
+    return fig

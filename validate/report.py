@@ -24,6 +24,7 @@ SWEEPS_FOR = {
     "bimodality": ("fig6c",),
     "equalized_contexts": ("fig6e",),
     "transience": ("fig2e", "figA6"),
+    "panels": ("fig2bc",),  # figures only (paper Fig. 2b, 2c)
 }
 #: predictions of the issue that this version does not check yet (named in every report)
 NOT_YET = ("transience_tracking",)
@@ -46,8 +47,11 @@ def _table(sweeps: Path, name: str, scale: str, run: bool, progress: bool):
     return read_table(path), note
 
 
-def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bool = True) -> list:
-    """All implemented checks on the preset sweeps under ``sweeps`` (DIR/<preset>)."""
+def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bool = True) -> tuple[list, dict]:
+    """All implemented checks on the preset sweeps under ``sweeps`` (DIR/<preset>).
+
+    Returns (verdicts, tables): the tables (preset name -> collected table, or None) feed
+    the paper-panel figures."""
     sweeps = Path(sweeps)
     tables, notes = {}, {}
     for name in sorted({s for v in SWEEPS_FOR.values() for s in v}):
@@ -94,7 +98,31 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
             out.append(P._skip("transience", f"transformer ({name})", notes.get(name)))
     for v in out:
         v.details.setdefault("sweep_notes", {k: n for k, n in notes.items() if n})
-    return out
+    return out, tables
+
+
+def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
+    """Figures of paper panels drawn straight from the sweep tables (no verdict of their own)."""
+    from icl_kinetics.validate import figures as F
+
+    paths = {}
+    if tables.get("fig2bc") is not None:
+        paths["fig2bc"] = F.save(F.accuracy_vs_k_figure(tables["fig2bc"], "Fig. 2b, 2c: final ICL and IWL accuracy "
+                                                        "against K"), out / "fig2bc_accuracy_vs_K.png")
+    if tables.get("fig5") is not None:
+        paths["figA2"] = F.save(F.mlp_coefficients_figure(tables["fig5"]), out / "figA2_mlp_coefficients.png")
+    if tables.get("fig6e") is not None:
+        paths["fig6e"] = F.save(F.equalized_figure(tables["fig6e"]), out / "fig6e_equalized.png")
+    for v in verdicts:
+        if v.prediction == "k_star_scaling" and "k_star" in v.details and tables.get("fig6a") is not None:
+            seeds = [s for s in P.seed_summaries(tables["fig6a"]) if P._finite_k(s)]
+            panels = {}
+            for N in sorted({P._f(s["N"]) for s in seeds}):
+                sn = [s for s in seeds if P._f(s["N"]) == N]
+                panels[N] = {"K": [s["K"] for s in sn], "acc": [s["final_icl_acc"] for s in sn],
+                             "fit": v.details["k_star"][str(N)]}
+            paths["figA7"] = F.save(F.sigmoid_fits_figure(panels), out / "figA7_sigmoid_fits.png")
+    return paths
 
 
 def validate_table(path) -> tuple[list, dict]:
@@ -158,11 +186,14 @@ def _figures(verdicts, out: Path) -> dict:
     return paths
 
 
-def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds: float | None = None) -> dict:
+def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds: float | None = None,
+                 tables: dict | None = None) -> dict:
     """Write ``report.md``, ``report.json`` and the figures into ``out``; returns the JSON."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figs = _figures(verdicts, out)
+    if tables:
+        figs.update(_panel_figures(tables, verdicts, out))
     lines = [f"# {title}", "",
              "Each row: what the theory predicts, what the runs measured, the agreement metric and the "
              "verdict with its reason. Metrics are explained in docs/validation.md.", "",
@@ -194,9 +225,9 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
         verdicts, skipped = validate_table(runs)
         return write_report(verdicts, out, f"Validation of {runs}", skipped, time.perf_counter() - t0)
     sweeps = Path(sweeps or f"runs/{preset}")
-    verdicts = validate_sweeps(sweeps, preset, run=run, progress=progress)
+    verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress)
     return write_report(verdicts, out, f"Validation report: preset {preset}, sweeps in {sweeps}", None,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, tables=tables)
 
 
 __all__ = ["NOT_YET", "PREDICTIONS", "SWEEPS_FOR", "run_validation", "validate_sweeps", "validate_table",
