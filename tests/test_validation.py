@@ -225,3 +225,22 @@ def test_transience_sooner_for_stronger_decay_and_the_reverse_does_not_hold():
     assert vs["icl_iwl_loss_relation"].verdict == "holds"
     rev = {v.prediction: v for v in P.transience(_transient_table(sign=+1))}
     assert rev["transience"].verdict == "does not hold"
+
+
+def test_preset_report_reads_existing_sweeps_without_training(tmp_path):
+    """`validate --preset ... --no-run` reads the sweep folders it finds, checks what they
+    allow, names the sweeps that are missing, and writes report.md with the figures."""
+    from icl_kinetics.simulate.engine import TrainConfig
+    from icl_kinetics.simulate.sweeps import grid, run_sweep
+
+    mlp = TrainConfig(model="mlp", N=1, D=8, width=16, batch_size=16, lr=0.5, iterations=600, eval_every=20,
+                      early_stop=None, workers=1)
+    run_sweep(grid("fig5", "small", mlp, {"K": [8, 16, 32, 64]}, seeds=1, seeds_per_run=1), tmp_path / "fig5",
+              progress=False, processes=2)
+    r = run_validation(preset="small", sweeps=tmp_path, out=tmp_path / "report", run=False, progress=False)
+    by = {(v["prediction"], v["rung"]): v for v in r["verdicts"]}
+    assert by[("memorization_law", "MLP alone (fig5)")]["verdict"] in ("holds", "does not hold", "inconclusive")
+    assert by[("onset_times_linear", "transformer")]["verdict"] == "skipped"
+    assert "fig6b not found" in by[("onset_times_linear", "transformer")]["reason"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "memorization_law" in text and "figA2_mlp_coefficients.png" in text
