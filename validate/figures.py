@@ -228,6 +228,17 @@ def save(fig: Figure, path) -> str:
     return str(p)
 
 
+def _loglog(ax, xlabel: str, ylabel: str, title: str, legend_size: int = 7):
+    """Log-log axes with labels, a small title, a legend and a light grid."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=legend_size)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 # ----------------------------------------------------------------------------- validation panels
 def memorization_figure(i_k: Mapping, fit: Mapping | None = None, fitted=None) -> Figure:
     """Paper Fig. 5: the integrated residual error I_K(T) (learning-rate time) against K
@@ -248,13 +259,7 @@ def memorization_figure(i_k: Mapping, fit: Mapping | None = None, fitted=None) -
         kk = np.geomspace(K.min(), K.max(), 50)
         ax.plot(kk, fit["amplitude"] * kk ** fit["exponent"], "--", color="k",
                 label=f"A K^nu, nu = {fit['exponent']:.2f} [{fit['exponent_ci'][0]:.2f}, {fit['exponent_ci'][1]:.2f}]")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("K (items)")
-    ax.set_ylabel("I_K(T) (learning-rate time)")
-    ax.set_title("memorization law (MLP alone)", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
+    _loglog(ax, "K (items)", "I_K(T) (learning-rate time)", "memorization law (MLP alone)")
     return fig
 
 
@@ -302,13 +307,7 @@ def k_star_scaling_figure(N, k_star, k_star_ci, predicted_slope: float, slope: f
         n0, k0 = np.exp(np.mean(np.log(N[ok]))), np.exp(np.mean(np.log(k[ok])))
         nn = np.geomspace(N.min() * 0.9, N.max() * 1.1, 20)
         ax.plot(nn, k0 * (nn / n0) ** predicted_slope, "--", color="k", label=f"slope 1/nu = {predicted_slope:.2f}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("N (context tokens)")
-    ax.set_ylabel("K* (items)")
-    ax.set_title("diversity threshold against context length", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
+    _loglog(ax, "N (context tokens)", "K* (items)", "diversity threshold against context length", 8)
     return fig
 
 
