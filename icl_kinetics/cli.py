@@ -666,7 +666,8 @@ def _print_validate(r):
         print(f"    {v['reason']}")
     for k, why in r["skipped"].items():
         print(f"- {k}: skipped ({why})")
-    print(f"not checked by this version: {', '.join(r['not_checked'])}")
+    if r["not_checked"]:
+        print(f"not checked by this version: {', '.join(r['not_checked'])}")
     print(f"report: {r['report']}")
 
 

@@ -25,6 +25,7 @@ def test_available_predictions_name_the_missing_columns():
     assert set(ok) == {"k_star_scaling", "onset_times", "bimodality"}
     assert skipped["equalized_contexts"] == ["contexts"]
     assert skipped["transience"] == ["wd_attn"]
+    assert skipped["transience_tracking"] == ["wd_attn", "w", "c3"]
     assert skipped["memorization_law"] == ["model", "c1"]
     assert set(ok) | set(skipped) == set(PREDICTIONS)
 

@@ -244,3 +244,21 @@ def test_preset_report_reads_existing_sweeps_without_training(tmp_path):
     assert "fig6b not found" in by[("onset_times_linear", "transformer")]["reason"]
     text = (tmp_path / "report" / "report.md").read_text()
     assert "memorization_law" in text and "figA2_mlp_coefficients.png" in text
+
+
+def test_transience_tracking_follows_w_tr_and_the_reverse_does_not_hold():
+    from icl_kinetics.theory import w_tr
+
+    def table(sign):
+        rows = []
+        for s in range(3):
+            for it in np.arange(0, 10000, 250.0):
+                c3 = 1.0 * math.exp(-it / 4000)
+                wt = float(w_tr(c3, 1e-2))
+                w = wt * (1 + 0.05 * math.sin(it + s)) if sign > 0 else 10 - wt
+                rows.append({"seed": s, "iteration": it, "wd_attn": 1e-2, "K": 1024.0, "N": 19.0,
+                             "icl_acc": 0.5 if it < 500 else 1.0, "c3": c3, "w": w})
+        return _cols(rows)
+
+    assert P.transience_tracking(table(+1)).verdict == "holds"
+    assert P.transience_tracking(table(-1)).verdict == "does not hold"

@@ -533,3 +533,32 @@ def transience(table, rung: str = "transformer", lost_below: float = 0.9) -> lis
                            "shows as a negative rank correlation", {"rho": float(rho), "p": float(p), "n": len(pairs)},
                            {"pairs": pairs}))
     return out
+
+
+def transience_tracking(table, rung: str = "transformer") -> Verdict:
+    """After acquisition, w tracks w_tr(c3, lambda) (theory/transience.py): as the network
+    memorizes, c3 falls, w_tr falls, and w should follow.  With coupled SGD weight decay
+    (grad += wd * theta) the decay per unit learning-rate time is lambda = wd_attn.  Measured: the rank correlation between the
+    (effective) w and w_tr(c3, wd_attn) over the post-acquisition evaluations."""
+    from scipy.stats import spearmanr
+
+    from icl_kinetics.theory import w_tr
+
+    pairs = []
+    for s in seed_summaries(table):
+        lam = _f(s.get("wd_attn"))
+        if not s["observed"] or not np.isfinite(lam) or lam <= 0:
+            continue
+        for r in s["rows"]:
+            if _f(r["iteration"]) > s["t_icl"] and np.isfinite(_f(r.get("c3"))) and np.isfinite(_f(r.get("w"))):
+                pairs.append((_f(r["w"]), float(w_tr(_f(r["c3"]), lam))))
+    if len(pairs) < 10:
+        return _skip("transience_tracking", rung, "needs >= 10 post-acquisition evaluations with w, c3 and wd_attn > 0")
+    rho, p = spearmanr([q[0] for q in pairs], [q[1] for q in pairs])
+    ratio = float(np.median([q[0] / q[1] for q in pairs if q[1] > 0]))
+    verdict = "holds" if (rho > 0 and p < 0.01) else ("does not hold" if (rho < 0 and p < 0.01) else "inconclusive")
+    return Verdict("transience_tracking", rung, "w follows w_tr(c3, wd) after acquisition",
+                   f"Spearman rho(w, w_tr) = {rho:.2f} over {len(pairs)} evaluations; median w / w_tr = {ratio:.2f}",
+                   f"p = {p:.2g}", verdict, "a positive rank correlation means w rises and falls with w_tr; the "
+                   "ratio shows how far the (effective) w sits from the beta -> inf tracking value",
+                   {"rho": float(rho), "p": float(p), "n": len(pairs), "median_ratio": ratio}, {"pairs": pairs})

@@ -57,7 +57,7 @@ PREDICTIONS = {
     "bimodality": ("icl_acc", "K", "N"),
     "equalized_contexts": ("icl_acc", "K", "contexts"),
     "transience": ("icl_acc", "wd_attn"),
-    "transience_tracking": ("icl_acc", "wd_attn", "w"),
+    "transience_tracking": ("icl_acc", "wd_attn", "w", "c3"),
     "icl_iwl_loss_relation": ("icl_loss", "iwl_loss", "wd_attn"),
 }
 
