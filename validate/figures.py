@@ -68,7 +68,9 @@ def onset_figure(samples, curves=None) -> Figure:
     cols = _colors(len(Ns))
     fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
     logt = np.log10(c["t_icl"].astype(float))
-    bins = np.linspace(np.nanpercentile(logt, 0.2), np.nanpercentile(logt, 99.8), 50)
+    per_n = logt.size / max(1, len(Ns))
+    bins = np.linspace(np.nanpercentile(logt, 0.2), np.nanpercentile(logt, 99.8),
+                       int(np.clip(2 * np.sqrt(per_n), 8, 50)))
     for N, col in zip(Ns, cols):
         x = logt[c["N"] == N]
         ax.hist(x, bins=bins, density=True, histtype="step", color=col, lw=1.5, label=f"N = {N}")
@@ -505,4 +507,25 @@ def sigmoid_fits_figure(panels: Mapping) -> Figure:
         ax.set_ylim(0.4, 1.02)
         ax.set_xlabel("K (items)")
     axes[0][0].set_ylabel("final ICL accuracy")
+    return fig
+
+
+def icl_vs_iwl_figure(table, title: str = "ICL against IWL accuracy along training") -> Figure:
+    """Paper Fig. 6d: ICL accuracy against IWL accuracy at every evaluation of a run
+    (colour: iteration), one trajectory per seed."""
+    c = columns(table)
+    fig, ax = plt.subplots(figsize=(4.6, 3.8), constrained_layout=True)
+    sc = None
+    for s in sorted(set(c["seed"].tolist())):
+        m = c["seed"] == s
+        it = c["iteration"][m].astype(float)
+        o = np.argsort(it)
+        x, y = c["iwl_acc"][m].astype(float)[o], c["icl_acc"][m].astype(float)[o]
+        ax.plot(x, y, "-", color="gray", lw=0.5, alpha=0.5)
+        sc = ax.scatter(x, y, c=it[o], s=6, cmap="viridis")
+    if sc is not None:
+        fig.colorbar(sc, ax=ax, label="iteration")
+    ax.set_xlabel("IWL accuracy")
+    ax.set_ylabel("ICL accuracy")
+    ax.set_title(title, fontsize=10)
     return fig

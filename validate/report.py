@@ -24,7 +24,8 @@ SWEEPS_FOR = {
     "bimodality": ("fig6c",),
     "equalized_contexts": ("fig6e",),
     "transience": ("fig2e", "figA6"),
-    "panels": ("fig2bc",),  # figures only (paper Fig. 2b, 2c)
+    "panels": ("fig2bc", "fig2d", "figA8"),  # figures only (paper Fig. 2b-d, A8)
+    "two_layer": ("figA5",),
 }
 #: predictions of the issue that this version does not check yet (named in every report)
 NOT_YET: tuple = ()
@@ -81,6 +82,11 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
         out += P.onset_times(tables["fig6b"])
     else:
         out.append(P._skip("onset_times_linear", "transformer", notes.get("fig6b")))
+    if tables.get("figA5") is not None:
+        for v in P.onset_times(tables["figA5"], rung="two-layer transformer (figA5)"):
+            out.append(v)
+    else:
+        out.append(P._skip("onset_times_linear", "two-layer transformer (figA5)", notes.get("figA5")))
     if tables.get("fig6c") is not None:
         out += P.bimodality(tables["fig6c"])
     else:
@@ -113,6 +119,19 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
         paths["figA2"] = F.save(F.mlp_coefficients_figure(tables["fig5"]), out / "figA2_mlp_coefficients.png")
     if tables.get("fig6e") is not None:
         paths["fig6e"] = F.save(F.equalized_figure(tables["fig6e"]), out / "fig6e_equalized.png")
+    for name, title in (("fig2d", "Fig. 2d: training at one K"), ("figA8", "Fig. A8: equalized contexts at one K"),
+                        ("fig2e", "Fig. 2e: transient ICL under attention weight decay")):
+        if tables.get(name) is not None:
+            paths[name] = F.save(F.training_curves_figure(tables[name], threshold=0.95, title=title),
+                                 out / f"{name}_training.png")
+    if tables.get("fig2e") is not None:
+        paths["fig6d"] = F.save(F.icl_vs_iwl_figure(tables["fig2e"], "Fig. 6d: ICL against IWL accuracy "
+                                                    "(transient runs)"), out / "fig6d_icl_vs_iwl.png")
+    if tables.get("fig6b") is not None:
+        seeds = [s for s in P.seed_summaries(tables["fig6b"]) if s["observed"]]
+        if seeds:
+            paths["figA4"] = F.save(F.onset_figure([{"N": P._f(s["N"]), "t_icl": s["t_icl"]} for s in seeds]),
+                                    out / "figA4_t_icl_distributions.png")
     for v in verdicts:
         if v.prediction == "k_star_scaling" and "k_star" in v.details and tables.get("fig6a") is not None:
             seeds = [s for s in P.seed_summaries(tables["fig6a"]) if P._finite_k(s)]
