@@ -85,6 +85,11 @@ def run_local(store: SweepStore, processes: int | None = None, progress: bool = 
     import multiprocessing as mp
 
     todo = store.pending(retry_failed)
+    # longest runs first (estimated cost): the pool's cores stay busy to the end instead of
+    # one core finishing a long tail alone
+    from icl_kinetics.simulate.sweeps.presets import ms_per_seed_iteration
+
+    todo.sort(key=lambda r: -r.seed_iterations * ms_per_seed_iteration(r.config))
     if retry_failed:
         for r in todo:
             if store.read_status(r.id)["status"] == "failed":
