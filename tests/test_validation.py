@@ -198,7 +198,9 @@ def _eq_table(k_iid=1000.0, k_eq=4000.0):
 
 
 def test_equalized_contexts_need_more_items_and_the_reverse_does_not_hold():
-    assert P.equalized_contexts(_eq_table()).verdict == "holds"
+    v = P.equalized_contexts(_eq_table())
+    assert v.verdict == "holds" and v.details["k50_equalized"] > 3 * v.details["k50_iid"]
+    assert 0.5 < v.details["k50_iid"] / 1000 < 2  # K_50 within one grid step (x2) of the true K*
     assert P.equalized_contexts(_eq_table(k_iid=4000.0, k_eq=1000.0)).verdict == "does not hold"
     assert P.equalized_contexts(_eq_table(k_iid=2000.0, k_eq=2000.0)).verdict == "inconclusive"
 

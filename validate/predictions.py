@@ -448,37 +448,59 @@ def bimodality(table, rung: str = "transformer") -> list[Verdict]:
 def equalized_contexts(table, rung: str = "transformer") -> Verdict:
     """Equalized contexts (exactly N/2 labels of each kind) remove the label-imbalance drive
     on w: the reduced flow has a saddle at beta = 0 (docs/theory.md section 7), so ICL is
-    harder and K* is larger than with i.i.d. contexts.  Measured: K* of each arm from the
-    sigmoid fit of final ICL accuracy against log10 K."""
+    harder: over the same K grid, fewer seeds acquire it, and the K at which half of the
+    seeds acquire (K_50) is larger.
+
+    Measured: per arm and K, the fraction of seeds that acquired ICL (t_ICL observed);
+    a one-sided Fisher exact test on the pooled counts over the K where either arm
+    acquired; K_50 per arm by log-linear interpolation (beyond the grid when never reached)."""
+    from scipy.stats import fisher_exact
+
     seeds = [s for s in seed_summaries(table) if _finite_k(s) and s.get("contexts") in ("iid", "equalized")]
     arms = {c: [s for s in seeds if s["contexts"] == c] for c in ("iid", "equalized")}
     if not arms["iid"] or not arms["equalized"]:
         return _skip("equalized_contexts", rung, "needs finite-K runs with both contexts = iid and equalized")
-    fit = {c: measured_k_star(v) for c, v in arms.items()}
-    iv = {c: k_star_interval(fit[c], [s["K"] for s in arms[c]]) for c in arms}
-    frac = {c: float(np.mean([s["observed"] for s in arms[c]])) for c in arms}
-    details = {c: {**fit[c].to_dict(), "interval": iv[c], "fraction_acquired": frac[c]} for c in arms}
-    fi, fe = fit["iid"].k_star, fit["equalized"].k_star
-    if not np.isfinite(fi):
-        return Verdict("equalized_contexts", rung, "K*(equalized) > K*(iid)", "K*(iid) not measured", "-",
-                       "inconclusive", fit["iid"].reason, details)
-    if not np.isfinite(fe):
-        # no transition for equalized contexts in the range: holds if they never acquire where iid does
-        higher = frac["equalized"] < frac["iid"]
-        return Verdict("equalized_contexts", rung, "K*(equalized) > K*(iid)",
-                       f"K*(iid) = {fi:.0f}; equalized: {fit['equalized'].reason}; acquired fraction "
-                       f"{frac['equalized']:.2f} vs {frac['iid']:.2f}", "fraction acquiring over the same K grid",
-                       "holds" if higher else "inconclusive",
-                       "equalized contexts acquire ICL less often over the same K grid" if higher else
-                       "no K* for equalized contexts in the range", details)
-    sep = iv["equalized"][0] > iv["iid"][1]
-    rev = iv["equalized"][1] < iv["iid"][0]
-    verdict = "holds" if sep else ("does not hold" if rev else "inconclusive")
-    return Verdict("equalized_contexts", rung, "K*(equalized) > K*(iid)",
-                   f"iid {fi:.0f} [{iv['iid'][0]:.0f}, {iv['iid'][1]:.0f}], equalized {fe:.0f} "
-                   f"[{iv['equalized'][0]:.0f}, {iv['equalized'][1]:.0f}]", "interval separation", verdict,
-                   {"holds": "equalized contexts need more items", "does not hold": "equalized contexts need fewer items",
-                    "inconclusive": "the two K* intervals overlap"}[verdict], details)
+    Ks = sorted({_f(s["K"]) for s in seeds})
+    frac, counts = {}, {}
+    for c, v in arms.items():
+        frac[c] = {K: float(np.mean([s["observed"] for s in v if _f(s["K"]) == K])) for K in Ks
+                   if any(_f(s["K"]) == K for s in v)}
+        counts[c] = {K: (sum(s["observed"] for s in v if _f(s["K"]) == K), sum(_f(s["K"]) == K for s in v)) for K in Ks}
+
+    def k50(c):
+        ks = [K for K in Ks if K in frac[c]]
+        f = [frac[c][K] for K in ks]
+        for i in range(1, len(ks)):
+            if f[i - 1] < 0.5 <= f[i]:
+                t = (0.5 - f[i - 1]) / (f[i] - f[i - 1])
+                return float(np.exp(np.log(ks[i - 1]) + t * (np.log(ks[i]) - np.log(ks[i - 1]))))
+        return 0.0 if f and f[0] >= 0.5 else math.inf
+
+    active = [K for K in Ks if counts["iid"][K][0] + counts["equalized"][K][0] > 0]
+    a_i = sum(counts["iid"][K][0] for K in active)
+    n_i = sum(counts["iid"][K][1] for K in active)
+    a_e = sum(counts["equalized"][K][0] for K in active)
+    n_e = sum(counts["equalized"][K][1] for K in active)
+    k50_i, k50_e = k50("iid"), k50("equalized")
+    details = {"fraction": {c: {str(K): v for K, v in frac[c].items()} for c in frac}, "k50_iid": k50_i,
+               "k50_equalized": k50_e, "pooled": {"iid": [a_i, n_i], "equalized": [a_e, n_e]}}
+    if not active:
+        return Verdict("equalized_contexts", rung, "fewer equalized seeds acquire ICL; K_50 larger",
+                       "no seed acquired ICL in either arm", "-", "inconclusive", "no acquisition to compare", details)
+    p_harder = float(fisher_exact([[a_e, n_e - a_e], [a_i, n_i - a_i]], alternative="less").pvalue)
+    p_easier = float(fisher_exact([[a_e, n_e - a_e], [a_i, n_i - a_i]], alternative="greater").pvalue)
+    details.update(fisher_p_harder=p_harder, fisher_p_easier=p_easier)
+    fmt = (lambda k: "beyond the grid" if not np.isfinite(k) else f"{k:.0f}")
+    measured = (f"acquired: iid {a_i}/{n_i}, equalized {a_e}/{n_e} (over K with any acquisition); "
+                f"K_50 iid {fmt(k50_i)}, equalized {fmt(k50_e)}")
+    if p_harder < 0.01:
+        verdict, reason = "holds", "equalized contexts acquire ICL less often over the same K"
+    elif p_easier < 0.01:
+        verdict, reason = "does not hold", "equalized contexts acquire ICL more often"
+    else:
+        verdict, reason = "inconclusive", "no significant difference between the arms"
+    return Verdict("equalized_contexts", rung, "fewer equalized seeds acquire ICL; K_50 larger", measured,
+                   f"one-sided Fisher exact p = {min(p_harder, p_easier):.2g}", verdict, reason, details)
 
 
 # ----------------------------------------------------------------------------- transience
