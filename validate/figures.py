@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -393,6 +394,7 @@ def transience_runs_figure(rows) -> Figure:
     ax.plot([], [], "o", mfc="none", color="tab:blue", label="kept ICL to the end")
     ax.plot([], [], "x", color="tab:gray", label="never acquired")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("weight decay on attention (wd_attn)")
     ax.set_ylabel("iteration")
     ax.set_title("transience against weight decay", fontsize=10)
