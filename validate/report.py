@@ -192,8 +192,9 @@ def _figures(verdicts, out: Path) -> dict:
                 Ns, [fd["fits"][N]["k_star"] for N in Ns], [fd["fits"][N]["k_star_ci"] for N in Ns],
                 fd["predicted_slope"], fd.get("slope")), out / "fig6a_k_star_vs_N.png")
         elif v.prediction == "onset_times_linear" and "samples" in fd:
-            paths["onset_times_linear"] = F.save(F.onset_times_figure(fd["samples"], fd["median"], fd.get("fit")),
-                                                 out / "fig6b_t_icl_vs_N.png")
+            tag = "figA5" if "figA5" in v.rung else "fig6b"
+            paths[f"onset_times_linear:{tag}"] = F.save(
+                F.onset_times_figure(fd["samples"], fd["median"], fd.get("fit")), out / f"{tag}_t_icl_vs_N.png")
         elif v.prediction == "bimodality" and "acc" in fd and v.verdict != "inconclusive":
             tag = f"N{fd['N']:g}_K{fd['K']:g}"
             paths[f"bimodality:{tag}"] = F.save(F.bimodality_figure(fd["acc"], fd["observed"], fd["N"], fd["K"]),
@@ -202,8 +203,9 @@ def _figures(verdicts, out: Path) -> dict:
             tag = v.rung.split("(")[-1].rstrip(")") if "(" in v.rung else "runs"
             paths[f"transience:{tag}"] = F.save(F.transience_runs_figure(fd["rows"]), out / f"{tag}_transience.png")
         elif v.prediction == "onset_times_shape" and "resid" in fd:
-            paths["onset_times_shape"] = F.save(F.onset_shape_figure(fd["resid"], fd["sd_beta0"]),
-                                                out / "fig6b_onset_shape.png")
+            tag = "figA5" if "figA5" in v.rung else "fig6b"
+            paths[f"onset_times_shape:{tag}"] = F.save(F.onset_shape_figure(fd["resid"], fd["sd_beta0"]),
+                                                       out / f"{tag}_onset_shape.png")
     return paths
 
 
