@@ -118,8 +118,8 @@ def _figA5(s):
     if s == "paper":
         return grid("figA5", s, replace(PAPER, model="transformer2", iterations=2000 * EPOCH),
                     {"N": _paper_n()}, seeds=16, seeds_per_run=16)
-    return grid("figA5", s, replace(SMALL, model="transformer2", width=64, iterations=6000), {"N": [9, 19]},
-                seeds=4, seeds_per_run=2)
+    return grid("figA5", s, replace(SMALL, model="transformer2", width=64, iterations=6000), {"N": [9, 19, 29]},
+                seeds=8, seeds_per_run=4)
 
 
 def _figA6(s):
