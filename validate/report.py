@@ -45,6 +45,8 @@ def _table(sweeps: Path, name: str, scale: str, run: bool, progress: bool):
     s = store.summary()
     path, n = store.collect()
     note = "" if s["pending"] + s["running"] == 0 else f"{s['pending'] + s['running']} of {s['runs']} runs unfinished"
+    if n == 0:
+        return None, f"sweep {name} in {sweeps} has no metrics yet ({note or 'no run started'})"
     return read_table(path), note
 
 
