@@ -628,12 +628,12 @@ def cmd_sweep(a) -> dict:
 
 def _print_sweep(r):
     if "presets" in r:
-        print(f"{'preset':8} {'figure':14} {'scale':6} {'runs':>5} {'seeds':>6} {'seed-its':>10} "
+        print(f"{'preset':12} {'figure':14} {'scale':6} {'runs':>5} {'seeds':>6} {'seed-its':>10} "
               f"{'core-h':>8} {'wall-h':>7}  (upper bounds: every seed to its cap, {r['cores']} cores)")
         for p in r["presets"]:
             for s in ("small", "paper"):
                 e = p[s]
-                print(f"{p['preset'] if s == 'small' else '':8} {p['figure'] if s == 'small' else '':14} {s:6} "
+                print(f"{p['preset'] if s == 'small' else '':12} {p['figure'] if s == 'small' else '':14} {s:6} "
                       f"{e['runs']:>5} {e['seeds']:>6} {e['seed_iterations']:>10.3g} {e['cpu_core_hours']:>8.3g} "
                       f"{e['wall_hours_on_cores']:>7.3g}")
         return

@@ -360,16 +360,17 @@ def onset_shape_figure(resid, sd_beta0: float) -> Figure:
     return fig
 
 
-def bimodality_figure(acc, observed, N, K) -> Figure:
-    """Paper Fig. 6c: final ICL accuracy of every seed at one (N, K) near K* (histogram;
-    seeds that acquired ICL in green)."""
+def bimodality_figure(acc, observed, N, K, xlabel: str = "final ICL accuracy") -> Figure:
+    """Paper Fig. 6c: the final ICL accuracy (or, for the minimal model, the final beta) of
+    every seed at one (N, K) near K* (histogram; seeds that acquired ICL in green)."""
     a = np.asarray(acc, float)
     o = np.asarray(observed, bool)
     fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
-    bins = np.linspace(min(0.4, a.min()), 1.0, 25)
+    lo, hi = (min(0.4, a.min()), 1.0) if xlabel == "final ICL accuracy" else (a.min(), a.max())
+    bins = np.linspace(lo, hi + 1e-9, 25)
     ax.hist([a[o], a[~o]], bins=bins, stacked=True, color=["tab:green", "tab:gray"],
             label=[f"acquired ({o.sum()})", f"not acquired ({(~o).sum()})"])
-    ax.set_xlabel("final ICL accuracy")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("seeds")
     ax.set_title(f"outcomes near K*: N = {N:g}, K = {K:g}", fontsize=10)
     ax.legend(fontsize=8)

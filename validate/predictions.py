@@ -408,12 +408,21 @@ def bimodality(table, rung: str = "transformer") -> list[Verdict]:
     for (N, K), sn in sorted(groups.items()):
         if len(sn) < 8:
             continue
+        # the minimal model logs its head: "acquired" is then the theory's own event (w > 0,
+        # beta > beta_c), since its MLP's logit on novel items can hold the accuracy down
+        head = all(s.get("model") == "minimal" and np.isfinite(_f(s["rows"][-1].get("w"))) for s in sn)
+        if head:
+            from icl_kinetics.theory import icl_threshold_beta
+
+            bc = icl_threshold_beta(int(N))
+            for s in sn:
+                s["observed"] = bool(_f(s["rows"][-1]["w"]) > 0 and _f(s["rows"][-1]["beta"]) > bc)
         n, k = len(sn), sum(s["observed"] for s in sn)
         z = 1.96
         centre = (k + z * z / 2) / (n + z * z)
         half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
         lo, hi = centre - half, centre + half
-        acc = [s["final_icl_acc"] for s in sn]
+        acc = [s["final_icl_acc"] for s in sn] if not head else [_f(s["rows"][-1]["beta"]) for s in sn]
         bc = fits.bimodality_coefficient(acc) if np.ptp(acc) > 0 else math.nan
         details = {"N": N, "K": K, "n": n, "acquired": k, "fraction_ci": (lo, hi), "bimodality_coefficient": bc}
         split = lo > 0.02 and hi < 0.98
@@ -432,13 +441,15 @@ def bimodality(table, rung: str = "transformer") -> list[Verdict]:
         else:
             holds = np.isfinite(bc) and bc > 5 / 9
             verdict = "holds" if holds else "does not hold"
-            reason = (f"{k} of {n} seeds acquired ICL (95% interval {lo:.2f}-{hi:.2f}); final ICL accuracies "
+            what = "final betas" if head else "final ICL accuracies"
+            reason = (f"{k} of {n} seeds {'escaped (w > 0, beta > beta_c)' if head else 'acquired ICL'} "
+                      f"(95% interval {lo:.2f}-{hi:.2f}); {what} "
                       f"{'are' if holds else 'are not'} bimodal (coefficient {bc:.2f} vs 5/9)") + mech
         out.append(Verdict("bimodality", f"{rung}, N = {N:g}, K = {K:g}", "seeds split into ICL and no-ICL; "
                            "larger beta0 acquires", f"{k}/{n} acquired, bimodality coefficient {bc:.2f}",
                            "Wilson interval of the fraction; Sarle's coefficient > 5/9; Mann-Whitney on beta0_eff",
                            verdict, reason, details, {"acc": acc, "observed": [s["observed"] for s in sn], "N": N,
-                                                      "K": K}))
+                                                      "K": K, "xlabel": "final beta" if head else "final ICL accuracy"}))
     if not out:
         out.append(_skip("bimodality", rung, "needs >= 8 seeds at one finite (N, K)"))
     return out

@@ -26,6 +26,7 @@ SWEEPS_FOR = {
     "transience": ("fig2e", "figA6"),
     "panels": ("fig2bc", "fig2d", "figA8"),  # figures only (paper Fig. 2b-d, A8)
     "two_layer": ("figA5",),
+    "rung2_more": ("rung2bimodal", "rung2eq", "rung2trans"),
 }
 #: predictions of the issue that this version does not check yet (named in every report)
 NOT_YET: tuple = ()
@@ -104,6 +105,21 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
                 out.append(v)
         else:
             out.append(P._skip("transience", f"transformer ({name})", notes.get(name)))
+    r2 = "minimal model + MLP"
+    if tables.get("rung2bimodal") is not None:
+        out += P.bimodality(tables["rung2bimodal"], rung=r2)
+    else:
+        out.append(P._skip("bimodality", r2, notes.get("rung2bimodal")))
+    if tables.get("rung2eq") is not None:
+        out.append(P.equalized_contexts(tables["rung2eq"], rung=r2))
+    else:
+        out.append(P._skip("equalized_contexts", r2, notes.get("rung2eq")))
+    if tables.get("rung2trans") is not None:
+        for v in P.transience(tables["rung2trans"], rung=f"{r2} (rung2trans)") + \
+                [P.transience_tracking(tables["rung2trans"], rung=f"{r2} (rung2trans)")]:
+            out.append(v)
+    else:
+        out.append(P._skip("transience", r2, notes.get("rung2trans")))
     for v in out:
         v.details.setdefault("sweep_notes", {k: n for k, n in notes.items() if n})
     return out, tables
@@ -198,8 +214,9 @@ def _figures(verdicts, out: Path) -> dict:
             paths[f"onset_times_linear:{tag}"] = F.save(
                 F.onset_times_figure(fd["samples"], fd["median"], fd.get("fit")), out / f"{tag}_t_icl_vs_N.png")
         elif v.prediction == "bimodality" and "acc" in fd and v.verdict != "inconclusive":
-            tag = f"N{fd['N']:g}_K{fd['K']:g}"
-            paths[f"bimodality:{tag}"] = F.save(F.bimodality_figure(fd["acc"], fd["observed"], fd["N"], fd["K"]),
+            tag = f"N{fd['N']:g}_K{fd['K']:g}" + ("_minimal" if "minimal" in v.rung else "")
+            paths[f"bimodality:{tag}"] = F.save(F.bimodality_figure(fd["acc"], fd["observed"], fd["N"], fd["K"],
+                                                                    fd.get("xlabel", "final ICL accuracy")),
                                                 out / f"fig6c_bimodality_{tag}.png")
         elif v.prediction == "transience" and "rows" in fd:
             tag = v.rung.split("(")[-1].rstrip(")") if "(" in v.rung else "runs"

@@ -161,6 +161,31 @@ def _rung2mlp(s):
     return grid("rung2mlp", s, base, {"K": _RUNG2_K}, seeds=2, seeds_per_run=2)
 
 
+def _rung2_base(s):
+    base = TrainConfig(model="minimal", N=50, width=128, beta0=0.0, lr=0.1, iterations=6000, eval_every=100,
+                       eval_size=1000, early_stop=0.99, checkpoint_every=2000, workers=1)
+    return replace(base, iterations=20_000, eval_size=2000) if s == "paper" else base
+
+
+def _rung2bimodal(s):
+    # beta0 ~ N(0, 1) per seed (the paper's minimal-model initialization) at K near the
+    # measured rung-2 K* (~360 at N = 50): the theory says which seeds escape is set by beta0
+    return grid("rung2bimodal", s, replace(_rung2_base(s), beta0=None, K=384, early_stop=None),
+                seeds=64 if s == "paper" else 32, seeds_per_run=8)
+
+
+def _rung2eq(s):
+    return grid("rung2eq", s, _rung2_base(s), {"contexts": ["iid", "equalized"], "K": [256, 512, 1024, 2048, 4096]},
+                seeds=8 if s == "paper" else 4, seeds_per_run=4)
+
+
+def _rung2trans(s):
+    # weight decay on (w, beta) only (wd_mlp = 0), K above K* so that the head escapes first
+    return grid("rung2trans", s, replace(_rung2_base(s), K=768, early_stop=None, iterations=15_000 if s == "small"
+                                         else 50_000, eval_every=250), {"wd_attn": [3e-3, 1e-2, 3e-2]},
+                seeds=8 if s == "paper" else 4, seeds_per_run=4)
+
+
 def _smoke(s):
     base = TrainConfig(model="transformer", N=9, D=12, width=16, batch_size=16, eval_size=64, iterations=200,
                        eval_every=50, lr=0.1, early_stop=None, checkpoint_every=100, workers=1)
@@ -181,6 +206,9 @@ PRESETS = {
     "figA8": ("equalized contexts at one K", "Fig. A8", _figA8),
     "rung2": ("minimal model with its memorizing MLP: which K acquire ICL, N = 50 and 100", "rung 2", _rung2),
     "rung2mlp": ("the same MLP alone: c1(t) and I_K for the rung-2 K* prediction", "rung 2", _rung2mlp),
+    "rung2bimodal": ("minimal model + MLP near K*, beta0 ~ N(0, 1): bimodality", "rung 2", _rung2bimodal),
+    "rung2eq": ("minimal model + MLP: equalized against i.i.d. contexts", "rung 2", _rung2eq),
+    "rung2trans": ("minimal model + MLP: weight decay on (w, beta) only: transience", "rung 2", _rung2trans),
     "smoke": ("a tiny sweep that checks an installation (seconds)", "-", _smoke),
 }
 
