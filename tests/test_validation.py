@@ -264,3 +264,30 @@ def test_transience_tracking_follows_w_tr_and_the_reverse_does_not_hold():
 
     assert P.transience_tracking(table(+1)).verdict == "holds"
     assert P.transience_tracking(table(-1)).verdict == "does not hold"
+
+
+def test_p_icl_from_c1_matches_a_consistent_truth_and_rejects_a_shifted_one():
+    from scipy.stats import norm
+
+    from icl_kinetics.theory import critical_beta0
+
+    lr, amp, nu, N, K = 0.1, 2.0, 0.6, 20, 256
+    mlp = mlp_table(nu=nu, amp=amp, lr=lr, Ks=(64, 128, 256, 512, 1024), T=400_000, every=200)
+    i_k = amp * K**nu
+    b_c = float(critical_beta0(i_k, N, c2=0.25))
+    beta0s = norm.ppf((np.arange(40) + 0.5) / 40)  # stratified Normal(0, 1)
+
+    def table(shift):
+        rows = []
+        for s, b0 in enumerate(beta0s):
+            esc = b0 > b_c + shift
+            rows += [{"seed": s, "iteration": 0.0, "model": "minimal", "N": float(N), "K": float(K), "icl_acc": 0.5,
+                      "w": 0.0, "beta": float(b0)},
+                     {"seed": s, "iteration": 6000.0, "model": "minimal", "N": float(N), "K": float(K),
+                      "icl_acc": 0.99 if esc else 0.5, "w": 5.0 if esc else 1.0, "beta": 6.0 if esc else 0.5}]
+        return _cols(rows)
+
+    (good,) = P.p_icl_from_c1(mlp, table(0.0))
+    assert good.verdict == "holds", good.reason
+    (bad,) = P.p_icl_from_c1(mlp, table(1.5))
+    assert bad.verdict == "does not hold"

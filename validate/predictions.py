@@ -609,3 +609,44 @@ def transience_tracking(table, rung: str = "transformer") -> Verdict:
                    f"p = {p:.2g}", verdict, "a positive rank correlation means w rises and falls with w_tr; the "
                    "ratio shows how far the (effective) w sits from the beta -> inf tracking value",
                    {"rho": float(rho), "p": float(p), "n": len(pairs), "median_ratio": ratio}, {"pairs": pairs})
+
+
+def p_icl_from_c1(mlp_table, icl_table, beta0_mean: float = 0.0, beta0_std: float = 1.0,
+                  rung: str = "minimal model + MLP") -> list[Verdict]:
+    """P(ICL | K, N) across seeds (theory.p_icl): with beta0 ~ Normal(mean, std) across seeds
+    and I_K(T) measured on the MLP alone, a seed escapes iff beta0 > beta0_c(I_K / N), so
+    the escaping fraction is Phi((mean - beta0_c) / std).  Bracketed between c2 = 0 and 1/2
+    as for K*.  Measured: the fraction whose head escaped (w > 0, beta > beta_c), with a
+    95% Wilson interval."""
+    from icl_kinetics.theory import icl_threshold_beta, p_icl
+
+    ik = i_k_table(mlp_table) if mlp_table is not None and "c1" in mlp_table else {"K": []}
+    if len(ik["K"]) < 2:
+        return [_skip("p_icl", rung, "needs standalone-MLP runs with c1 at >= 2 K")]
+    seeds = [s for s in seed_summaries(icl_table, where=lambda r: r.get("model") == "minimal") if _finite_k(s)]
+    groups = defaultdict(list)
+    for s in seeds:
+        groups[(_f(s["N"]), _f(s["K"]))].append(s)
+    lk, li = np.log(ik["K"]), np.log(np.maximum(ik["i_k"], 1e-300))
+    out = []
+    for (N, K), sn in sorted(groups.items()):
+        if len(sn) < 8 or not (lk.min() <= math.log(K) <= lk.max()):
+            continue
+        i_k = float(np.exp(np.interp(math.log(K), lk, li)))
+        pred = sorted(float(p_icl(i_k, int(N), beta0_mean, beta0_std, c2=c2)) for c2 in (0.0, 0.5))
+        bc = icl_threshold_beta(int(N))
+        esc = [bool(_f(s["rows"][-1].get("w")) > 0 and _f(s["rows"][-1].get("beta")) > bc) for s in sn]
+        n, k = len(esc), sum(esc)
+        z = 1.96
+        centre = (k + z * z / 2) / (n + z * z)
+        half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+        lo, hi = centre - half, centre + half
+        overlap = pred[0] <= hi and pred[1] >= lo
+        out.append(Verdict("p_icl", f"{rung}, N = {N:g}, K = {K:g}", f"{pred[0]:.2f} - {pred[1]:.2f}",
+                           f"{k}/{n} = {k / n:.2f} [{lo:.2f}, {hi:.2f}]", "prediction vs 95% Wilson interval",
+                           "holds" if overlap else "does not hold",
+                           f"I_K(T) = {i_k:.1f} from the MLP alone; beta0 ~ Normal({beta0_mean:g}, {beta0_std:g}^2) "
+                           f"(the runs' initialization); the predicted fraction "
+                           f"{'lies in' if overlap else 'misses'} the measured interval",
+                           {"i_k": i_k, "predicted": pred, "measured": [k, n], "interval": [lo, hi]}))
+    return out or [_skip("p_icl", rung, "needs >= 8 seeds at one (N, K) inside the MLP runs' K range")]

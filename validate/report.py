@@ -108,6 +108,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
     r2 = "minimal model + MLP"
     if tables.get("rung2bimodal") is not None:
         out += P.bimodality(tables["rung2bimodal"], rung=r2)
+        out += P.p_icl_from_c1(tables.get("rung2mlp"), tables["rung2bimodal"])
     else:
         out.append(P._skip("bimodality", r2, notes.get("rung2bimodal")))
     if tables.get("rung2eq") is not None:
