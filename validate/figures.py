@@ -532,3 +532,29 @@ def icl_vs_iwl_figure(table, title: str = "ICL against IWL accuracy along traini
     ax.set_ylabel("ICL accuracy")
     ax.set_title(title, fontsize=10)
     return fig
+
+
+def c1_power_law_figure(table, tail_below: float = 0.1) -> Figure:
+    """Paper Fig. A3: the memorizing MLP's residual error c1(t) against iterations
+    (log-log, mean over seeds), with a power law c1 ~ t^-p fitted (dashed) to each K's
+    tail, where c1 < ``tail_below``; the exponents are in the legend."""
+    c = columns(table)
+    Ks = sorted({float(k) for k in c["K"]})
+    cols = _colors(len(Ks))
+    fig, ax = plt.subplots(figsize=(5.2, 3.8), constrained_layout=True)
+    for K, col in zip(Ks, cols):
+        m = c["K"].astype(float) == K
+        it = c["iteration"][m].astype(float)
+        c1 = c["c1"][m].astype(float)
+        ts = np.unique(it[it > 0])
+        mean = np.array([np.nanmean(c1[it == t]) for t in ts])
+        ax.plot(ts, mean, "-", color=col, lw=1)
+        tail = (mean < tail_below) & (mean > 0)
+        label = f"K = {K:g}"
+        if tail.sum() >= 3:
+            p = np.polyfit(np.log(ts[tail]), np.log(mean[tail]), 1)
+            ax.plot(ts[tail], np.exp(np.polyval(p, np.log(ts[tail]))), "--", color="k", lw=0.8)
+            label += f": c1 ~ t^{p[0]:.2f}"
+        ax.plot([], [], "-", color=col, label=label)
+    _loglog(ax, "iteration", "c1", "residual error of the MLP alone (tails fitted)", 6)
+    return fig

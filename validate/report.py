@@ -136,6 +136,7 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
                                                         "against K"), out / "fig2bc_accuracy_vs_K.png")
     if tables.get("fig5") is not None:
         paths["figA2"] = F.save(F.mlp_coefficients_figure(tables["fig5"]), out / "figA2_mlp_coefficients.png")
+        paths["figA3"] = F.save(F.c1_power_law_figure(tables["fig5"]), out / "figA3_c1_power_law.png")
     if tables.get("fig6e") is not None:
         paths["fig6e"] = F.save(F.equalized_figure(tables["fig6e"]), out / "fig6e_equalized.png")
     for name, title in (("fig2d", "Fig. 2d: training at one K"), ("figA8", "Fig. A8: equalized contexts at one K"),
