@@ -216,7 +216,6 @@ class _Shared:
         self.items = self.labels = None
         if cfg.K is not None:
             self.items, self.labels = dm.make_item_set(cfg.K, cfg.D, gen, device=device)
-        self.kind = cfg.model
         enc = cfg.labels
         self.tables = None
         if cfg.model in ("transformer", "transformer2", "minimal"):
@@ -270,7 +269,8 @@ class _Group:
         per_seed, self.gens, self.samplers = [], [], []
         for i in idx:
             g = dm.seed_generators(cfg.seed, cfg.seed_offset + i, device=device)
-            gi = dm.seed_generators(cfg.seed, cfg.seed_offset + i, device="cpu")["init"]
+            # parameters are always drawn on CPU, so a seed starts the same on every device
+            gi = g["init"] if device.type == "cpu" else dm.seed_generators(cfg.seed, cfg.seed_offset + i)["init"]
             per_seed.append(mm.init_params(self.mcfg, gi))
             self.gens.append(g["data"])
             if cfg.model != "mlp":

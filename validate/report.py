@@ -60,67 +60,52 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
     tables, notes = {}, {}
     for name in sorted({s for v in SWEEPS_FOR.values() for s in v}):
         tables[name], notes[name] = _table(sweeps, name, scale, run, progress)
-    out = []
-    mem = None
-    if tables.get("fig5") is not None:
-        mem = P.memorization_law(tables["fig5"])
-        mem.rung = "MLP alone (fig5)"
-        out.append(mem)
-    if tables.get("rung2mlp") is not None:
-        v = P.memorization_law(tables["rung2mlp"])
-        v.rung = "MLP alone (rung-2 MLP)"
-        out.append(v)
-    if tables.get("rung2mlp") is not None and tables.get("rung2") is not None:
-        out += P.k_star_from_c1(tables["rung2mlp"], tables["rung2"])
-    else:
-        out.append(P._skip("k_star_from_c1", "minimal model + MLP", notes.get("rung2") or notes.get("rung2mlp")))
-    if tables.get("fig6a") is not None:
+    def relabel(vs, rung):
+        for v in vs:
+            v.rung = rung
+        return vs
+
+    def memorization(name, rung):
+        return relabel([P.memorization_law(tables[name])], rung)
+
+    def k_star_scaling():
+        mem = P.memorization_law(tables["fig5"]) if tables.get("fig5") is not None else None
         nu = nu_ci = None
         if mem is not None and mem.verdict == "holds":
             nu, nu_ci = mem.details["fit"]["exponent"], tuple(mem.details["fit"]["exponent_ci"])
-        out.append(P.k_star_scaling(tables["fig6a"], nu=nu, nu_ci=nu_ci))
-    else:
-        out.append(P._skip("k_star_scaling", "transformer", notes.get("fig6a")))
-    if tables.get("fig6b") is not None:
-        out += P.onset_times(tables["fig6b"])
-    else:
-        out.append(P._skip("onset_times_linear", "transformer", notes.get("fig6b")))
-    if tables.get("figA5") is not None:
-        for v in P.onset_times(tables["figA5"], rung="two-layer transformer (figA5)"):
-            out.append(v)
-    else:
-        out.append(P._skip("onset_times_linear", "two-layer transformer (figA5)", notes.get("figA5")))
-    if tables.get("fig6c") is not None:
-        out += P.bimodality(tables["fig6c"])
-    else:
-        out.append(P._skip("bimodality", "transformer", notes.get("fig6c")))
-    if tables.get("fig6e") is not None:
-        out.append(P.equalized_contexts(tables["fig6e"]))
-    else:
-        out.append(P._skip("equalized_contexts", "transformer", notes.get("fig6e")))
-    for name in ("fig2e", "figA6"):
-        if tables.get(name) is not None:
-            for v in P.transience(tables[name]) + [P.transience_tracking(tables[name])]:
-                v.rung = f"{v.rung} ({name})"
-                out.append(v)
-        else:
-            out.append(P._skip("transience", f"transformer ({name})", notes.get(name)))
+        return [P.k_star_scaling(tables["fig6a"], nu=nu, nu_ci=nu_ci)]
+
+    def transience(name, rung):
+        return [v for v in P.transience(tables[name], rung=rung) + [P.transience_tracking(tables[name], rung=rung)]]
+
     r2 = "minimal model + MLP"
-    if tables.get("rung2bimodal") is not None:
-        out += P.bimodality(tables["rung2bimodal"], rung=r2)
-        out += P.p_icl_from_c1(tables.get("rung2mlp"), tables["rung2bimodal"])
-    else:
-        out.append(P._skip("bimodality", r2, notes.get("rung2bimodal")))
-    if tables.get("rung2eq") is not None:
-        out.append(P.equalized_contexts(tables["rung2eq"], rung=r2))
-    else:
-        out.append(P._skip("equalized_contexts", r2, notes.get("rung2eq")))
-    if tables.get("rung2trans") is not None:
-        for v in P.transience(tables["rung2trans"], rung=f"{r2} (rung2trans)") + \
-                [P.transience_tracking(tables["rung2trans"], rung=f"{r2} (rung2trans)")]:
-            out.append(v)
-    else:
-        out.append(P._skip("transience", r2, notes.get("rung2trans")))
+    # (sweeps it reads, prediction and rung named when one is missing, the check); in report order
+    checks = [
+        (("fig5",), "memorization_law", "MLP alone (fig5)", lambda: memorization("fig5", "MLP alone (fig5)")),
+        (("rung2mlp",), "memorization_law", "MLP alone (rung-2 MLP)",
+         lambda: memorization("rung2mlp", "MLP alone (rung-2 MLP)")),
+        (("rung2mlp", "rung2"), "k_star_from_c1", r2, lambda: P.k_star_from_c1(tables["rung2mlp"], tables["rung2"])),
+        (("fig6a",), "k_star_scaling", "transformer", k_star_scaling),
+        (("fig6b",), "onset_times_linear", "transformer", lambda: P.onset_times(tables["fig6b"])),
+        (("figA5",), "onset_times_linear", "two-layer transformer (figA5)",
+         lambda: P.onset_times(tables["figA5"], rung="two-layer transformer (figA5)")),
+        (("fig6c",), "bimodality", "transformer", lambda: P.bimodality(tables["fig6c"])),
+        (("fig6e",), "equalized_contexts", "transformer", lambda: [P.equalized_contexts(tables["fig6e"])]),
+        (("fig2e",), "transience", "transformer (fig2e)", lambda: transience("fig2e", "transformer (fig2e)")),
+        (("figA6",), "transience", "transformer (figA6)", lambda: transience("figA6", "transformer (figA6)")),
+        (("rung2bimodal",), "bimodality", r2,
+         lambda: P.bimodality(tables["rung2bimodal"], rung=r2)
+         + P.p_icl_from_c1(tables.get("rung2mlp"), tables["rung2bimodal"])),
+        (("rung2eq",), "equalized_contexts", r2, lambda: [P.equalized_contexts(tables["rung2eq"], rung=r2)]),
+        (("rung2trans",), "transience", r2, lambda: transience("rung2trans", f"{r2} (rung2trans)")),
+    ]
+    out = []
+    for needs, prediction, rung, check in checks:
+        missing = [n for n in needs if tables.get(n) is None]
+        if missing:
+            out.append(P._skip(prediction, rung, notes.get(missing[-1])))
+        else:
+            out += check()
     for v in out:
         v.details.setdefault("sweep_notes", {k: n for k, n in notes.items() if n})
     return out, tables
