@@ -597,7 +597,9 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
     import torch
 
     from icl_kinetics.io import write_csv, write_json
+    from icl_kinetics.simulate.allocator import tune_malloc
 
+    tune_malloc()
     t0 = time.perf_counter()
     device = torch.device(cfg.device)
     workers = _resolve_workers(cfg)

@@ -166,3 +166,19 @@ def test_train_bad_input_one_line_exit_2(argv, name, cli, tmp_path):
 def test_device_cuda_without_gpu_is_a_clear_error(cli, tmp_path):
     code, _, err = cli(["train", "--device", "cuda", "--out", str(tmp_path)])
     assert code == 2 and "device" in err and "no CUDA GPU" in err and len(err.strip().splitlines()) == 1
+
+
+def test_malloc_tuning_is_in_effect_and_changes_no_number(tmp_path):
+    """simulate/allocator.py only changes where memory comes from: a K = inf run with
+    glibc's default malloc settings and one with the project's give identical metrics."""
+    from icl_kinetics.simulate.allocator import tune_malloc
+
+    assert tune_malloc()  # the CI machine runs glibc
+    argv = [sys.executable, "-m", "icl_kinetics.cli", "train", "--model", "transformer", "--K", "inf", "--N", "9",
+            "--width", "16", "--seeds", "2", "--iterations", "60", "--eval-every", "20", "--eval-size", "64",
+            "--early-stop", "none", "--workers", "1"]
+    for mode in ("default", "tuned"):
+        subprocess.run(argv + ["--out", str(tmp_path / mode)], check=True, capture_output=True, timeout=300,
+                       env=dict(os.environ, ICL_KINETICS_MALLOC=mode))
+    assert _read(tmp_path / "default" / "metrics.csv") == _read(tmp_path / "tuned" / "metrics.csv")
+    assert len(_read(tmp_path / "tuned" / "metrics.csv")) > 0
