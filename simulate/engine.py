@@ -376,9 +376,7 @@ class _Group:
                 ct = [dm.token_table(i, l, self.cfg.labels) for i, l in zip(items, labels)]
                 tok = torch.stack([torch.cat([c[cx], t[tg].unsqueeze(1)], dim=1)
                                    for (c, t), cx, tg in zip(ct, ctx, tgt)])
-            out = mm.transformer_reference(p, tok)
-            if attention:
-                out = (out, None)
+            out = mm.transformer_reference(p, tok, return_attention=attention)
         return out if attention else (out, None)
 
     def step(self):
@@ -472,7 +470,7 @@ class _Group:
                 cols["iwl_loss"] = torch.nn.functional.softplus(-php).mean(1).tolist()
                 c1, c2, c3 = self._coefficients(php)
             else:
-                att = cfg.model in ("transformer", "minimal")
+                att = cfg.model in ("transformer", "transformer2", "minimal")
                 r = self._eval_set(self.shared.icl, attention=att, tables=self.shared.test_tables.get("icl"))
                 cols["icl_acc"], cols["icl_loss"] = r["acc"].tolist(), r["loss"].tolist()
                 for k in ("w", "beta", "attn_logit_std"):

@@ -159,8 +159,9 @@ def normalize_tokens(tokens: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(tokens, tokens.shape[-1:], eps=LN_EPS)
 
 
-def _full_attention(h, wq, wk, wv):
-    """Causal single-head attention at every position, scale 1.0: h (S, B, L, T)."""
+def _full_attention(h, wq, wk, wv, return_last_row: bool = False):
+    """Causal single-head attention at every position, scale 1.0: h (S, B, L, T).
+    With ``return_last_row`` also the last position's attention weights (S, B, L)."""
     S, B, L, T = h.shape
     hf = h.reshape(S, B * L, T)
     q = torch.bmm(hf, wq.transpose(1, 2)).view(S, B, L, T)
@@ -169,7 +170,7 @@ def _full_attention(h, wq, wk, wv):
     scores = q @ k.transpose(-1, -2)  # (S, B, L, L)
     mask = torch.ones(L, L, dtype=torch.bool, device=h.device).triu(1)
     att = scores.masked_fill(mask, float("-inf")).softmax(-1)
-    return att @ v
+    return (att @ v, att[:, :, -1]) if return_last_row else att @ v
 
 
 def _gather(table: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -193,27 +194,33 @@ def _gather(table: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = N
 
 
 # ----------------------------------------------------------------------------- transformer
-def transformer_reference(p: Params, tokens: torch.Tensor) -> torch.Tensor:
+def transformer_reference(p: Params, tokens: torch.Tensor, return_attention: bool = False):
     """The naive oracle: full causal attention over every position (as the paper's code).
 
     Args:
         p: seed-batched parameters of ``"transformer"`` or ``"transformer2"``.
         tokens: (S, B, N+1, T) dense tokens, the target last.
+        return_attention: also return the last position's attention weights in the
+            layer that feeds the readout (layer 2 of ``"transformer2"``), split as in
+            :func:`transformer_fast`: (p_ctx (S, B, N), p_tgt (S, B)).
 
     Returns:
-        logits (S, B).
+        logits (S, B) [, (p_ctx, p_tgt)].
     """
     h = F.layer_norm(tokens, tokens.shape[-1:], eps=LN_EPS) * p["ln_w"][:, None, None] + p["ln_b"][:, None, None]
-    sa = _full_attention(h, p["wq"], p["wk"], p["wv"])
+    sa, last = _full_attention(h, p["wq"], p["wk"], p["wv"], return_last_row=True)
     if "wq2" not in p:  # one layer
         z = h[:, :, -1] + sa[:, :, -1]
     else:
         S, B, L, T = h.shape
         r = h + sa
         r2 = r + mlp(p, r.reshape(S, B * L, T), prefix="mid_").view(S, B, L, T)
-        sa2 = _full_attention(r2, p["wq2"], p["wk2"], p["wv2"])
+        sa2, last = _full_attention(r2, p["wq2"], p["wk2"], p["wv2"], return_last_row=True)
         z = r2[:, :, -1] + sa2[:, :, -1]
-    return mlp(p, z)[..., 0]
+    logit = mlp(p, z)[..., 0]
+    if return_attention:
+        return logit, (last[..., :-1], last[..., -1])
+    return logit
 
 
 def transformer_fast(p: Params, n_ctx: torch.Tensor, n_tgt: torch.Tensor, ctx: torch.Tensor,

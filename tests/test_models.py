@@ -158,3 +158,35 @@ def test_two_layer_has_separate_parameters_that_all_get_gradients():
     att, mlp_names = mm.param_groups(p)
     assert set(att) == {"ln_w", "ln_b", "wq", "wk", "wv", "wq2", "wk2", "wv2"}
     assert {"W1", "W3", "mid_W1", "mid_W3"} <= set(mlp_names)
+
+
+def test_reference_attention_weights_match_fast_path_and_explicit_layer_two():
+    """transformer_reference(return_attention=True) gives the last position's attention:
+    for one layer equal to transformer_fast's (float64), for two layers equal to a
+    softmax written out here from layer 2's queries and keys, and summing to 1."""
+    S, B, N, K, D = 2, 5, 7, 20, 63
+    gen = torch.Generator().manual_seed(3)
+    items, lab, ct, tt = _tables(K, D, gen)
+    ctx = torch.randint(0, K, (S, B, N), generator=gen)
+    tgt = ctx[:, :, 1]
+    tokens = torch.cat([ct[ctx], tt[tgt].unsqueeze(2)], 2)
+    p1 = _params(mm.ModelConfig(token_dim=D + 2, D=D, width=8), S)
+    lo_r, (pc_r, pt_r) = mm.transformer_reference(p1, tokens, return_attention=True)
+    lo_f, (pc_f, pt_f) = mm.transformer_fast(p1, mm.normalize_tokens(ct), mm.normalize_tokens(tt), ctx, tgt,
+                                             return_attention=True)
+    assert (lo_r - lo_f).abs().max() < TOL and (pc_r - pc_f).abs().max() < TOL and (pt_r - pt_f).abs().max() < TOL
+    p2 = _params(mm.ModelConfig(kind="transformer2", token_dim=D + 2, D=D, width=8), S)
+    lo2, (pc2, pt2) = mm.transformer_reference(p2, tokens, return_attention=True)
+    assert (lo2 - mm.transformer_reference(p2, tokens)).abs().max() == 0
+    with torch.no_grad():
+        for s in range(S):
+            h = torch.nn.functional.layer_norm(tokens[s], (D + 2,), eps=mm.LN_EPS) * p2["ln_w"][s] + p2["ln_b"][s]
+            q, k, v = h @ p2["wq"][s].T, h @ p2["wk"][s].T, h @ p2["wv"][s].T
+            mask = torch.ones(N + 1, N + 1, dtype=torch.bool).triu(1)
+            r = h + (q @ k.transpose(-1, -2)).masked_fill(mask, float("-inf")).softmax(-1) @ v
+            a = torch.relu(r @ p2["mid_W1"][s] + p2["mid_b1"][s])
+            a = torch.relu(a @ p2["mid_W2"][s] + p2["mid_b2"][s])
+            r2 = r + a @ p2["mid_W3"][s] + p2["mid_b3"][s]
+            last = ((r2[:, -1:] @ p2["wq2"][s].T) @ (r2 @ p2["wk2"][s].T).transpose(-1, -2)).softmax(-1)[:, 0]
+            assert (last[:, :N] - pc2[s]).abs().max() < TOL and (last[:, N] - pt2[s]).abs().max() < TOL
+    assert ((pc2.sum(-1) + pt2) - 1).abs().max() < 1e-12
