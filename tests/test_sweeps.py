@@ -179,3 +179,20 @@ def test_sweep_cli_status_collect_list_and_bad_input(tmp_path, cli):
                        (["sweep", "status", str(tmp_path)], "sweep folder"), (["sweep", "frobnicate"], "frobnicate")):
         code, _, err = cli(argv)
         assert code == 2 and name in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_several_sweeps_in_one_pool_match_each_sweep_run_alone(tmp_path):
+    """run_local_many (what `validate --preset` uses) schedules runs of several sweeps in
+    one pool, longest first; each sweep's table equals that of the sweep run alone."""
+    from icl_kinetics.simulate.sweeps import run_local_many
+
+    a = grid("a", "small", BASE, {"K": [20, None]}, seeds=2, seeds_per_run=1)
+    b = grid("b", "small", replace(BASE, iterations=150), {"K": [40]}, seeds=2, seeds_per_run=1)
+    res = run_local_many([SweepStore.create(tmp_path / "many" / s.name, s) for s in (a, b)], processes=2,
+                         progress=False)
+    assert res["a"]["done"] == 4 and res["b"]["done"] == 2
+    for s in (a, b):
+        run_sweep(s, tmp_path / "alone" / s.name, progress=False, processes=2)
+        x, _ = SweepStore(tmp_path / "many" / s.name).collect()
+        y, _ = SweepStore(tmp_path / "alone" / s.name).collect()
+        assert _table(x) == _table(y) and len(_table(x)) > 0

@@ -3,12 +3,13 @@
 * :mod:`.spec`: :class:`SweepSpec`, :class:`RunSpec`, :func:`grid`, :func:`run_id`.
 * :mod:`.presets`: the named presets (``fig2bc`` ... ``figA8``) at two scales.
 * :mod:`.store`: :class:`SweepStore`, the results folder (atomic writes, status, collect).
-* :mod:`.executors`: :func:`run_sweep` with the local process pool or submitit (SLURM).
+* :mod:`.executors`: :func:`run_sweep` with the local process pool or submitit (SLURM);
+  :func:`run_local_many`: several sweeps' runs in one pool, longest first.
 """
 
-from .executors import EXECUTORS, execute_run, run_local, run_submitit, run_sweep
+from .executors import EXECUTORS, execute_run, run_local, run_local_many, run_submitit, run_sweep
 from .spec import GRID_COLUMNS, RunSpec, SweepSpec, grid, run_id
 from .store import COLLECT_COLUMNS, SweepStore
 
 __all__ = ["COLLECT_COLUMNS", "EXECUTORS", "GRID_COLUMNS", "RunSpec", "SweepSpec", "SweepStore", "execute_run",
-           "grid", "run_id", "run_local", "run_submitit", "run_sweep"]
+           "grid", "run_id", "run_local", "run_local_many", "run_submitit", "run_sweep"]

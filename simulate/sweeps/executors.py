@@ -81,21 +81,32 @@ def run_local(store: SweepStore, processes: int | None = None, progress: bool = 
     Each run's engine always uses one worker thread on CPU: the grouping of seeds into
     batched matmuls changes the last bits of the numbers, so a fixed grouping makes a
     run's metrics independent of the executor and of the machine's core count."""
+    run_local_many([store], processes=processes, progress=progress, retry_failed=retry_failed,
+                   desc=f"sweep {store.spec.name}")
+    return store.summary()
+
+
+def run_local_many(stores, processes: int | None = None, progress: bool = True, retry_failed: bool = False,
+                   desc: str = "sweeps") -> dict:
+    """Execute the pending runs of several sweeps in ONE pool, longest first (estimated
+    cost), so the cores stay busy to the end instead of each sweep finishing a long tail
+    on one core before the next begins.  Returns {sweep name: summary}."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing as mp
 
-    todo = store.pending(retry_failed)
-    # longest runs first (estimated cost): the pool's cores stay busy to the end instead of
-    # one core finishing a long tail alone
     from icl_kinetics.simulate.sweeps.presets import ms_per_seed_iteration
 
-    todo.sort(key=lambda r: -r.seed_iterations * ms_per_seed_iteration(r.config))
-    if retry_failed:
-        for r in todo:
-            if store.read_status(r.id)["status"] == "failed":
-                store.write_status(r.id, {"status": "pending", "reason": "retrying"})
+    todo = []  # (store, run)
+    for store in stores:
+        pend = store.pending(retry_failed)
+        if retry_failed:
+            for r in pend:
+                if store.read_status(r.id)["status"] == "failed":
+                    store.write_status(r.id, {"status": "pending", "reason": "retrying"})
+        todo += [(store, r) for r in pend]
+    todo.sort(key=lambda sr: -sr[1].seed_iterations * ms_per_seed_iteration(sr[1].config))
     cores = os.cpu_count() or 1
-    if any(r.config.device == "cuda" for r in todo):
+    if any(r.config.device == "cuda" for _, r in todo):
         processes = 1
     else:
         processes = max(1, min(processes or cores, len(todo) or 1))
@@ -103,28 +114,27 @@ def run_local(store: SweepStore, processes: int | None = None, progress: bool = 
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(r.seed_iterations for r in store.runs.values()), unit="seed-it",
-                   desc=f"sweep {store.spec.name}", smoothing=0.1,
-                   initial=sum(r.seed_iterations for r in store.runs.values()) - sum(r.seed_iterations for r in todo))
-    results = {}
+        total = sum(r.seed_iterations for s in stores for r in s.runs.values())
+        bar = tqdm(total=total, unit="seed-it", desc=desc, smoothing=0.1,
+                   initial=total - sum(r.seed_iterations for _, r in todo))
     if todo:
         ctx = mp.get_context("spawn")  # fresh interpreters: no torch state inherited through fork
         with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_pool_init, initargs=(1,)) as pool:
-            futs = {pool.submit(execute_run, str(store.root), r.id): r for r in todo}
+            futs = {pool.submit(execute_run, str(store.root), r.id): (store, r) for store, r in todo}
             for f in as_completed(futs):
-                r = futs[f]
+                store, r = futs[f]
                 try:
-                    results[r.id] = f.result()
+                    res = f.result()
                 except Exception as e:  # the worker process died: the run stays pending (its lock
                     # is gone, so it resumes from its checkpoint next time) and the reason is shown
-                    results[r.id] = {"status": "pending", "reason": f"worker died: {type(e).__name__}: {e}"}
+                    res = {"status": "pending", "reason": f"worker died: {type(e).__name__}: {e}"}
                 store.write_index()
                 if bar is not None:
                     bar.update(r.seed_iterations)
-                    bar.set_postfix_str(f"{r.id}: {results[r.id]['status']}")
+                    bar.set_postfix_str(f"{store.spec.name}/{r.id}: {res['status']}")
     if bar is not None:
         bar.close()
-    return store.summary()
+    return {s.spec.name: s.summary() for s in stores}
 
 
 def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_failed: bool = False,
