@@ -291,3 +291,66 @@ def test_p_icl_from_c1_matches_a_consistent_truth_and_rejects_a_shifted_one():
     assert good.verdict == "holds", good.reason
     (bad,) = P.p_icl_from_c1(mlp, table(1.5))
     assert bad.verdict == "does not hold"
+
+
+def test_p_icl_from_k_star_matches_a_consistent_truth_and_rejects_a_shifted_one():
+    """Seeds escape iff beta0_eff > -nu ln(K / K*) (signal regime); the predicted fraction
+    Phi(nu ln(K/K*) / sd) must cover the measured one, and a table whose escapes are
+    shifted by 1.5 sd must fail."""
+    from scipy.stats import norm
+
+    nu, kst, N, sd = 0.6, 1000.0, 19.0, 0.4
+    beta0s = norm.ppf((np.arange(40) + 0.5) / 40) * sd  # stratified Normal(0, sd)
+
+    def table(K, shift):
+        b_c = -nu * math.log(K / kst) + shift
+        rows = []
+        for s, b0 in enumerate(beta0s):
+            esc = b0 > b_c
+            rows += [{"seed": s, "iteration": 0.0, "N": N, "K": K, "icl_acc": 0.5, "beta": float(b0)},
+                     {"seed": s, "iteration": 6000.0, "N": N, "K": K, "icl_acc": 1.0 if esc else 0.5, "beta": 3.0}]
+        return rows
+
+    ks = {N: (kst, kst * 0.95, kst * 1.05)}
+    for K in (800.0, 1400.0):
+        (good,) = P.p_icl_from_k_star(_cols(table(K, 0.0)), ks, nu, (0.58, 0.62))
+        assert good.verdict == "holds", good.reason
+        truth = norm.cdf(nu * math.log(K / kst) / sd)
+        assert good.details["predicted"][0] <= truth <= good.details["predicted"][1]
+        assert abs(good.details["point"] - truth) < 0.01  # the point uses the 40 seeds' sample sd
+    (bad,) = P.p_icl_from_k_star(_cols(table(1400.0, 1.5 * sd)), ks, nu, (0.58, 0.62))
+    assert bad.verdict == "does not hold", bad.reason
+    # without K* at this N there is nothing to predict
+    (skip,) = P.p_icl_from_k_star(_cols(table(1400.0, 0.0)), {39.0: (kst, kst, kst)}, nu)
+    assert skip.verdict == "skipped"
+
+
+def _rung1_rows(errors):
+    """compare_minimal_onset-shaped rows: theory t = c N / e^beta0, measured median = t (1 + error(N))."""
+    rows = []
+    for b0 in (-1.0, 0.0):
+        for N in (25, 50, 100, 200):
+            t = 90.0 * N * math.exp(-b0)
+            rows.append({"N": N, "beta0": b0, "seeds": 8, "acquired": 8, "theory_exact": t, "theory_full_flow": t,
+                         "median_t_icl": t * (1 + errors(N, b0))})
+    return rows
+
+
+def test_rung1_onset_holds_within_tolerance_and_flags_the_points_outside():
+    vs = P.rung1_onset(_rung1_rows(lambda N, b0: 0.03))
+    assert {v.verdict for v in vs} == {"holds"} and len(vs) == 6  # 2 beta0 x (flow, reduced, linear)
+    vs = P.rung1_onset(_rung1_rows(lambda N, b0: 0.3 if (N == 25 and b0 == 0) else 0.0))
+    bad = [v for v in vs if v.verdict == "does not hold"]
+    assert {v.rung for v in bad} == {"minimal model, no MLP, beta0 = 0 (full flow)",
+                                     "minimal model, no MLP, beta0 = 0 (reduced ODEs)"}
+    assert all("N = 25 (+30.0%)" in v.reason for v in bad)
+    # medians quadratic in N: the linearity check fails
+    rows = _rung1_rows(lambda N, b0: 0.0)
+    for r in rows:
+        r["median_t_icl"] = 0.5 * r["N"] ** 2 * math.exp(-r["beta0"])
+    lin = [v for v in P.rung1_onset(rows) if v.prediction == "onset_times_linear"]
+    assert lin and all(v.verdict == "does not hold" for v in lin)
+    # a censored median: no number is claimed
+    rows = _rung1_rows(lambda N, b0: 0.0)
+    rows[0]["median_t_icl"] = None
+    assert P.rung1_onset(rows)[0].verdict == "inconclusive"

@@ -28,18 +28,18 @@ SWEEPS_FOR = {
     "two_layer": ("figA5",),
     "rung2_more": ("rung2bimodal", "rung2eq", "rung2trans"),
 }
+#: rung 1 (the minimal model without MLP, ``validate.compare``): N, beta0 and seeds per scale
+RUNG1 = {"small": {"Ns": (25, 50, 100, 200), "beta0s": (-1.0, 0.0), "seeds": 8, "lr": 0.1},
+         "paper": {"Ns": (50, 100, 200), "beta0s": (-2.0, -1.0, 0.0), "seeds": 16, "lr": 0.1}}
 #: predictions of the issue that this version does not check yet (named in every report)
 NOT_YET: tuple = ()
 
 
-def _table(sweeps: Path, name: str, scale: str, run: bool, progress: bool):
-    """Collected table of sweep ``name`` under ``sweeps``; run (or finish) it first if asked."""
-    from icl_kinetics.simulate.sweeps import SweepStore, run_sweep
-    from icl_kinetics.simulate.sweeps.presets import preset
+def _table(sweeps: Path, name: str):
+    """Collected table of sweep ``name`` under ``sweeps`` (None and the reason when there is none)."""
+    from icl_kinetics.simulate.sweeps import SweepStore
 
     d = sweeps / name
-    if run:
-        run_sweep(preset(name, scale), d, progress=progress)
     if not (d / "sweep.json").is_file():
         return None, f"sweep {name} not found in {sweeps} (run without --no-run to make it)"
     store = SweepStore(d)
@@ -51,15 +51,43 @@ def _table(sweeps: Path, name: str, scale: str, run: bool, progress: bool):
     return read_table(path), note
 
 
+def _rung1(sweeps: Path, scale: str, run: bool, progress: bool):
+    """Rung 1's summary (``validate.compare``'s JSON) from ``sweeps/rung1``, made first if asked
+    and missing (or made with other parameters); (None, reason) when there is none."""
+    import json
+
+    from icl_kinetics.validate.compare import compare_minimal_onset
+
+    d, par = sweeps / "rung1", RUNG1[scale]
+    f = d / "summary.json"
+    res = json.loads(f.read_text()) if f.is_file() else None
+    same = res is not None and (list(res["N"]), list(res["beta0"]), res["seeds"], res["lr"]) == \
+        (list(par["Ns"]), list(par["beta0s"]), par["seeds"], par["lr"])
+    if not same and run:
+        res, same = compare_minimal_onset(**par, out=d, progress=progress), True
+    if not same:
+        return None, f"rung 1 not found in {d} (run without --no-run to make it)"
+    return res, ""
+
+
 def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bool = True) -> tuple[list, dict]:
     """All implemented checks on the preset sweeps under ``sweeps`` (DIR/<preset>).
 
     Returns (verdicts, tables): the tables (preset name -> collected table, or None) feed
     the paper-panel figures."""
     sweeps = Path(sweeps)
+    names = sorted({s for v in SWEEPS_FOR.values() for s in v})
+    if run:
+        from icl_kinetics.simulate.sweeps import SweepStore, run_local_many
+        from icl_kinetics.simulate.sweeps.presets import preset
+
+        # every needed sweep's pending runs in one pool, longest first (docs/validation.md, "Time")
+        run_local_many([SweepStore.create(sweeps / n, preset(n, scale)) for n in names], progress=progress,
+                       desc=f"validate --preset {scale}: sweeps")
     tables, notes = {}, {}
-    for name in sorted({s for v in SWEEPS_FOR.values() for s in v}):
-        tables[name], notes[name] = _table(sweeps, name, scale, run, progress)
+    for name in names:
+        tables[name], notes[name] = _table(sweeps, name)
+    tables["rung1"], notes["rung1"] = _rung1(sweeps, scale, run, progress)
     def relabel(vs, rung):
         for v in vs:
             v.rung = rung
@@ -75,12 +103,22 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
             nu, nu_ci = mem.details["fit"]["exponent"], tuple(mem.details["fit"]["exponent_ci"])
         return [P.k_star_scaling(tables["fig6a"], nu=nu, nu_ci=nu_ci)]
 
+    def p_icl_transformer():
+        ks = k_star_scaling()[0]
+        mem = P.memorization_law(tables["fig5"])
+        if "k_star" not in ks.details or mem.verdict != "holds":
+            return [P._skip("p_icl", "transformer", "needs K*(N) from fig6a and nu from fig5 (memorization law holding)")]
+        kst = {float(N): (d["k_star"], *d["interval"]) for N, d in ks.details["k_star"].items()}
+        fit = mem.details["fit"]
+        return P.p_icl_from_k_star(tables["fig6c"], kst, fit["exponent"], tuple(fit["exponent_ci"]))
+
     def transience(name, rung):
         return [v for v in P.transience(tables[name], rung=rung) + [P.transience_tracking(tables[name], rung=rung)]]
 
     r2 = "minimal model + MLP"
     # (sweeps it reads, prediction and rung named when one is missing, the check); in report order
     checks = [
+        (("rung1",), "t_icl_absolute", "minimal model, no MLP", lambda: P.rung1_onset(tables["rung1"]["rows"])),
         (("fig5",), "memorization_law", "MLP alone (fig5)", lambda: memorization("fig5", "MLP alone (fig5)")),
         (("rung2mlp",), "memorization_law", "MLP alone (rung-2 MLP)",
          lambda: memorization("rung2mlp", "MLP alone (rung-2 MLP)")),
@@ -90,6 +128,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
         (("figA5",), "onset_times_linear", "two-layer transformer (figA5)",
          lambda: P.onset_times(tables["figA5"], rung="two-layer transformer (figA5)")),
         (("fig6c",), "bimodality", "transformer", lambda: P.bimodality(tables["fig6c"])),
+        (("fig6a", "fig5", "fig6c"), "p_icl", "transformer", p_icl_transformer),
         (("fig6e",), "equalized_contexts", "transformer", lambda: [P.equalized_contexts(tables["fig6e"])]),
         (("fig2e",), "transience", "transformer (fig2e)", lambda: transience("fig2e", "transformer (fig2e)")),
         (("figA6",), "transience", "transformer (figA6)", lambda: transience("figA6", "transformer (figA6)")),
@@ -116,6 +155,13 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
     from icl_kinetics.validate import figures as F
 
     paths = {}
+    r1 = tables.get("rung1")
+    if r1 is not None and r1.get("plot") and Path(r1["plot"]).is_file():
+        import shutil
+
+        dst = out / "rung1_t_icl_vs_theory.png"
+        shutil.copyfile(r1["plot"], dst)
+        paths["rung1"] = str(dst)
     if tables.get("fig2bc") is not None:
         paths["fig2bc"] = F.save(F.accuracy_vs_k_figure(tables["fig2bc"], "Fig. 2b, 2c: final ICL and IWL accuracy "
                                                         "against K"), out / "fig2bc_accuracy_vs_K.png")
