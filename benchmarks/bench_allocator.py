@@ -4,7 +4,7 @@
 
 Runs the same training command in fresh subprocesses, alternating glibc's default
 malloc settings (``ICL_KINETICS_MALLOC=default``) and the project's, and prints wall,
-user and system seconds of each, the speed-up (default wall / tuned wall, best of the
+user and system seconds and the max resident size of each, the speed-up (default wall / tuned wall, best of the
 repeats) and whether the two metrics.csv files are identical byte for byte.
 
 The run is the small ``fig6b`` shape at N = 39: the paper's transformer, K = inf,
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -30,15 +29,18 @@ CMD = ["train", "--model", "transformer", "--K", "inf", "--N", "39", "--width", 
 
 
 def one(mode: str, out: Path) -> dict:
+    """One run in a fresh subprocess: wall, user and system seconds and max RSS (MB), from
+    the child's own rusage (os.wait4)."""
     env = dict(os.environ, ICL_KINETICS_MALLOC=mode)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "icl_kinetics.cli", *CMD, "--out", str(out)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "icl_kinetics.cli", *CMD, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"mode": mode, "wall_s": wall, "user_s": after.ru_utime - before.ru_utime,
-            "sys_s": after.ru_stime - before.ru_stime}
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"the {mode} run failed with exit code {proc.returncode}")
+    return {"mode": mode, "wall_s": wall, "user_s": ru.ru_utime, "sys_s": ru.ru_stime, "max_rss_mb": ru.ru_maxrss / 1024}
 
 
 def main(argv=None) -> dict:
@@ -54,7 +56,8 @@ def main(argv=None) -> dict:
                 rows.append(one(mode, tmp / f"{mode}{r}"))
                 if not a.json:
                     x = rows[-1]
-                    print(f"{mode:8s} wall {x['wall_s']:6.2f} s  user {x['user_s']:6.2f} s  sys {x['sys_s']:6.2f} s")
+                    print(f"{mode:8s} wall {x['wall_s']:6.2f} s  user {x['user_s']:6.2f} s  sys {x['sys_s']:6.2f} s  "
+                          f"max RSS {x['max_rss_mb']:6.0f} MB")
         identical = all((tmp / f"default{r}" / "metrics.csv").read_bytes() == (tmp / f"tuned{r}" / "metrics.csv")
                         .read_bytes() for r in range(a.repeats))
     finally:

@@ -7,11 +7,15 @@ freed, so every iteration page-faults its buffers in again: on the project's CPU
 machine a K = inf transformer run spent 43 % of its time in the kernel (8.9 s of
 20.6 s; ``benchmarks/bench_allocator.py``).  Raising the mmap threshold to its
 maximum and disabling trimming keeps freed memory in the process for reuse.  Peak
-memory is unchanged (the same buffers are needed at once); the numbers are unchanged
-(only where memory comes from changes).
+memory is about the same (the same buffers are needed at once; ``bench_allocator.py``
+reports the children's max RSS); the numbers are unchanged (only where memory comes
+from changes).
 
-Set ``ICL_KINETICS_MALLOC=default`` to leave glibc's settings alone (the benchmark
-does this for its baseline).  Other platforms: a no-op.
+The settings are process-wide and stay for the life of the process (a notebook that
+calls ``train`` keeps them): freed memory is kept for reuse rather than returned to
+the kernel, so the process's resident size stays at its peak.  Set
+``ICL_KINETICS_MALLOC=default`` to leave glibc's settings alone (the benchmark does
+this for its baseline).  Other platforms: a no-op.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def _rung1(sweeps: Path, scale: str, run: bool, progress: bool):
     if not same and run:
         res, same = compare_minimal_onset(**par, out=d, progress=progress), True
     if not same:
-        return None, f"rung 1 not found in {d} (run without --no-run to make it)"
+        return None, (f"rung 1 in {d} was made with other parameters than the {scale} preset's" if res is not None
+                      else f"rung 1 not found in {d}") + " (run without --no-run to make it)"
     return res, ""
 
 
@@ -104,13 +105,14 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
         return [P.k_star_scaling(tables["fig6a"], nu=nu, nu_ci=nu_ci)]
 
     def p_icl_transformer():
-        ks = k_star_scaling()[0]
         mem = P.memorization_law(tables["fig5"])
-        if "k_star" not in ks.details or mem.verdict != "holds":
-            return [P._skip("p_icl", "transformer", "needs K*(N) from fig6a and nu from fig5 (memorization law holding)")]
-        kst = {float(N): (d["k_star"], *d["interval"]) for N, d in ks.details["k_star"].items()}
+        if mem.verdict != "holds":
+            return [P._skip("p_icl", "transformer", "needs nu from fig5 (the memorization law holding)")]
+        # K* of fig6a at fig6c's own horizon: I_K(T) grows with T, so K* depends on the cap
+        horizon = max(P._f(t) for t in tables["fig6c"]["iteration"])
         fit = mem.details["fit"]
-        return P.p_icl_from_k_star(tables["fig6c"], kst, fit["exponent"], tuple(fit["exponent_ci"]))
+        return P.p_icl_from_k_star(tables["fig6c"], P.k_star_at_horizon(tables["fig6a"], horizon), fit["exponent"],
+                                   tuple(fit["exponent_ci"]))
 
     def transience(name, rung):
         return [v for v in P.transience(tables[name], rung=rung) + [P.transience_tracking(tables[name], rung=rung)]]

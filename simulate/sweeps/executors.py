@@ -96,6 +96,9 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
 
     from icl_kinetics.simulate.sweeps.presets import ms_per_seed_iteration
 
+    names = [s.spec.name for s in stores]
+    if len(set(names)) < len(names):
+        raise ParameterError("stores", names, "sweeps with distinct names")
     todo = []  # (store, run)
     for store in stores:
         pend = store.pending(retry_failed)
