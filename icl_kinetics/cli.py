@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--runs", metavar="CSV", default=None, help="your own runs as a tidy table")
     p.add_argument("--sweeps", default=None, help="folder of the preset sweeps (default runs/PRESET)")
     p.add_argument("--no-run", action="store_true", help="only read sweeps that exist; never train")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where the preset sweeps train (cuda: one process on the GPU)")
     p.add_argument("--out", default="out/validate", help="folder for report.md, report.json and figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _common(p, plot=False)
@@ -573,16 +575,21 @@ def _print_train(r):
         print(f"figure: {r['plot']}")
 
 
-def cmd_bench(a) -> dict:
-    from icl_kinetics.simulate.bench import bench_engine
-
-    if a.device == "cuda":
+def _require_device(device: str) -> None:
+    """Refuse ``--device cuda`` on a machine without a CUDA GPU (one line, exit 2)."""
+    if device == "cuda":
         import torch
 
         from icl_kinetics.errors import ParameterError
 
         if not torch.cuda.is_available():
             raise ParameterError("device", "cuda", "'cpu': no CUDA GPU is available on this machine")
+
+
+def cmd_bench(a) -> dict:
+    from icl_kinetics.simulate.bench import bench_engine
+
+    _require_device(a.device)
     return bench_engine(quick=a.quick, seeds=a.seeds, workers=a.workers, device=a.device)
 
 
@@ -604,13 +611,7 @@ def cmd_sweep(a) -> dict:
         from icl_kinetics.simulate.sweeps.presets import check_scale_preset, preset
 
         check_scale_preset(a.preset, a.scale)
-        if a.device == "cuda":
-            import torch
-
-            from icl_kinetics.errors import ParameterError
-
-            if not torch.cuda.is_available():
-                raise ParameterError("device", "cuda", "'cpu': no CUDA GPU is available on this machine")
+        _require_device(a.device)
         spec = preset(a.preset, a.scale, device=a.device)
         out = a.out or f"runs/{a.preset}-{a.scale}"
         slurm = {"timeout_min": a.slurm_time, "gpus_per_node": a.slurm_gpus}
@@ -654,8 +655,10 @@ def _print_sweep(r):
 def cmd_validate(a) -> dict:
     from icl_kinetics.validate.report import run_validation
 
+    if not a.no_run and a.runs is None:
+        _require_device(a.device)
     return run_validation(preset=a.preset, sweeps=a.sweeps, runs=a.runs, out=a.out, run=not a.no_run,
-                          progress=not (a.quiet or a.json))
+                          progress=not (a.quiet or a.json), device=a.device)
 
 
 def _print_validate(r):

@@ -163,6 +163,10 @@ def test_sweep_cli_status_collect_list_and_bad_input(tmp_path, cli):
     code, out, _ = cli(["sweep", "status", str(tmp_path / "s"), "--json"])
     st = json.loads(out)
     assert code == 0 and st["done"] == 6 and st["estimated_seconds_left_per_process"] == 0
+    # time spent: the runs' own seconds summed, and a span no shorter than the longest run
+    idx = json.loads((tmp_path / "s" / "index.json").read_text())
+    assert abs(st["run_seconds"] - sum(v["seconds"] for v in idx.values())) < 1e-9
+    assert max(v["seconds"] for v in idx.values()) <= st["span_seconds"] + 1e-6
     code, out, _ = cli(["sweep", "collect", str(tmp_path / "s"), "--json"])
     c = json.loads(out)
     assert code == 0 and c["rows"] == 6 * 2 * 5 and os.path.isfile(c["table"])

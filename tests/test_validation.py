@@ -106,6 +106,12 @@ def test_onset_times_linear_and_shape_and_broken_input():
     assert abs(shape.details["sd_log_t"] / 0.5 - 1) < 0.2
     broken = {v.prediction: v for v in P.onset_times(onset_table(shuffle=True))}
     assert broken["onset_times_linear"].verdict == "does not hold"
+    # a few dozen seeds whose onsets spread 3x less than their beta0 (as in the small
+    # transformer sweeps): KS alone lacks the power; the sd's interval catches it
+    t = onset_table(seeds=8, sd_beta=0.5)
+    t["beta"] = [3 * b if it == 0 else b for b, it in zip(t["beta"], t["iteration"])]
+    narrow = {v.prediction: v for v in P.onset_times(t)}["onset_times_shape"]
+    assert narrow.verdict == "does not hold" and "outside" in narrow.metric, narrow.metric
 
 
 def test_censored_seeds_are_not_counted_as_acquired():
@@ -378,3 +384,17 @@ def test_k_star_at_horizon_uses_the_acquisitions_by_that_iteration():
         truth = kst * (1000 / T) ** 0.5
         assert lo <= truth <= hi and abs(math.log(k / truth)) < math.log(1.4), (T, k, truth)
     assert P.k_star_at_horizon(_cols(rows), 1e-3) == {}  # nobody acquired: no K* inside the grid
+
+
+def test_validate_cli_bad_input_is_one_line_exit_2(tmp_path, cli):
+    """Bad input to `validate`: one line naming the parameter, exit code 2, nothing trained."""
+    import torch
+
+    cases = [(["validate", "--preset", "huge"], "preset"),
+             (["validate", "--runs", str(tmp_path / "missing.csv")], "runs")]
+    if not torch.cuda.is_available():
+        cases.append((["validate", "--preset", "small", "--sweeps", str(tmp_path / "s"), "--device", "cuda"], "device"))
+    for argv, name in cases:
+        code, out, err = cli(argv)
+        assert code == 2 and name in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "s").exists()

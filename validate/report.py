@@ -71,7 +71,8 @@ def _rung1(sweeps: Path, scale: str, run: bool, progress: bool):
     return res, ""
 
 
-def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bool = True) -> tuple[list, dict]:
+def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bool = True,
+                    device: str = "cpu") -> tuple[list, dict]:
     """All implemented checks on the preset sweeps under ``sweeps`` (DIR/<preset>).
 
     Returns (verdicts, tables): the tables (preset name -> collected table, or None) feed
@@ -83,7 +84,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
         from icl_kinetics.simulate.sweeps.presets import preset
 
         # every needed sweep's pending runs in one pool, longest first (docs/validation.md, "Time")
-        run_local_many([SweepStore.create(sweeps / n, preset(n, scale)) for n in names], progress=progress,
+        run_local_many([SweepStore.create(sweeps / n, preset(n, scale, device)) for n in names], progress=progress,
                        desc=f"validate --preset {scale}: sweeps")
     tables, notes = {}, {}
     for name in names:
@@ -296,14 +297,14 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
 
 
 def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="out/validate", run: bool = True,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, device: str = "cpu") -> dict:
     """The ``icl-kinetics validate`` command."""
     t0 = time.perf_counter()
     if runs is not None:
         verdicts, skipped = validate_table(runs)
         return write_report(verdicts, out, f"Validation of {runs}", skipped, time.perf_counter() - t0)
     sweeps = Path(sweeps or f"runs/{preset}")
-    verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress)
+    verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress, device=device)
     return write_report(verdicts, out, f"Validation report: preset {preset}, sweeps in {sweeps}", None,
                         time.perf_counter() - t0, tables=tables)
 

@@ -122,6 +122,7 @@ class SweepStore:
         for rid, st in self.statuses().items():
             r = self.runs[rid]
             idx[rid] = {"status": st["status"], "reason": st.get("reason", ""), "seconds": st.get("seconds"),
+                        "started": st.get("started"), "finished": st.get("finished"),
                         "seed_iterations": r.seed_iterations, "point": r.point}
         write_json(self.root / "index.json", idx)
         return idx
@@ -132,7 +133,9 @@ class SweepStore:
         return [r for rid, r in self.runs.items() if self.read_status(rid)["status"] in todo]
 
     def summary(self) -> dict:
-        """Counts by status, seed-iterations done and left, and an estimate of the time left."""
+        """Counts by status, seed-iterations done and left, an estimate of the time left, and
+        the time spent: ``run_seconds`` (summed over finished runs, process-seconds) and
+        ``span_seconds`` (wall time from the first run's start to the last one's finish)."""
         idx = self.write_index()
         counts = {s: 0 for s in STATUSES}
         for v in idx.values():
@@ -142,7 +145,11 @@ class SweepStore:
         secs = [v["seconds"] for v in idx.values() if v["status"] == "done" and v["seconds"]]
         si = [v["seed_iterations"] for v in idx.values() if v["status"] == "done" and v["seconds"]]
         rate = sum(si) / sum(secs) if secs else None  # seed-iterations per second of one process
+        fin = [v for v in idx.values() if v["status"] in ("done", "failed") and v.get("started") and v.get("finished")]
         return {"sweep": self.spec.name, "scale": self.spec.scale, "runs": len(idx), **counts,
+                # process-seconds spent in finished runs, and the span from the first start to the last finish
+                "run_seconds": sum(v["seconds"] or 0.0 for v in fin),
+                "span_seconds": (max(v["finished"] for v in fin) - min(v["started"] for v in fin)) if fin else None,
                 "seed_iterations_done": done_si, "seed_iterations_left": left_si,
                 "seed_iterations_per_s_per_process": rate,
                 "estimated_seconds_left_per_process": None if rate is None else left_si / rate,
