@@ -104,6 +104,9 @@ def test_onset_times_linear_and_shape_and_broken_input():
     assert abs(fit["slope"] / 50 - 1) < 0.03
     assert shape.verdict == "holds", shape.reason
     assert abs(shape.details["sd_log_t"] / 0.5 - 1) < 0.2
+    # t = a N e^-beta0 exactly: the per-seed slope d log t / d beta0 is -1 (evaluation grid: 1 %)
+    lo, hi = shape.details["slope_ci"]
+    assert abs(shape.details["slope_log_t_vs_beta0"] + 1) < 0.01 and lo <= -1 + 0.01 and hi >= -1 - 0.01
     broken = {v.prediction: v for v in P.onset_times(onset_table(shuffle=True))}
     assert broken["onset_times_linear"].verdict == "does not hold"
     # a few dozen seeds whose onsets spread 3x less than their beta0 (as in the small
