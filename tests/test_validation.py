@@ -109,6 +109,12 @@ def test_onset_times_linear_and_shape_and_broken_input():
     assert abs(shape.details["slope_log_t_vs_beta0"] + 1) < 0.01 and lo <= -1 + 0.01 and hi >= -1 - 0.01
     broken = {v.prediction: v for v in P.onset_times(onset_table(shuffle=True))}
     assert broken["onset_times_linear"].verdict == "does not hold"
+    # a mean beta0_eff that shifts with N (as a transformer's does) is not spread: the
+    # residuals are about each N's own median, so the spread is taken within each N
+    t = onset_table()
+    t["beta"] = [b + N / 10 if it == 0 else b for b, it, N in zip(t["beta"], t["iteration"], t["N"])]
+    shifted = {v.prediction: v for v in P.onset_times(t)}["onset_times_shape"]
+    assert shifted.verdict == "holds" and abs(shifted.details["sd_beta0_eff"] / 0.5 - 1) < 0.05, shifted.metric
     # a few dozen seeds whose onsets spread 3x less than their beta0 (as in the small
     # transformer sweeps): KS alone lacks the power; the sd's interval catches it
     t = onset_table(seeds=8, sd_beta=0.5)

@@ -371,7 +371,13 @@ def onset_times(table, rung: str = "transformer") -> list[Verdict]:
         out.append(_skip("onset_times_shape", rung, "needs the effective beta column at iteration 0 and >= 10 "
                          "acquiring seeds"))
         return out
-    sd_b0 = float(np.nanstd(b0, ddof=1))
+    # the spread of beta0_eff WITHIN each N (pooled): the residuals are taken about each N's
+    # own median, so a shift of the mean beta0_eff with N must not count as spread
+    ns = np.array([_f(s["N"]) for s in seeds])
+    ok0 = np.isfinite(b0)
+    dev = np.concatenate([b0[ok0 & (ns == N)] - b0[ok0 & (ns == N)].mean() for N in Ns if (ok0 & (ns == N)).any()])
+    n_groups = sum(1 for N in Ns if (ok0 & (ns == N)).any())
+    sd_b0 = float(math.sqrt(np.sum(dev**2) / max(dev.size - n_groups, 1)))
     resid = np.array([math.log(s["t_icl"] / med[_f(s["N"])].value) for s in obs])
     from scipy.stats import norm
 
@@ -404,7 +410,8 @@ def onset_times(table, rung: str = "transformer") -> list[Verdict]:
             if np.ptp(xb[i]) > 0:
                 boots.append(np.polyfit(xb[i], yr[i], 1)[0])
         slope_ci = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
-    out.append(Verdict("onset_times_shape", rung, f"log t_ICL - log median ~ Normal(0, sd(beta0_eff) = {sd_b0:.3f})",
+    out.append(Verdict("onset_times_shape", rung, f"log t_ICL - log median ~ Normal(0, sd(beta0_eff) = {sd_b0:.3f})"
+                       " (sd within each N, pooled)",
                        f"sd of log t_ICL residuals = {sd_r:.3f} [{sd_ci[0]:.3f}, {sd_ci[1]:.3f}] (n = {len(resid)})",
                        f"KS D = {ks.statistic:.3f}, p = {ks.pvalue:.3g}; predicted sd "
                        f"{'inside' if spread_ok else 'outside'} the 95% interval of the measured sd", verdict,
