@@ -441,22 +441,58 @@ def accuracy_vs_k_figure(table, title: str = "ICL and IWL accuracy against K") -
     return fig
 
 
-def equalized_figure(table) -> Figure:
-    """Paper Fig. 6e: mean final ICL accuracy and the fraction of seeds acquiring ICL
-    against K, equalized contexts against i.i.d. ones."""
-    c, by = _final_by(table, ("contexts", "K"))
-    fig, ax = plt.subplots(figsize=(4.8, 3.5), constrained_layout=True)
+def equalized_figure(table, ceiling: float | None = None, ceiling_label: str = "",
+                     title: str = "Fig. 6e: equalized against i.i.d. contexts") -> Figure:
+    """Paper Fig. 6e: the fraction of seeds acquiring ICL (accuracy above 0.95 at any
+    evaluation; 95% Wilson intervals) and the mean final ICL accuracy against K,
+    equalized contexts against i.i.d. ones.
+
+    ``ceiling``: the theory's bound on the equalized fraction, drawn dashed (equalized
+    contexts put a saddle at beta = 0, so at most the seeds with beta0 > 0 can escape;
+    docs/theory.md section 7).  Only meaningful where beta0 is the reduced model's."""
+    from icl_kinetics.validate.predictions import T_ICL_THRESHOLD, wilson_interval
+
+    c = columns(table)
+    run = c["run_id"] if "run_id" in c else np.array([f"{a}|{b}" for a, b in zip(c["contexts"], c["K"])])
+    best, last = {}, {}
+    for i in range(len(c["seed"])):
+        k = (run[i], c["seed"][i])
+        best[k] = max(best.get(k, -np.inf), float(c["icl_acc"][i]))
+        if k not in last or float(c["iteration"][i]) > float(c["iteration"][last[k]]):
+            last[k] = i
+    fig, (ax_f, ax_a) = plt.subplots(1, 2, figsize=(9.6, 3.6), constrained_layout=True)
     for ctx, col in (("iid", "tab:blue"), ("equalized", "tab:red")):
-        Ks = sorted(float(k) for (cc, k) in by if cc == ctx)
-        acc = [np.mean([float(c["icl_acc"][i]) for i in by[(ctx, K)]]) for K in Ks]
-        ax.plot(Ks, acc, "o-", color=col, label=f"{ctx}: mean final ICL accuracy")
-    ax.set_xscale("log")
-    ax.set_xlabel("K (items)")
-    ax.set_ylabel("final ICL accuracy")
-    ax.set_ylim(0.4, 1.02)
-    ax.set_title("equalized against i.i.d. contexts", fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
+        keys = [k for k, i in last.items() if c["contexts"][i] == ctx]
+        Ks = sorted({float(c["K"][last[k]]) for k in keys})
+        if not Ks:
+            continue
+        frac, lo, hi, acc = [], [], [], []
+        for K in Ks:
+            ks = [k for k in keys if float(c["K"][last[k]]) == K]
+            n, a = len(ks), sum(best[k] > T_ICL_THRESHOLD for k in ks)
+            w = wilson_interval(a, n)
+            frac.append(a / n)
+            lo.append(a / n - w[0])
+            hi.append(w[1] - a / n)
+            acc.append(np.mean([float(c["icl_acc"][last[k]]) for k in ks]))
+        ax_f.errorbar(Ks, frac, yerr=[lo, hi], fmt="o-", color=col, capsize=3, label=f"{ctx} (measured)")
+        ax_a.plot(Ks, acc, "o-", color=col, label=ctx)
+    if ceiling is not None:
+        ax_f.axhline(ceiling, color="tab:red", ls="--", lw=1.2, label=ceiling_label or f"theory: equalized <= {ceiling:.2f}")
+    ax_f.set_ylabel("fraction of seeds acquiring ICL")
+    ax_f.set_ylim(-0.05, 1.05)
+    ax_a.set_ylabel("mean final ICL accuracy")
+    ax_a.set_ylim(0.4, 1.02)
+    grid_k = sorted({float(k) for k in c["K"]})
+    for ax in (ax_f, ax_a):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(grid_k, [f"{k:g}" for k in grid_k])
+        ax.set_xlabel("K (items)")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_a.legend(fontsize=7)
+    ax_f.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

@@ -546,6 +546,12 @@ def equalized_contexts(table, rung: str = "transformer") -> Verdict:
         verdict, reason = "does not hold", "equalized contexts acquire ICL more often"
     else:
         verdict, reason = "inconclusive", "no significant difference between the arms"
+    b_eq = [s["beta_at_0"] for s in arms["equalized"] if s.get("model") == "minimal" and np.isfinite(s["beta_at_0"])]
+    if b_eq:  # beta0 is the reduced model's own: the saddle at beta = 0 bounds the equalized arm
+        ceiling = float(np.mean([b > 0 for b in b_eq]))
+        details["theory_ceiling_equalized"] = ceiling
+        reason += (f"; the theory bounds the equalized fraction by P(beta0 > 0) = {ceiling:.2f} (the saddle at "
+                   f"beta = 0), measured {a_e}/{n_e}")
     return Verdict("equalized_contexts", rung, "fewer equalized seeds acquire ICL; K_50 larger", measured,
                    f"one-sided Fisher exact p = {min(p_harder, p_easier):.2g}", verdict, reason, details)
 

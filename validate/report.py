@@ -173,6 +173,14 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
         paths["figA3"] = F.save(F.c1_power_law_figure(tables["fig5"]), out / "figA3_c1_power_law.png")
     if tables.get("fig6e") is not None:
         paths["fig6e"] = F.save(F.equalized_figure(tables["fig6e"]), out / "fig6e_equalized.png")
+    if tables.get("rung2eq") is not None:
+        b0 = [s["beta_at_0"] for s in P.seed_summaries(tables["rung2eq"]) if s.get("contexts") == "equalized"]
+        b0 = [b for b in b0 if b == b]
+        ceiling = float(sum(b > 0 for b in b0) / len(b0)) if b0 else None
+        lab = (f"theory: equalized <= P(beta0 > 0) = {ceiling:.2f}" + (" (beta0 = 0: the saddle)"
+               if b0 and max(map(abs, b0)) == 0 else "")) if ceiling is not None else ""
+        paths["rung2eq"] = F.save(F.equalized_figure(tables["rung2eq"], ceiling, lab, "Rung 2 (minimal model + MLP): "
+                                                     "equalized against i.i.d. contexts"), out / "rung2eq_equalized.png")
     for name, title in (("fig2d", "Fig. 2d: training at one K"), ("figA8", "Fig. A8: equalized contexts at one K"),
                         ("fig2e", "Fig. 2e: transient ICL under attention weight decay")):
         if tables.get(name) is not None:
