@@ -95,25 +95,24 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
             v.rung = rung
         return vs
 
+    # nu from the MLP alone, measured once: the memorization check, the K* slope and the
+    # transformer's P(ICL) all use it
+    mem5 = P.memorization_law(tables["fig5"]) if tables.get("fig5") is not None else None
+    nu5 = (mem5.details["fit"]["exponent"], tuple(mem5.details["fit"]["exponent_ci"])) \
+        if mem5 is not None and mem5.verdict == "holds" else (None, None)
+
     def memorization(name, rung):
-        return relabel([P.memorization_law(tables[name])], rung)
+        return relabel([mem5 if name == "fig5" else P.memorization_law(tables[name])], rung)
 
     def k_star_scaling():
-        mem = P.memorization_law(tables["fig5"]) if tables.get("fig5") is not None else None
-        nu = nu_ci = None
-        if mem is not None and mem.verdict == "holds":
-            nu, nu_ci = mem.details["fit"]["exponent"], tuple(mem.details["fit"]["exponent_ci"])
-        return [P.k_star_scaling(tables["fig6a"], nu=nu, nu_ci=nu_ci)]
+        return [P.k_star_scaling(tables["fig6a"], nu=nu5[0], nu_ci=nu5[1])]
 
     def p_icl_transformer():
-        mem = P.memorization_law(tables["fig5"])
-        if mem.verdict != "holds":
+        if nu5[0] is None:
             return [P._skip("p_icl", "transformer", "needs nu from fig5 (the memorization law holding)")]
         # K* of fig6a at fig6c's own horizon: I_K(T) grows with T, so K* depends on the cap
         horizon = max(P._f(t) for t in tables["fig6c"]["iteration"])
-        fit = mem.details["fit"]
-        return P.p_icl_from_k_star(tables["fig6c"], P.k_star_at_horizon(tables["fig6a"], horizon), fit["exponent"],
-                                   tuple(fit["exponent_ci"]))
+        return P.p_icl_from_k_star(tables["fig6c"], P.k_star_at_horizon(tables["fig6a"], horizon), *nu5)
 
     def transience(name, rung):
         return [v for v in P.transience(tables[name], rung=rung) + [P.transience_tracking(tables[name], rung=rung)]]
@@ -174,11 +173,10 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
     if tables.get("fig6e") is not None:
         paths["fig6e"] = F.save(F.equalized_figure(tables["fig6e"]), out / "fig6e_equalized.png")
     if tables.get("rung2eq") is not None:
-        b0 = [s["beta_at_0"] for s in P.seed_summaries(tables["rung2eq"]) if s.get("contexts") == "equalized"]
-        b0 = [b for b in b0 if b == b]
-        ceiling = float(sum(b > 0 for b in b0) / len(b0)) if b0 else None
-        lab = (f"theory: equalized <= P(beta0 > 0) = {ceiling:.2f}" + (" (beta0 = 0: the saddle)"
-               if b0 and max(map(abs, b0)) == 0 else "")) if ceiling is not None else ""
+        # the theory's bound, as the rung-2 equalized verdict computed it
+        ceiling = next((v.details.get("theory_ceiling_equalized") for v in verdicts
+                        if v.prediction == "equalized_contexts" and v.rung.startswith("minimal model")), None)
+        lab = f"theory: equalized <= P(beta0 > 0) = {ceiling:.2f}" if ceiling is not None else ""
         paths["rung2eq"] = F.save(F.equalized_figure(tables["rung2eq"], ceiling, lab, "Rung 2 (minimal model + MLP): "
                                                      "equalized against i.i.d. contexts"), out / "rung2eq_equalized.png")
     for name, title in (("fig2d", "Fig. 2d: training at one K"), ("figA8", "Fig. A8: equalized contexts at one K"),
