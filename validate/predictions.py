@@ -190,6 +190,20 @@ def k_star_interval(fit, Ks) -> tuple[float, float]:
     return (float(lo), float(hi))
 
 
+def _is_linear(lf) -> bool:
+    """The linearity verdict on a :func:`fits.linear_fit`: R^2 >= 0.9 and no significant
+    quadratic term (p >= 0.01; untestable with 3 points)."""
+    return lf.r2 >= 0.9 and (not np.isfinite(lf.linearity) or lf.linearity >= 0.01)
+
+
+def _by_point(seeds) -> dict:
+    """Seed summaries grouped by their (N, K) grid point."""
+    groups = defaultdict(list)
+    for s in seeds:
+        groups[(_f(s["N"]), _f(s["K"]))].append(s)
+    return groups
+
+
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval (95% for z = 1.96) of a fraction k/n."""
     centre = (k + z * z / 2) / (n + z * z)
@@ -355,7 +369,7 @@ def onset_times(table, rung: str = "transformer") -> list[Verdict]:
                            {"medians": {str(N): med[N].to_dict() for N in Ns}}, fdata))
     else:
         lf = fits.linear_fit(ok, [med[N].value for N in ok], n_boot=1000, seed=0)
-        holds = lf.r2 >= 0.9 and (not np.isfinite(lf.linearity) or lf.linearity >= 0.01)
+        holds = _is_linear(lf)
         out.append(Verdict("onset_times_linear", rung, "median t_ICL = a N + b",
                            f"slope {lf.slope:.3g} per token [{lf.slope_ci[0]:.3g}, {lf.slope_ci[1]:.3g}], "
                            f"intercept {lf.intercept:.3g}",
@@ -401,15 +415,8 @@ def onset_times(table, rung: str = "transformer") -> list[Verdict]:
     # onto the reduced model's beta
     slope, slope_ci = math.nan, (math.nan, math.nan)
     if ok_b.sum() >= 5 and np.ptp(b_obs[ok_b]) > 0:
-        xb, yr = b_obs[ok_b], resid[ok_b]
-        slope = float(np.polyfit(xb, yr, 1)[0])
-        rng = np.random.default_rng(0)
-        boots = []
-        for _ in range(1000):
-            i = rng.integers(0, xb.size, xb.size)
-            if np.ptp(xb[i]) > 0:
-                boots.append(np.polyfit(xb[i], yr[i], 1)[0])
-        slope_ci = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+        lf_b = fits.linear_fit(b_obs[ok_b], resid[ok_b], n_boot=1000, seed=0)
+        slope, slope_ci = lf_b.slope, tuple(lf_b.slope_ci)
     out.append(Verdict("onset_times_shape", rung, f"log t_ICL - log median ~ Normal(0, sd(beta0_eff) = {sd_b0:.3f})"
                        " (sd within each N, pooled)",
                        f"sd of log t_ICL residuals = {sd_r:.3f} [{sd_ci[0]:.3f}, {sd_ci[1]:.3f}] (n = {len(resid)})",
@@ -440,9 +447,7 @@ def bimodality(table, rung: str = "transformer") -> list[Verdict]:
     from scipy.stats import mannwhitneyu
 
     seeds = [s for s in seed_summaries(table) if _finite_k(s) and s.get("model", "transformer") != "mlp"]
-    groups = defaultdict(list)
-    for s in seeds:
-        groups[(_f(s["N"]), _f(s["K"]))].append(s)
+    groups = _by_point(seeds)
     out = []
     for (N, K), sn in sorted(groups.items()):
         if len(sn) < 8:
@@ -666,9 +671,7 @@ def p_icl_from_c1(mlp_table, icl_table, beta0_mean: float = 0.0, beta0_std: floa
     if len(ik["K"]) < 2:
         return [_skip("p_icl", rung, "needs standalone-MLP runs with c1 at >= 2 K")]
     seeds = [s for s in seed_summaries(icl_table, where=lambda r: r.get("model") == "minimal") if _finite_k(s)]
-    groups = defaultdict(list)
-    for s in seeds:
-        groups[(_f(s["N"]), _f(s["K"]))].append(s)
+    groups = _by_point(seeds)
     lk, li = np.log(ik["K"]), np.log(np.maximum(ik["i_k"], 1e-300))
     out = []
     for (N, K), sn in sorted(groups.items()):
@@ -733,9 +736,7 @@ def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "t
 
     seeds = [s for s in seed_summaries(table, where=lambda r: r.get("model", "transformer") != "mlp")
              if _finite_k(s)]
-    groups = defaultdict(list)
-    for s in seeds:
-        groups[(_f(s["N"]), _f(s["K"]))].append(s)
+    groups = _by_point(seeds)
     out = []
     for (N, K), sn in sorted(groups.items()):
         ks = k_star.get(N)
@@ -819,7 +820,7 @@ def rung1_onset(rows, tolerance_flow: float = 0.10, tolerance_reduced: float = 0
                 "does not hold" if bad else "holds", reason, {"rows": pts, "tolerance": tol, "theory": theory}))
         if len(rb) >= 3:
             lf = fits.linear_fit([r["N"] for r in rb], [r["median_t_icl"] for r in rb], n_boot=1000, seed=0)
-            holds = lf.r2 >= 0.9 and (not np.isfinite(lf.linearity) or lf.linearity >= 0.01)
+            holds = _is_linear(lf)
             out.append(Verdict("onset_times_linear", f"{rung}, beta0 = {b0:g}", "median t_ICL = a N + b",
                                f"slope {lf.slope:.3g} per token [{lf.slope_ci[0]:.3g}, {lf.slope_ci[1]:.3g}]",
                                f"R^2 = {lf.r2:.4f}", "holds" if holds else "does not hold",
