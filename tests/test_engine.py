@@ -126,7 +126,10 @@ def test_resume_after_sigkill_gives_the_same_metrics(tmp_path):
     proc = subprocess.Popen(_cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = killed / "checkpoint.pt"
     deadline = time.time() + 120
-    while time.time() < deadline and not (ckpt.exists() and ckpt.stat().st_mtime and len(_read(killed / "metrics.csv")) >= 10):
+    # The engine writes checkpoint.pt and then metrics.csv (derived from the checkpoint), so
+    # poll for the CSV itself: the checkpoint can exist a moment before the CSV does.
+    metrics = killed / "metrics.csv"
+    while time.time() < deadline and not (ckpt.exists() and metrics.exists() and len(_read(metrics)) >= 10):
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
