@@ -343,6 +343,36 @@ def test_p_icl_from_k_star_matches_a_consistent_truth_and_rejects_a_shifted_one(
     assert skip.verdict == "skipped"
 
 
+def test_p_icl_from_k_star_calibrated_by_the_onset_slope():
+    """beta_eff on another scale than the reduced beta: seeds escape iff a beta0_eff >
+    -nu ln(K / K*), so the onset slope is s = -a and P = Phi(nu ln(K/K*) / (a sd)).  The
+    calibrated form must cover the truth where the uncalibrated one (a = 1) misses it, and
+    a wrong slope must turn the verdict."""
+    from scipy.stats import norm
+
+    nu, kst, N, a, sd, K = 0.6, 1000.0, 19.0, 0.4, 1.0, 2500.0
+    beta0s = norm.ppf((np.arange(40) + 0.5) / 40) * sd
+    rows = []
+    for s, b0 in enumerate(beta0s):
+        esc = a * b0 > -nu * math.log(K / kst)
+        rows += [{"seed": s, "iteration": 0.0, "N": N, "K": K, "icl_acc": 0.5, "beta": float(b0)},
+                 {"seed": s, "iteration": 6000.0, "N": N, "K": K, "icl_acc": 1.0 if esc else 0.5, "beta": 3.0}]
+    t, ks, nu_ci = _cols(rows), {N: (kst, kst * 0.95, kst * 1.05)}, (0.58, 0.62)
+    truth = norm.cdf(nu * math.log(K / kst) / (a * sd))
+    (uncal,) = P.p_icl_from_k_star(t, ks, nu, nu_ci)
+    assert uncal.verdict == "does not hold" and not uncal.details["calibrated"], uncal.reason
+    (cal,) = P.p_icl_from_k_star(t, ks, nu, nu_ci, onset_slope=(-a, (-a - 0.02, -a + 0.02)))
+    assert cal.verdict == "holds" and cal.details["calibrated"], cal.reason
+    assert cal.details["predicted"][0] <= truth <= cal.details["predicted"][1]
+    assert abs(cal.details["point"] - truth) < 0.02
+    assert cal.details["predicted_uncalibrated"] == uncal.details["predicted"]
+    (wrong,) = P.p_icl_from_k_star(t, ks, nu, nu_ci, onset_slope=(-1.2, (-1.25, -1.15)))
+    assert wrong.verdict == "does not hold", wrong.reason
+    # a slope whose CI reaches zero calibrates nothing: the uncalibrated form decides
+    (flat,) = P.p_icl_from_k_star(t, ks, nu, nu_ci, onset_slope=(-0.1, (-0.3, 0.1)))
+    assert not flat.details["calibrated"] and flat.details["predicted"] == uncal.details["predicted"]
+
+
 def _rung1_rows(errors):
     """compare_minimal_onset-shaped rows: theory t = c N / e^beta0, measured median = t (1 + error(N))."""
     rows = []

@@ -711,7 +711,8 @@ def k_star_at_horizon(table, horizon: float) -> dict:
     return out
 
 
-def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "transformer") -> list[Verdict]:
+def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "transformer",
+                      onset_slope=None) -> list[Verdict]:
     """P(ICL | K, N) for a model whose I_K -> escape map is not measured directly (the
     transformer): from K*(N) measured on other runs, nu measured on the MLP alone and the
     seeds' own spread of effective beta0.
@@ -726,17 +727,35 @@ def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "t
     The predicted range spans K*'s interval, nu's CI and m in {1, 2}.  Measured: the
     fraction of seeds that acquired ICL (t_ICL observed), with a 95% Wilson interval.
 
+    Calibrated form.  A transformer's beta0_eff need not be on the reduced model's scale:
+    if beta0 = a * beta0_eff, the same theory gives log t_ICL = const - m a beta0_eff at
+    K = inf, so the measured per-seed slope s = d log t_ICL / d beta0_eff (from
+    :func:`onset_times`) is -m a, and
+
+        P(ICL | K, N) = Phi(nu ln(K / K*(N)) / (|s| sd(beta0_eff))),
+
+    with neither m nor a left to assume.  When ``onset_slope`` is given (and its CI is
+    negative), this form decides the verdict, its range spanning s's CI as well; the
+    uncalibrated form (a = 1) is still reported in the reason and details.
+
     Args:
         table: runs at finite K with the effective beta at iteration 0 (``beta`` column).
         k_star: {N: (k_star, lo, hi)} measured elsewhere at the same iteration horizon
             (:func:`k_star_at_horizon`).
         nu, nu_ci: the memorization exponent and its CI (from ``memorization_law``).
+        onset_slope: (s, (lo, hi)), d log t_ICL / d beta0_eff per seed and its 95% CI,
+            measured at K = inf on the same model (``onset_times_shape`` details); None
+            for the uncalibrated form only.
     """
     from scipy.stats import norm
 
     seeds = [s for s in seed_summaries(table, where=lambda r: r.get("model", "transformer") != "mlp")
              if _finite_k(s)]
     groups = _by_point(seeds)
+    # |d log t / d beta0_eff| and its CI: the calibration, when measured and clearly negative
+    calibrated = (onset_slope is not None and np.all(np.isfinite([onset_slope[0], *onset_slope[1]]))
+                  and max(onset_slope[0], *onset_slope[1]) < 0)
+    gains = [abs(onset_slope[0]), *sorted(abs(x) for x in onset_slope[1])] if calibrated else []
     out = []
     for (N, K), sn in sorted(groups.items()):
         ks = k_star.get(N)
@@ -749,8 +768,13 @@ def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "t
             continue
         nus = [nu] if not nu_ci else [nu_ci[0], nu, nu_ci[1]]
         cand = [float(norm.cdf(v / m * math.log(K / kk) / sd)) for v in nus for m in (1, 2) for kk in ks]
-        pred = (min(cand), max(cand))
-        point = float(norm.cdf(nu * math.log(K / ks[0]) / sd))
+        pred_uncal = (min(cand), max(cand))
+        point_uncal = float(norm.cdf(nu * math.log(K / ks[0]) / sd))
+        if calibrated:
+            cand = [float(norm.cdf(v * math.log(K / kk) / (g * sd))) for v in nus for g in gains for kk in ks]
+            pred, point = (min(cand), max(cand)), float(norm.cdf(nu * math.log(K / ks[0]) / (gains[0] * sd)))
+        else:
+            pred, point = pred_uncal, point_uncal
         n, k = len(sn), sum(s["observed"] for s in sn)
         lo, hi = wilson_interval(k, n)
         overlap = pred[0] <= hi and pred[1] >= lo
@@ -759,15 +783,26 @@ def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "t
         reason = (f"K*(N = {N:g}) = {ks[0]:.0f} [{ks[1]:.0f}, {ks[2]:.0f}] from the K* sweep at this horizon, "
                   f"nu = {nu:.2f}"
                   + (f" [{nu_ci[0]:.2f}, {nu_ci[1]:.2f}]" if nu_ci else "") + f", sd(beta0_eff) = {sd:.3f} over these "
-                  f"{n} seeds; point prediction {point:.2f} (signal regime, K* and nu at their estimates); the "
-                  f"predicted range {'overlaps' if overlap else 'misses'} the measured interval")
+                  f"{n} seeds; "
+                  + (f"beta_eff calibrated by the K = inf onset slope d log t / d beta0_eff = {onset_slope[0]:.2f} "
+                     f"[{onset_slope[1][0]:.2f}, {onset_slope[1][1]:.2f}]; point prediction {point:.2f} (K*, nu and "
+                     f"slope at their estimates); uncalibrated (beta_eff taken on the reduced scale, m = 1 or 2): "
+                     f"{pred_uncal[0]:.2f} - {pred_uncal[1]:.2f} (point {point_uncal:.2f}); "
+                     if calibrated else
+                     f"beta_eff taken on the reduced scale (no onset slope to calibrate it by), m = 1 or 2; point "
+                     f"prediction {point:.2f} (signal regime, K* and nu at their estimates); ")
+                  + f"the predicted range {'overlaps' if overlap else 'misses'} the measured interval")
         if not informative and overlap:
             reason = ("the predicted range is wider than 0.8 (K* is known only to within its interval, and a "
-                      "narrow beta0_eff spread makes P(ICL) steep in K): nothing is tested. ") + reason
+                      "narrow spread of the (calibrated) beta0 makes P(ICL) steep in K): nothing is tested. ") + reason
         out.append(Verdict("p_icl", f"{rung}, N = {N:g}, K = {K:g}", f"{pred[0]:.2f} - {pred[1]:.2f} (point {point:.2f})",
                            f"{k}/{n} = {k / n:.2f} [{lo:.2f}, {hi:.2f}]", "prediction vs 95% Wilson interval",
                            verdict, reason, {"predicted": pred, "point": point, "measured": [k, n], "interval": [lo, hi],
-                                             "k_star": list(ks), "nu": nu, "sd_beta0_eff": sd}))
+                                             "k_star": list(ks), "nu": nu, "sd_beta0_eff": sd,
+                                             "calibrated": bool(calibrated),
+                                             "onset_slope": list(onset_slope[:1]) + list(onset_slope[1])
+                                             if onset_slope is not None else None,
+                                             "predicted_uncalibrated": pred_uncal, "point_uncalibrated": point_uncal}))
     return out or [_skip("p_icl", rung, "needs >= 8 seeds with beta0_eff at one finite (N, K) with K*(N) measured")]
 
 

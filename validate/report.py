@@ -104,6 +104,12 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
     def memorization(name, rung):
         return relabel([mem5 if name == "fig5" else P.memorization_law(tables[name])], rung)
 
+    # fig6b's onset checks, computed once: their per-seed slope d log t / d beta0_eff also
+    # calibrates beta_eff for the transformer's P(ICL)
+    onset6b = P.onset_times(tables["fig6b"]) if tables.get("fig6b") is not None else None
+    shape6b = next((v for v in onset6b or [] if v.prediction == "onset_times_shape" and v.verdict != "skipped"), None)
+    slope6b = (shape6b.details["slope_log_t_vs_beta0"], tuple(shape6b.details["slope_ci"])) if shape6b else None
+
     def k_star_scaling():
         return [P.k_star_scaling(tables["fig6a"], nu=nu5[0], nu_ci=nu5[1])]
 
@@ -112,7 +118,8 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
             return [P._skip("p_icl", "transformer", "needs nu from fig5 (the memorization law holding)")]
         # K* of fig6a at fig6c's own horizon: I_K(T) grows with T, so K* depends on the cap
         horizon = max(P._f(t) for t in tables["fig6c"]["iteration"])
-        return P.p_icl_from_k_star(tables["fig6c"], P.k_star_at_horizon(tables["fig6a"], horizon), *nu5)
+        return P.p_icl_from_k_star(tables["fig6c"], P.k_star_at_horizon(tables["fig6a"], horizon), *nu5,
+                                   onset_slope=slope6b)
 
     def transience(name, rung):
         return [v for v in P.transience(tables[name], rung=rung) + [P.transience_tracking(tables[name], rung=rung)]]
@@ -126,7 +133,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
          lambda: memorization("rung2mlp", "MLP alone (rung-2 MLP)")),
         (("rung2mlp", "rung2"), "k_star_from_c1", r2, lambda: P.k_star_from_c1(tables["rung2mlp"], tables["rung2"])),
         (("fig6a",), "k_star_scaling", "transformer", k_star_scaling),
-        (("fig6b",), "onset_times_linear", "transformer", lambda: P.onset_times(tables["fig6b"])),
+        (("fig6b",), "onset_times_linear", "transformer", lambda: onset6b),
         (("figA5",), "onset_times_linear", "two-layer transformer (figA5)",
          lambda: P.onset_times(tables["figA5"], rung="two-layer transformer (figA5)")),
         (("fig6c",), "bimodality", "transformer", lambda: P.bimodality(tables["fig6c"])),
