@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "your own tidy table (--runs; schema in docs/validation.md).")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", choices=["small", "paper"], default="small", help="scale of the preset sweeps")
-    g.add_argument("--runs", metavar="CSV", default=None, help="your own runs as a tidy table")
+    g.add_argument("--runs", metavar="CSV", nargs="+", default=None,
+                   help="your own runs as one or more tidy tables (stacked; e.g. MLP runs and ICL runs)")
     p.add_argument("--sweeps", default=None, help="folder of the preset sweeps (default runs/PRESET)")
     p.add_argument("--no-run", action="store_true", help="only read sweeps that exist; never train")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",

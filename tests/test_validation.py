@@ -180,6 +180,45 @@ def test_handwritten_table_through_validate_runs(tmp_path):
     assert read_table(path)["K"][0] == math.inf and r["figures"]
 
 
+def _write_csv(path, table):
+    keys = list(table)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(keys)
+        w.writerows(zip(*(table[k] for k in keys)))
+    return path
+
+
+def test_validate_runs_stacks_several_tables_and_takes_nu_from_their_mlp_runs(tmp_path):
+    """MLP runs in one file (nu = 0.4 by construction), K* runs in another (slope 2.5 =
+    1/nu), and a third file with no K column at all: the stacked table must predict the
+    slope from the measured nu (not the paper's 0.7, whose 1/nu = 1.43 misses it), and
+    the K-less rows must not be taken for K = inf runs."""
+    mlp = _write_csv(tmp_path / "mlp.csv", mlp_table(nu=0.4, T=200_000, every=200))
+    ks = _write_csv(tmp_path / "kstar.csv", kstar_table(slope=2.5))
+    nok = [{"seed": s, "iteration": float(it), "N": float(N), "icl_acc": 0.99 if it else 0.5}
+           for N in (10, 20, 30) for s in range(4) for it in (0, 100 * N)]
+    nok = _write_csv(tmp_path / "no_k.csv", _cols(nok))
+    from icl_kinetics.validate.schema import read_tables
+
+    t = read_tables([mlp, ks, nok])
+    assert len(t["seed"]) == sum(len(read_table(p)["seed"]) for p in (mlp, ks, nok))
+    assert math.isnan(t["K"][-1]) and math.isnan(t["c1"][-1]) and t["model"][-1] == ""
+    verdicts, skipped = validate_table([mlp, ks, nok])
+    by = {v.prediction: v for v in verdicts}
+    assert by["memorization_law"].verdict == "holds"
+    assert abs(by["memorization_law"].details["fit"]["exponent"] - 0.4) < 0.03
+    ksv = by["k_star_scaling"]
+    assert not ksv.details["nu_assumed"] and ksv.verdict == "holds", ksv.reason
+    # the same K* runs alone fall back to the paper's nu = 0.7, which the slope 2.5 misses
+    alone = {v.prediction: v for v in validate_table(ks)[0]}["k_star_scaling"]
+    assert alone.details["nu_assumed"] and alone.verdict == "does not hold", alone.reason
+    # no K = inf runs anywhere: the K-less rows are not onset data
+    assert by["onset_times_linear"].verdict == "skipped"
+    r = run_validation(runs=[mlp, ks], out=tmp_path / "report")
+    assert "mlp.csv, " in r["title"] and "kstar.csv" in r["title"]
+
+
 def _bimodal_table(split=True, seeds=40, rng=None):
     rng = rng or np.random.default_rng(5)
     rows = []

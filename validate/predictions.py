@@ -215,6 +215,11 @@ def _finite_k(s) -> bool:
     return np.isfinite(_f(s.get("K")))
 
 
+def _infinite_k(s) -> bool:
+    """K = inf (fresh items every sequence); a missing K (NaN) is neither finite nor this."""
+    return _f(s.get("K")) == math.inf
+
+
 def k_star_from_c1(mlp_table, icl_table, model: str = "minimal") -> list[Verdict]:
     """Rung 2: K* predicted from the memorizing MLP's measured c1(t), beside K* measured
     from the runs of the minimal model with that MLP, for each N.
@@ -351,7 +356,7 @@ def onset_times(table, rung: str = "transformer") -> list[Verdict]:
     """t_ICL at K = inf (fresh items): the median (Kaplan-Meier, censoring explicit) is
     linear in N; and the spread of log t_ICL matches the spread of the seeds' effective
     beta0 (signal regime: log t = const - beta0, so log-normal with sd = sd(beta0))."""
-    seeds = [s for s in seed_summaries(table) if not _finite_k(s) and s.get("model", "transformer") != "mlp"]
+    seeds = [s for s in seed_summaries(table) if _infinite_k(s) and s.get("model", "transformer") != "mlp"]
     Ns = sorted({_f(s["N"]) for s in seeds})
     if len(Ns) < 3:
         return [_skip("onset_times_linear", rung, f"needs K = inf runs at >= 3 values of N (has {len(Ns)})")]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from icl_kinetics.io import atomic_write_text, write_json
 from icl_kinetics.validate import predictions as P
-from icl_kinetics.validate.schema import PREDICTIONS, available_predictions, read_table
+from icl_kinetics.validate.schema import PREDICTIONS, available_predictions, read_table, read_tables
 
 #: which preset sweeps each implemented check reads
 SWEEPS_FOR = {
@@ -213,15 +213,22 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
 
 def validate_table(path) -> tuple[list, dict]:
     """Every implemented check that a user's table allows; returns (verdicts, skipped) with
-    skipped = {prediction: reason naming the missing columns}."""
-    t = read_table(path)
+    skipped = {prediction: reason naming the missing columns}.  ``path`` is one CSV or a
+    list of CSVs stacked into one table (:func:`read_tables`).  When the table's MLP runs
+    give a memorization law that holds, its nu (and CI) is the predicted K* slope's 1/nu,
+    as in the preset report."""
+    t = read_tables(path)
     ok, skipped = available_predictions(t)
     reasons = {k: "missing columns: " + ", ".join(v) for k, v in skipped.items()}
     out = []
+    nu = (None, None)
     if "memorization_law" in ok:
-        out.append(P.memorization_law(t))
+        mem = P.memorization_law(t)
+        out.append(mem)
+        if mem.verdict == "holds":
+            nu = (mem.details["fit"]["exponent"], tuple(mem.details["fit"]["exponent_ci"]))
     if "k_star_scaling" in ok:
-        out.append(P.k_star_scaling(t))
+        out.append(P.k_star_scaling(t, nu=nu[0], nu_ci=nu[1]))
     if "onset_times" in ok:
         out += P.onset_times(t)
     if "bimodality" in ok:
@@ -315,7 +322,8 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
     t0 = time.perf_counter()
     if runs is not None:
         verdicts, skipped = validate_table(runs)
-        return write_report(verdicts, out, f"Validation of {runs}", skipped, time.perf_counter() - t0)
+        names = ", ".join(map(str, [runs] if isinstance(runs, (str, Path)) else runs))
+        return write_report(verdicts, out, f"Validation of {names}", skipped, time.perf_counter() - t0)
     sweeps = Path(sweeps or f"runs/{preset}")
     verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress, device=device)
     return write_report(verdicts, out, f"Validation report: preset {preset}, sweeps in {sweeps}", None,

@@ -97,6 +97,30 @@ def read_table(path) -> dict:
     return cols
 
 
+def read_tables(paths) -> dict:
+    """Read one or more tidy CSVs (:func:`read_table`) into one table.
+
+    Several files are stacked row by row; a column that one file lacks is filled with
+    NaN there ('' for a text column), K included: a row without a K column is "K not
+    given", never K = inf (fresh items), so it takes part in no check that needs K.
+    Typical use: standalone-MLP runs in one file and the ICL model's runs in another.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise ParameterError("runs", "[]", "at least one CSV file")
+    tables = [read_table(p) for p in paths]
+    if len(tables) == 1:
+        return tables[0]
+    names = list(dict.fromkeys(c for t in tables for c in t))
+    out = {c: [] for c in names}
+    for t in tables:
+        n = len(next(iter(t.values())))
+        for c in names:
+            kind = COLUMNS[c].kind if c in COLUMNS else "str"
+            out[c] += t[c] if c in t else (["" if kind == "str" else math.nan] * n)
+    return out
+
+
 def available_predictions(columns) -> tuple[list[str], dict]:
     """Which predictions a table's columns allow: (runnable, {skipped: [missing columns]})."""
     have = set(columns)

@@ -90,6 +90,23 @@ def _fig6a(s):
                 seeds=4, seeds_per_run=4)
 
 
+def _kstar_slope(s):
+    # Not part of `validate --preset small` (it would break the 60-minute budget): fig6a's
+    # small grid spans N only by a factor of 2 with 4 seeds, which leaves the slope of K*
+    # against N inconclusive.  This adds N = 9 (a factor of 4.3 in N, cheap to train) and 8
+    # seeds per point, at fig6a's 8000-iteration horizon and sqrt(2) K steps, on a K window
+    # per N that brackets both a slope of 1 and 1/nu = 1.64 from K*(19) ~ 1700.  At paper
+    # scale fig6a's own grid (N = 49 ... 249, 30 K) already resolves it: the same runs.
+    if s == "paper":
+        a = _fig6a(s)
+        return SweepSpec("kstar_slope", s, a.runs)
+    base = replace(SMALL, iterations=8000)
+    windows = {9: _log_k(256, 4096, 9), 19: _log_k(512, 8192, 9), 39: _log_k(1024, 16384, 9)}
+    runs = tuple(r for N, ks in windows.items()
+                 for r in grid("kstar_slope", s, base, {"N": [N], "K": ks}, seeds=8, seeds_per_run=4).runs)
+    return SweepSpec("kstar_slope", s, runs)
+
+
 def _fig6b(s):
     if s == "paper":
         return grid("fig6b", s, replace(PAPER, iterations=2000 * EPOCH), {"N": _paper_n()}, seeds=100,
@@ -198,6 +215,8 @@ PRESETS = {
     "fig2e": ("transient ICL under attention weight decay", "Fig. 2e, 6d", _fig2e),
     "fig5": ("standalone MLP memorization: c1, c2, c3 and I_K against K", "Fig. 5, A2, A3", _fig5),
     "fig6a": ("K* against N (sigmoid fits of ICL accuracy against log K)", "Fig. 6a, A7", _fig6a),
+    "kstar_slope": ("K* against N over a wider N range (9 ... 39) with 8 seeds: the slope fig6a's small grid "
+                    "leaves open", "Fig. 6a", _kstar_slope),
     "fig6b": ("t_ICL against N at K = inf, many seeds", "Fig. 6b, A4", _fig6b),
     "fig6c": ("bimodal outcomes near K*", "Fig. 6c", _fig6c),
     "fig6e": ("equalized against standard contexts across K", "Fig. 6e", _fig6e),
