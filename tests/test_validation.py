@@ -283,6 +283,23 @@ def test_transience_sooner_for_stronger_decay_and_the_reverse_does_not_hold():
     assert rev["transience"].verdict == "does not hold"
 
 
+def test_transience_ignores_runs_without_decay_on_the_in_context_pathway():
+    """The same accuracy traces at wd_attn = 0 are not transience evidence: alone they are
+    skipped, and beside decayed runs they are left out (and counted) rather than counted
+    as transient seeds."""
+    t = _transient_table()
+    zero = dict(t, wd_attn=[0.0] * len(t["wd_attn"]))
+    vs = {v.prediction: v for v in P.transience(zero)}
+    assert vs["transience"].verdict == vs["icl_iwl_loss_relation"].verdict == "skipped"
+    assert "wd_attn > 0" in vs["transience"].reason
+    both = {k: t[k] + zero[k] for k in t}
+    both["seed"] = t["seed"] + [f"z{w}_{s}" for w, s in zip(t["wd_attn"], t["seed"])]  # 9 distinct seeds
+    mixed = {v.prediction: v for v in P.transience(both)}["transience"]
+    alone = {v.prediction: v for v in P.transience(t)}["transience"]
+    assert mixed.details["lost"] == alone.details["lost"] and mixed.verdict == "holds"
+    assert "left out" not in alone.reason and "9 seeds at wd_attn = 0 left out" in mixed.reason
+
+
 def test_preset_report_reads_existing_sweeps_without_training(tmp_path):
     """`validate --preset ... --no-run` reads the sweep folders it finds, checks what they
     allow, names the sweeps that are missing, and writes report.md with the figures."""
@@ -410,6 +427,67 @@ def test_p_icl_from_k_star_calibrated_by_the_onset_slope():
     # a slope whose CI reaches zero calibrates nothing: the uncalibrated form decides
     (flat,) = P.p_icl_from_k_star(t, ks, nu, nu_ci, onset_slope=(-0.1, (-0.3, 0.1)))
     assert not flat.details["calibrated"] and flat.details["predicted"] == uncal.details["predicted"]
+
+
+def _drive_tables(scale=1.0, N=19.0, lr=0.05, T=8000, every=100, seeds=24):
+    """Each seed has a threshold theta = 30 e^{-b}, b ~ stratified Normal(0, 0.3), and acquires
+    ICL (then stops) when lr * int c1 dt reaches it; c1 = 1/2 at K = inf (written as NaN, as
+    the engine does), c1 = 1/2 e^{-t / tau_K} at finite K.  ``scale`` multiplies the
+    finite-K thresholds: 1 is the theory, 3 a K-dependent threshold."""
+    from scipy.stats import norm
+
+    theta = 30.0 * np.exp(-norm.ppf((np.arange(seeds) + 0.5) / seeds) * 0.3)
+    rows_inf, rows_fin = [], []
+    for K, tau in ((None, None), (512.0, 600.0), (1024.0, 1200.0), (2048.0, 2400.0), (4096.0, 4800.0)):
+        for s, th in enumerate(theta):
+            th = th if K is None else th * scale
+            i_acc = 0.0
+            for it in range(0, T + 1, every):
+                c1 = 0.5 if K is None else 0.5 * math.exp(-it / tau)
+                if it:
+                    c_prev = 0.5 if K is None else 0.5 * math.exp(-(it - every) / tau)
+                    i_acc += lr * every * (c1 + c_prev) / 2
+                done = i_acc >= th
+                row = {"seed": s, "iteration": float(it), "N": N, "K": math.inf if K is None else K, "lr": lr,
+                       "c1": math.nan if K is None else c1, "icl_acc": 0.99 if done else 0.5}
+                (rows_inf if K is None else rows_fin).append(row)
+                if done:
+                    break
+    return _cols(rows_fin), _cols(rows_inf)
+
+
+def test_drive_at_onset_holds_for_a_k_independent_threshold_and_not_for_a_tripled_one():
+    fin, inf = _drive_tables()
+    (v,) = P.drive_at_onset(fin, inf)
+    assert v.verdict == "holds", v.reason
+    d = v.details
+    # K = inf: I = lr t / 2, so the median threshold is recovered to within one evaluation step
+    assert abs(d["threshold_median"] - 30.0) < 0.05 * 100 / 2 + 1e-9
+    assert d["never"] >= 5 and d["full"] >= 5 and 0.9 < d["ratio_of_medians"] < 1.1
+    fin3, inf3 = _drive_tables(scale=3.0)
+    (bad,) = P.drive_at_onset(fin3, inf3)
+    assert bad.verdict == "does not hold" and bad.details["binomial_p"] < 1e-6, bad.reason
+    # the acquiring side alone: thresholds 0.6 x at finite K fail the Mann-Whitney test
+    (low,) = P.drive_at_onset(*_drive_tables(scale=0.6))
+    assert low.verdict == "does not hold" and low.details["mannwhitney_p"] < 0.01, low.reason
+    # no common N: nothing to compare
+    (skip,) = P.drive_at_onset(fin, _drive_tables(N=39.0)[1])
+    assert skip.verdict == "skipped"
+
+
+def test_drive_figure_plots_every_seed_on_its_side():
+    from icl_kinetics.validate import figures as F
+
+    fin, inf = _drive_tables()
+    (v,) = P.drive_at_onset(fin, inf)
+    fig = F.drive_figure([v.figure_data])
+    ax = fig.axes[0]
+    pts = {ln.get_label(): len(ln.get_xdata()) for ln in ax.lines}
+    n_acq = sum(v.figure_data["acquired"])
+    assert pts["at ICL onset"] == n_acq == v.details["full"] + sum(
+        1 for k, a in zip(v.figure_data["K"], v.figure_data["acquired"]) if a and k not in v.details["full_k"])
+    assert pts["never acquired: at the last evaluation"] == v.details["never"]
+    fig.clf()
 
 
 def _rung1_rows(errors):

@@ -296,6 +296,39 @@ def k_star_prediction_figure(panels: Sequence[Mapping]) -> Figure:
     return fig
 
 
+def drive_figure(panels: Sequence[Mapping]) -> Figure:
+    """The head's drive I = lr int c1 dt (learning-rate time) of each finite-K seed against
+    K: at its ICL onset (filled) or, for seeds that never acquired, at its last evaluation
+    (crosses), one panel per N.  The theory's K-independent threshold is the K = inf onset
+    drive: its median (dashed) and the band up to its checked quantile (shaded).  Each panel:
+    ``N``, ``K``, ``drive``, ``acquired`` (per seed), ``inf`` (K = inf onset drives),
+    ``quantile`` (the upper quantile's value)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), constrained_layout=True,
+                             squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], panels):
+        K, I = np.asarray(p["K"], float), np.asarray(p["drive"], float)
+        acq = np.asarray(p["acquired"], bool)
+        jitter = np.exp((np.random.default_rng(0).random(K.size) - 0.5) * 0.12)
+        ax.plot(K[acq] * jitter[acq], I[acq], "o", ms=4, alpha=0.7, color="tab:green", label="at ICL onset")
+        ax.plot(K[~acq] * jitter[~acq], I[~acq], "x", ms=5, alpha=0.8, color="tab:gray",
+                label="never acquired: at the last evaluation")
+        inf = np.asarray(p["inf"], float)
+        ax.axhspan(float(np.min(inf)), p["quantile"], color="tab:blue", alpha=0.12,
+                   label="K = inf onsets (min to checked quantile)")
+        ax.axhline(float(np.median(inf)), color="k", ls="--", lw=1.2, label="theory: the K = inf median")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("K (items)")
+        ax.set_title(f"N = {p['N']:g}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("drive lr * int c1 dt (learning-rate time)", fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("the head's drive at ICL onset against K (theory: a threshold that does not depend on K, dashed)",
+                 fontsize=10)
+    return fig
+
+
 def k_star_scaling_figure(N, k_star, k_star_ci, predicted_slope: float, slope: float | None = None) -> Figure:
     """Paper Fig. 6a: measured K* against N (log-log, 95% CI bars) and the predicted slope
     1/nu (dashed, through the measured points' geometric mean)."""

@@ -576,9 +576,16 @@ def transience(table, rung: str = "transformer", lost_below: float = 0.9) -> lis
     ``lost_below`` (the paper's 0.9); censored at the last evaluation if never."""
     from scipy.stats import spearmanr
 
-    seeds = [s for s in seed_summaries(table) if np.isfinite(_f(s.get("wd_attn")))]
-    if not seeds:
+    every = [s for s in seed_summaries(table) if np.isfinite(_f(s.get("wd_attn")))]
+    if not every:
         return [_skip("transience", rung, "needs the wd_attn column")]
+    # the prediction is about decay on the in-context pathway: runs without it (wd_attn = 0)
+    # are not evidence either way (an accuracy flicker below 0.9 there is not transience)
+    seeds = [s for s in every if _f(s["wd_attn"]) > 0]
+    n_zero = len(every) - len(seeds)
+    if not seeds:
+        why = f"needs runs with wd_attn > 0 (L2 on the in-context pathway); all {n_zero} seeds have wd_attn = 0"
+        return [_skip("transience", rung, why), _skip("icl_iwl_loss_relation", rung, why)]
     rows = []
     for s in seeds:
         if not s["observed"]:
@@ -612,6 +619,8 @@ def transience(table, rung: str = "transformer", lost_below: float = 0.9) -> lis
                 verdict, reason = "does not hold", reason + "; but stronger decay lost ICL later"
             elif rho < 0:
                 reason += "; stronger decay lost ICL sooner"
+        if n_zero:
+            reason += f"; {n_zero} seeds at wd_attn = 0 left out"
         out.append(Verdict("transience", rung, "ICL acquired then lost; sooner for stronger decay",
                            f"{len(lost)}/{len(acq)} transient", metric, verdict, reason, details, {"rows": rows}))
     # ICL-IWL loss relation after acquisition (paper Fig. 6d): opposite trends
@@ -809,6 +818,104 @@ def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "t
                                              if onset_slope is not None else None,
                                              "predicted_uncalibrated": pred_uncal, "point_uncalibrated": point_uncal}))
     return out or [_skip("p_icl", rung, "needs >= 8 seeds with beta0_eff at one finite (N, K) with K*(N) measured")]
+
+
+# ----------------------------------------------------------------------------- the drive
+def drive(s, c1_missing: float | None = None) -> float:
+    """The head's drive for one seed summary: I(t) = lr * integral_0^t c1 dt (learning-rate
+    time, eta * iterations), up to its ICL onset t_ICL if it acquired ICL, else up to its
+    last evaluation.  ``c1_missing`` stands in for c1 where it was not measured (1/2 at
+    K = inf, where fresh items cannot be memorized and the engine has no training set to
+    measure c1 on); None leaves such rows out."""
+    rows = [r for r in s["rows"] if _f(r["iteration"]) <= s["t_icl"]]
+    if c1_missing is not None:
+        rows = [r if np.isfinite(_f(r.get("c1"))) else {**r, "c1": c1_missing} for r in rows]
+    return integrated_error(rows, _f(s.get("lr")))
+
+
+def drive_at_onset(table, inf_table, rung: str = "transformer", quantile: float = 0.9) -> list[Verdict]:
+    """The heart of the theory on a model whose head is not the reduced one: ICL is acquired
+    when the drive I(t) = lr * integral c1 dt (:func:`drive`) reaches a threshold that depends
+    on N and beta0 but not on K (paper-notes §3.8: sqrt(pi/2) N e^-beta0 for the reduced model).
+    K* follows from this, so a K-dependent threshold bends the K* slope away from 1/nu.
+
+    For each N with runs at finite K (``table``, c1 measured in situ on training items with
+    the target absent from the context) and at K = inf (``inf_table``, c1 = 1/2), the seeds'
+    thresholds (spread by their beta0) are sampled by the K = inf seeds' drive at onset.  Two
+    tests, each at p < 0.01:
+
+    * **never acquired**: a finite-K seed that never acquired ICL never reached its own
+      threshold, so at most a fraction ``1 - quantile`` of them may end with a drive above
+      the K = inf onsets' ``quantile`` (one-sided binomial test);
+    * **acquired**: at the K where every seed acquired ICL (no selection by threshold), the
+      drives at onset follow the K = inf distribution (two-sided Mann-Whitney test); the
+      ratio of the medians is reported.
+
+    "holds" needs both tests run (>= 5 seeds each) and passed; "does not hold" when either
+    fails; otherwise "inconclusive"."""
+    from scipy.stats import binomtest, mannwhitneyu
+
+    def icl(t, finite):
+        return [x for x in seed_summaries(t, where=lambda r: r.get("model", "transformer") != "mlp")
+                if (_finite_k(x) if finite else _infinite_k(x)) and np.isfinite(_f(x.get("lr")))]
+
+    fin, inf = icl(table, True), icl(inf_table, False)
+    Ns = sorted({_f(x["N"]) for x in fin} & {_f(x["N"]) for x in inf})
+    out = []
+    for N in Ns:
+        thr = np.array([drive(x, 0.5) for x in inf if _f(x["N"]) == N and x["observed"]])
+        thr = thr[np.isfinite(thr)]
+        vals = [(drive(x), x["observed"], _f(x["K"]), x["final_icl_acc"]) for x in fin if _f(x["N"]) == N]
+        vals = [v for v in vals if np.isfinite(v[0])]
+        r = f"{rung}, N = {N:g}"
+        if thr.size < 5 or not vals:
+            out.append(_skip("drive_at_onset", r, f"needs >= 5 acquiring K = inf seeds (has {thr.size}) and finite-K "
+                             "seeds with c1 measured"))
+            continue
+        q_hi, med_inf = float(np.quantile(thr, quantile)), float(np.median(thr))
+        never = [v[0] for v in vals if not v[1]]
+        full_k = {k for k in {v[2] for v in vals} if all(v[1] for v in vals if v[2] == k)}
+        full = [v[0] for v in vals if v[2] in full_k]
+        above = sum(v > q_hi for v in never)
+        acc_above = [v[3] for v in vals if not v[1] and v[0] > q_hi and np.isfinite(v[3])]
+        p_never = float(binomtest(above, len(never), 1 - quantile, alternative="greater").pvalue) if never else math.nan
+        p_full = float(mannwhitneyu(full, thr, alternative="two-sided").pvalue) if len(full) >= 5 else math.nan
+        ratio = float(np.median(full) / med_inf) if full else math.nan
+        bad_never = len(never) >= 5 and p_never < 0.01
+        bad_full = len(full) >= 5 and p_full < 0.01
+        ran = len(never) >= 5 and len(full) >= 5
+        verdict = "does not hold" if (bad_never or bad_full) else ("holds" if ran else "inconclusive")
+        reason = (f"the K = inf onsets ({thr.size} seeds) put the threshold at a median drive of {med_inf:.3g} "
+                  f"({quantile:.0%} quantile {q_hi:.3g}); never acquired: {above} of {len(never)} finite-K seeds "
+                  f"ended above that quantile (at most {1 - quantile:.0%} expected; binomial p = {p_never:.2g}"
+                  + (f"; largest {max(never):.3g}" if never else "") + "); acquired: "
+                  + (f"the {len(full)} seeds at the K where all acquired (K >= {min(full_k):g}) did so at "
+                     f"{ratio:.2f} x the K = inf median drive (Mann-Whitney p = {p_full:.2g})" if full
+                     else "no K where every seed acquired"))
+        if bad_never:
+            reason += ". Seeds accumulated more drive than suffices at K = inf without acquiring ICL"
+            if acc_above:
+                reason += (f" (their final ICL accuracy: median {np.median(acc_above):.2f}, range "
+                           f"{min(acc_above):.2f}-{max(acc_above):.2f}, against the 0.95 that counts as acquired)")
+        if bad_full:
+            reason += (". At finite K, ICL came with " + ("less" if ratio < 1 else "more")
+                       + " drive than at K = inf: the threshold depends on K")
+        if verdict == "inconclusive":
+            reason += ". Too few seeds for one of the tests (needs >= 5 for each)"
+        out.append(Verdict("drive_at_onset", r, "the drive I = lr int c1 dt at ICL onset does not depend on K "
+                           f"(K = inf median {med_inf:.3g})",
+                           f"never acquired: {above}/{len(never)} above the {quantile:.0%} quantile; acquired: "
+                           f"{ratio:.2f} x the K = inf median",
+                           f"binomial p = {p_never:.2g}; Mann-Whitney p = {p_full:.2g}", verdict, reason,
+                           {"threshold_median": med_inf, "threshold_quantile": q_hi, "quantile": quantile,
+                            "never_above": above, "never": len(never), "binomial_p": p_never,
+                            "final_icl_acc_above": acc_above,
+                            "full_k": sorted(full_k), "full": len(full), "mannwhitney_p": p_full,
+                            "ratio_of_medians": ratio},
+                           {"N": N, "K": [v[2] for v in vals], "drive": [v[0] for v in vals],
+                            "acquired": [bool(v[1]) for v in vals], "inf": thr.tolist(), "quantile": q_hi}))
+    return out or [_skip("drive_at_onset", rung, "needs ICL-model runs at finite K and at K = inf at a common N, with "
+                         "c1 and lr")]
 
 
 # ----------------------------------------------------------------------------- rung 1

@@ -21,6 +21,7 @@ SWEEPS_FOR = {
     "k_star_from_c1": ("rung2mlp", "rung2"),
     "k_star_scaling": ("fig6a", "fig5"),
     "onset_times": ("fig6b",),
+    "drive_at_onset": ("fig6a", "fig6b"),
     "bimodality": ("fig6c",),
     "equalized_contexts": ("fig6e",),
     "transience": ("fig2e", "figA6"),
@@ -133,6 +134,8 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
          lambda: memorization("rung2mlp", "MLP alone (rung-2 MLP)")),
         (("rung2mlp", "rung2"), "k_star_from_c1", r2, lambda: P.k_star_from_c1(tables["rung2mlp"], tables["rung2"])),
         (("fig6a",), "k_star_scaling", "transformer", k_star_scaling),
+        (("fig6a", "fig6b"), "drive_at_onset", "transformer",
+         lambda: P.drive_at_onset(tables["fig6a"], tables["fig6b"])),
         (("fig6b",), "onset_times_linear", "transformer", lambda: onset6b),
         (("figA5",), "onset_times_linear", "two-layer transformer (figA5)",
          lambda: P.onset_times(tables["figA5"], rung="two-layer transformer (figA5)")),
@@ -231,6 +234,8 @@ def validate_table(path) -> tuple[list, dict]:
         out.append(P.k_star_scaling(t, nu=nu[0], nu_ci=nu[1]))
     if "onset_times" in ok:
         out += P.onset_times(t)
+    if "drive_at_onset" in ok:
+        out += P.drive_at_onset(t, t)
     if "bimodality" in ok:
         out += P.bimodality(t)
     if "equalized_contexts" in ok:
@@ -252,12 +257,15 @@ def _figures(verdicts, out: Path) -> dict:
     rung2 = [v.figure_data for v in verdicts if v.prediction == "k_star_from_c1" and v.figure_data]
     if rung2:
         paths["k_star_from_c1"] = F.save(F.k_star_prediction_figure(rung2), out / "rung2_k_star.png")
+    drv = [v.figure_data for v in verdicts if v.prediction == "drive_at_onset" and v.figure_data]
+    if drv:
+        paths["drive_at_onset"] = F.save(F.drive_figure(drv), out / "fig6a_drive_at_onset.png")
     for v in verdicts:
         fd = v.figure_data
         if not fd:
             continue
         if v.prediction == "memorization_law":
-            tag = "fig5" if "fig5" in v.rung else "rung2_mlp"
+            tag = "fig5" if "fig5" in v.rung else ("rung2_mlp" if "rung-2" in v.rung else "mlp")
             paths[f"memorization_law:{tag}"] = F.save(F.memorization_figure(fd["i_k"], fd.get("fit"), fd.get("fitted")),
                                                       out / f"{tag}_memorization.png")
         elif v.prediction == "k_star_scaling" and "fits" in fd:

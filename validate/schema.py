@@ -54,6 +54,7 @@ PREDICTIONS = {
     "memorization_law": ("model", "K", "c1", "lr"),
     "k_star_scaling": ("icl_acc", "K", "N"),
     "onset_times": ("icl_acc", "K", "N"),
+    "drive_at_onset": ("icl_acc", "K", "N", "c1", "lr"),
     "bimodality": ("icl_acc", "K", "N"),
     "equalized_contexts": ("icl_acc", "K", "contexts"),
     "transience": ("icl_acc", "wd_attn"),
