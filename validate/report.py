@@ -36,6 +36,19 @@ RUNG1 = {"small": {"Ns": (25, 50, 100, 200), "beta0s": (-1.0, 0.0), "seeds": 8, 
 NOT_YET: tuple = ()
 
 
+def p_icl_spreads(onset_verdicts) -> dict:
+    """From :func:`predictions.onset_times`' verdicts on K = inf runs, the threshold spreads
+    that :func:`predictions.p_icl_from_k_star` takes: ``log_threshold_sd`` (sd of log t_ICL
+    within N and its CI) and ``onset_slope`` (d log t_ICL / d beta0_eff and its CI); {} when
+    the shape check did not run."""
+    shape = next((v for v in onset_verdicts if v.prediction == "onset_times_shape" and v.verdict != "skipped"), None)
+    if shape is None:
+        return {}
+    d = shape.details
+    return {"log_threshold_sd": (d["sd_log_t"], tuple(d["sd_log_t_ci"])),
+            "onset_slope": (d["slope_log_t_vs_beta0"], tuple(d["slope_ci"]))}
+
+
 def _table(sweeps: Path, name: str):
     """Collected table of sweep ``name`` under ``sweeps`` (None and the reason when there is none)."""
     from icl_kinetics.simulate.sweeps import SweepStore
@@ -105,11 +118,10 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
     def memorization(name, rung):
         return relabel([mem5 if name == "fig5" else P.memorization_law(tables[name])], rung)
 
-    # fig6b's onset checks, computed once: their per-seed slope d log t / d beta0_eff also
-    # calibrates beta_eff for the transformer's P(ICL)
+    # fig6b's onset checks, computed once: their spread of log t_ICL (and per-seed slope
+    # d log t / d beta0_eff) also set the threshold spread of the transformer's P(ICL)
     onset6b = P.onset_times(tables["fig6b"]) if tables.get("fig6b") is not None else None
-    shape6b = next((v for v in onset6b or [] if v.prediction == "onset_times_shape" and v.verdict != "skipped"), None)
-    slope6b = (shape6b.details["slope_log_t_vs_beta0"], tuple(shape6b.details["slope_ci"])) if shape6b else None
+    spread6b = p_icl_spreads(onset6b or [])
 
     def k_star_scaling():
         return [P.k_star_scaling(tables["fig6a"], nu=nu5[0], nu_ci=nu5[1])]
@@ -120,7 +132,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
         # K* of fig6a at fig6c's own horizon: I_K(T) grows with T, so K* depends on the cap
         horizon = max(P._f(t) for t in tables["fig6c"]["iteration"])
         return P.p_icl_from_k_star(tables["fig6c"], P.k_star_at_horizon(tables["fig6a"], horizon), *nu5,
-                                   onset_slope=slope6b)
+                                   **spread6b)
 
     def transience(name, rung):
         return [v for v in P.transience(tables[name], rung=rung) + [P.transience_tracking(tables[name], rung=rung)]]

@@ -103,7 +103,9 @@ def read_tables(paths) -> dict:
 
     Several files are stacked row by row; a column that one file lacks is filled with
     NaN there ('' for a text column), K included: a row without a K column is "K not
-    given", never K = inf (fresh items), so it takes part in no check that needs K.
+    given", never K = inf (fresh items), so it takes part in no check that needs K.  A
+    file without ``run_id`` gets one naming the file, so rows of different files never
+    merge into one run, and a file without ``status`` (sweep bookkeeping) counts as done.
     Typical use: standalone-MLP runs in one file and the ICL model's runs in another.
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -113,12 +115,20 @@ def read_tables(paths) -> dict:
     if len(tables) == 1:
         return tables[0]
     names = list(dict.fromkeys(c for t in tables for c in t))
+    names += [c for c in ("run_id",) if c not in names]
     out = {c: [] for c in names}
-    for t in tables:
+    for i, (p, t) in enumerate(zip(paths, tables)):
         n = len(next(iter(t.values())))
         for c in names:
-            kind = COLUMNS[c].kind if c in COLUMNS else "str"
-            out[c] += t[c] if c in t else (["" if kind == "str" else math.nan] * n)
+            if c in t:
+                out[c] += t[c]
+            elif c == "run_id":  # rows of different files never merge into one run
+                out[c] += [f"{i}:{Path(p).name}"] * n
+            elif c == "status":  # a file without sweep bookkeeping holds finished runs
+                out[c] += ["done"] * n
+            else:
+                kind = COLUMNS[c].kind if c in COLUMNS else "str"
+                out[c] += ["" if kind == "str" else math.nan] * n
     return out
 
 
