@@ -786,7 +786,8 @@ def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "t
         if spread_ok:
             g = log_threshold_sd
             forms["threshold spread"] = (g[0], [g[0], *g[1]], f"sd(log t_ICL) at K = inf = {g[0]:.3f} "
-                                         f"[{g[1][0]:.3f}, {g[1][1]:.3f}]")
+                                         f"[{g[1][0]:.3f}, {g[1][1]:.3f}], seeds censored there left out, "
+                                         "which biases it low")
         if sd_b > 0:
             if slope_ok:
                 sl = [abs(onset_slope[0]), *(abs(x) for x in onset_slope[1])]
@@ -842,6 +843,11 @@ def drive(s, c1_missing: float | None = None) -> float:
     return integrated_error(rows, _f(s.get("lr")))
 
 
+#: "holds" for drive_at_onset needs the 95% CI of the finite-K / K = inf drive ratio within
+#: [1 / DRIVE_TOLERANCE, DRIVE_TOLERANCE] (widened by the evaluation grid's margin)
+DRIVE_TOLERANCE = 1.25
+
+
 def _within_seed_sd(per_seed: dict) -> float:
     """Pooled sd of values around each seed's own mean ({seed: [values]}), over the seeds
     with >= 2 values; NaN when none has."""
@@ -884,8 +890,9 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
     never-acquired K exceeds margin + sqrt(2) sig z(1 - 0.1 / k) with probability <= 0.1; a
     one-sided binomial test of the count at p < 0.01 rejects.  Needs >= 3 such seeds.
 
-    "does not hold" when either test rejects; "holds" when the acquired test ran and neither
-    rejects; "inconclusive" otherwise.  The reason also says when the runs were too short to
+    "does not hold" when either test rejects; "holds" when the acquired test ran, neither
+    rejects, and the ratio's 95% bootstrap CI (over seeds) lies within a factor
+    :data:`DRIVE_TOLERANCE` (widened by the grid's margin); "inconclusive" otherwise.  The reason also says when the runs were too short to
     reach the K = inf thresholds at all (lr T / 2 below their median).
 
     The K = inf median drive is a Kaplan-Meier median: K = inf seeds still without ICL at
@@ -930,6 +937,8 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
                                 for x in fin + inf if len(x["rows"]) > 1]))
         lr0 = float(np.median([v[6] for v in vals]))
         margin = math.log1p(0.5 * lr0 * step / med_inf) if np.isfinite(med_inf) and med_inf > 0 else 0.0
+        rng = np.random.default_rng(0)
+        ci = (math.nan, math.nan)
         if len(common) >= 8:
             diffs = np.array([seed_log[sid] - math.log(own[sid]) for sid in common])
             p = 2 * min(float(wilcoxon(diffs + margin, alternative="less").pvalue),
@@ -937,11 +946,18 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
             ratio, n_test = float(math.exp(np.median(diffs))), len(common)
             how = f"paired over {n_test} seeds (Wilcoxon signed-rank)"
             p_min = 2.0 / 2 ** n_test
+            boot = np.median(rng.choice(diffs, size=(2000, diffs.size)), axis=1)
+            ci = tuple(float(x) for x in np.exp(np.percentile(boot, [2.5, 97.5])))
         else:
-            # every other K = inf seed; one still without ICL at its cap enters at its drive
-            # there, a lower bound that already ranks above every onset drive
-            others = [math.log(d) for sid, d, o in xi if sid not in seed_log and d > 0]
+            # every other K = inf seed.  One still without ICL at its cap enters at its drive
+            # there, a lower bound, only where that bound ranks above every onset drive (so
+            # its rank is right); otherwise it is left out
             a = np.array(list(seed_log.values()))
+            onsets = [math.log(d) for sid, d, o in xi if o and sid not in seed_log]
+            top = max([*onsets, *a.tolist()]) if (onsets or a.size) else math.inf
+            cens = [math.log(d) for sid, d, o in xi if not o and sid not in seed_log and d > 0]
+            others = onsets + [c for c in cens if c >= top]
+            n_left = len(cens) - (len(others) - len(onsets))
             if len(a) >= 1 and len(others) >= 1:
                 p = 2 * min(float(mannwhitneyu(a + margin, others, alternative="less").pvalue),
                             float(mannwhitneyu(a - margin, others, alternative="greater").pvalue))
@@ -949,10 +965,15 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
                 from math import comb
 
                 p_min = 2.0 / comb(len(a) + len(others), len(a))
+                ob = np.asarray(others)
+                boot = (np.median(rng.choice(a, size=(2000, a.size)), axis=1)
+                        - np.median(rng.choice(ob, size=(2000, ob.size)), axis=1))
+                ci = tuple(float(x) for x in np.exp(np.percentile(boot, [2.5, 97.5])))
             else:
                 p, ratio, p_min = math.nan, math.nan, 1.0
             n_test = len(a)
-            how = f"{len(a)} seeds against {len(others)} other K = inf seeds (Mann-Whitney)"
+            how = (f"{len(a)} seeds against {len(others)} other K = inf seeds (Mann-Whitney)"
+                   + (f"; {n_left} censored K = inf seeds left out" if n_left else ""))
         p = min(p, 1.0)
         testable = n_test >= 3 and p_min < 0.01 and np.isfinite(p)
         # test 2, never acquired: each such seed's largest final drive over its own K = inf
@@ -975,15 +996,20 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
             beyond = sum(w[0] > margin + math.sqrt(2) * sig * _norm.ppf(1 - 0.1 / w[2]) for w in worst.values())
             p_never = float(binomtest(beyond, len(worst), 0.1, alternative="greater").pvalue)
         never_ran = bool(np.isfinite(p_never))
+        # "holds" needs more than a failure to reject: the ratio's 95% CI must lie within the
+        # stated tolerance (times the evaluation grid's margin)
+        band = (math.exp(-margin) / DRIVE_TOLERANCE, math.exp(margin) * DRIVE_TOLERANCE)
+        equivalent = np.all(np.isfinite(ci)) and band[0] <= ci[0] and ci[1] <= band[1]
         if (testable and p < 0.01) or (never_ran and p_never < 0.01):
             verdict = "does not hold"
         else:
-            verdict = "holds" if testable else "inconclusive"
+            verdict = "holds" if testable and equivalent else "inconclusive"
         reach = max(0.5 * v[6] * v[5] for v in vals)  # the drive a run could gather by its cap at c1 = 1/2
         reason = (f"K = inf onsets: median drive {med_inf:.3g} (Kaplan-Meier, {len(xi)} seeds, {n_cens} censored). "
                   "Acquired: " + (f"at the K where every seed acquired (K >= {full_k[0]:g}), ICL came at {ratio:.2f} x "
-                                  f"the K = inf drive, {how}, p = {p:.2g} for a difference beyond the evaluation grid's "
-                                  f"{math.expm1(margin):.1%}" if full_k else "no K where every seed acquired ICL")
+                                  f"the K = inf drive [95% CI {ci[0]:.2f}, {ci[1]:.2f}], {how}, p = {p:.2g} for a "
+                                  f"difference beyond the evaluation grid's {math.expm1(margin):.1%}"
+                                  if full_k else "no K where every seed acquired ICL")
                   + ("" if testable or not full_k else f"; too few seeds for p < 0.01 to be reachable (smallest "
                      f"possible p = {p_min:.2g})")
                   + f". Never acquired: {len(over)} of {len(worst)} seeds ended above their own K = inf onset drive at "
@@ -997,6 +1023,9 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
                        f"expected, binomial p = {p_never:.2g})")
         else:
             reason += "; not tested (needs >= 3 such seeds and the noise from seeds with >= 2 all-acquiring K)"
+        if verdict == "inconclusive" and testable and not equivalent:
+            reason += (f". Not rejected, but the ratio's CI leaves {band[0]:.2f}-{band[1]:.2f} (the tolerance "
+                       f"x{DRIVE_TOLERANCE:g} and the grid's margin): too few seeds to call it K-independent")
         if reach < med_inf:
             reason += (f". The runs could gather at most about {reach:.3g} by their cap, below the K = inf median, so "
                        "seeds that never acquired say little here")
@@ -1009,7 +1038,8 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
                            + (f"; binomial p = {p_never:.2g}" if never_ran else ""), verdict, reason,
                            {"threshold_median": med_inf, "inf_seeds": len(xi), "inf_censored": n_cens,
                             "full_k": full_k, "seeds_tested": n_test, "paired": len(common) >= 8, "p": p,
-                            "margin": margin, "ratio": ratio, "within_seed_sd": sig, "never_seeds": len(worst),
+                            "margin": margin, "ratio": ratio, "ratio_ci": ci, "equivalent": bool(equivalent),
+                            "within_seed_sd": sig, "never_seeds": len(worst),
                             "never_above_own": len(over), "never_beyond_noise": beyond, "p_never": p_never,
                             "never_log_ratios": {sid: w[0] for sid, w in worst.items()}},
                            {"N": N, "K": [v[1] for v in vals], "drive": [v[2] for v in vals],
