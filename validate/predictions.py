@@ -856,6 +856,77 @@ def _within_seed_sd(per_seed: dict) -> float:
     return float(math.sqrt(sum(float(np.sum((g - g.mean()) ** 2)) for g in groups) / dof)) if dof else math.nan
 
 
+def _drive_shift_test(seed_log: dict, own: dict, inf: list, margin: float) -> dict:
+    """Test 1 of :func:`drive_at_onset`: is log(drive at finite K) shifted from K = inf by
+    more than ``margin``?  ``seed_log``: {seed: mean log drive at onset over the all-acquiring
+    K}; ``own``: {seed: drive at onset at K = inf}; ``inf``: [(seed, drive, observed)] at
+    K = inf.  Paired (Wilcoxon signed-rank) when >= 8 seeds are in both, else unpaired
+    (Mann-Whitney) against the K = inf seeds not in ``seed_log``; one-sided on each side of
+    +-margin, p doubled.  Returns p, ratio (exp of the median shift), its 95% bootstrap CI
+    over seeds, p_min (the smallest p the test can give), n (finite-K seeds), test, how,
+    paired."""
+    from scipy.stats import mannwhitneyu, wilcoxon
+
+    rng = np.random.default_rng(0)
+    common = sorted(set(seed_log) & set(own))
+    if len(common) >= 8:
+        diffs = np.array([seed_log[sid] - math.log(own[sid]) for sid in common])
+        p = 2 * min(float(wilcoxon(diffs + margin, alternative="less").pvalue),
+                    float(wilcoxon(diffs - margin, alternative="greater").pvalue))
+        boot = np.median(rng.choice(diffs, size=(2000, diffs.size)), axis=1)
+        return {"p": min(p, 1.0), "ratio": float(math.exp(np.median(diffs))),
+                "ci": tuple(float(x) for x in np.exp(np.percentile(boot, [2.5, 97.5]))), "p_min": 2.0 / 2 ** len(common),
+                "n": len(common), "test": "Wilcoxon signed-rank", "paired": True,
+                "how": f"paired over {len(common)} seeds (Wilcoxon signed-rank)"}
+    # every other K = inf seed.  One still without ICL at its cap enters at its drive there, a
+    # lower bound, only where that bound ranks above every onset drive (so its rank is right)
+    a = np.array(list(seed_log.values()))
+    onsets = [math.log(d) for sid, d, o in inf if o and sid not in seed_log]
+    top = max([*onsets, *a.tolist()]) if (onsets or a.size) else math.inf
+    cens = [math.log(d) for sid, d, o in inf if not o and sid not in seed_log and d > 0]
+    others = onsets + [c for c in cens if c >= top]
+    n_left = len(cens) - (len(others) - len(onsets))
+    out = {"p": math.nan, "ratio": math.nan, "ci": (math.nan, math.nan), "p_min": 1.0, "n": len(a),
+           "test": "Mann-Whitney", "paired": False,
+           "how": f"{len(a)} seeds against {len(others)} other K = inf seeds (Mann-Whitney)"
+                  + (f"; {n_left} censored K = inf seeds left out" if n_left else "")}
+    if len(a) >= 1 and len(others) >= 1:
+        ob = np.asarray(others)
+        p = 2 * min(float(mannwhitneyu(a + margin, ob, alternative="less").pvalue),
+                    float(mannwhitneyu(a - margin, ob, alternative="greater").pvalue))
+        boot = (np.median(rng.choice(a, size=(2000, a.size)), axis=1)
+                - np.median(rng.choice(ob, size=(2000, ob.size)), axis=1))
+        out.update(p=min(p, 1.0), ratio=float(math.exp(np.median(a) - np.median(ob))),
+                   ci=tuple(float(x) for x in np.exp(np.percentile(boot, [2.5, 97.5]))),
+                   p_min=2.0 / math.comb(len(a) + len(ob), len(a)))
+    return out
+
+
+def _never_acquired_test(vals: list, own: dict, sig: float, margin: float) -> dict:
+    """Test 2 of :func:`drive_at_onset`: seeds that never acquired ICL at some K against their
+    own K = inf onset drive.  ``vals``: [(seed, K, drive, observed, final ICL accuracy, ...)];
+    ``own``: {seed: K = inf drive at onset}; ``sig``: run-to-run sd of log drive.  Under the
+    theory, log(final drive / own) < eps_K - eps_inf ~ Normal(0, 2 sig^2), so a seed's largest
+    value over its k never-acquired K passes margin + sqrt(2) sig z(1 - 0.1 / k) with
+    probability <= 0.1; a one-sided binomial test of the count (>= 3 seeds).  Returns worst
+    ({seed: (largest log ratio, final accuracy there, k)}), over (those above 0), beyond (the
+    count past the noise) and p (NaN when not run)."""
+    from scipy.stats import binomtest, norm
+
+    worst = {}
+    for sid, _k, d, obs, acc, *_ in vals:
+        if not obs and sid in own:
+            lq = math.log(d / own[sid])
+            w = worst.get(sid, (-math.inf, math.nan, 0))
+            worst[sid] = (max(w[0], lq), acc if lq >= w[0] else w[1], w[2] + 1)
+    over = {sid: w for sid, w in worst.items() if w[0] > 0}
+    beyond, p = 0, math.nan
+    if np.isfinite(sig) and len(worst) >= 3:
+        beyond = sum(w[0] > margin + math.sqrt(2) * sig * norm.ppf(1 - 0.1 / w[2]) for w in worst.values())
+        p = float(binomtest(beyond, len(worst), 0.1, alternative="greater").pvalue)
+    return {"worst": worst, "over": over, "beyond": beyond, "p": p}
+
+
 def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]:
     """The heart of the theory on a model whose head is not the reduced one: ICL is acquired
     when the drive I(t) = lr * integral c1 dt (:func:`drive`) reaches a threshold that depends
@@ -897,8 +968,6 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
 
     The K = inf median drive is a Kaplan-Meier median: K = inf seeds still without ICL at
     their cap are censored there, not dropped."""
-    from scipy.stats import mannwhitneyu, wilcoxon
-
     def icl(t, finite):
         return [x for x in seed_summaries(t, where=lambda r: r.get("model", "transformer") != "mlp")
                 if (_finite_k(x) if finite else _infinite_k(x)) and np.isfinite(_f(x.get("lr")))]
@@ -928,7 +997,6 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
             if v[1] in full_k:
                 per_seed[v[0]].append(math.log(v[2]))
         seed_log = {sid: float(np.mean(ls)) for sid, ls in per_seed.items()}
-        common = sorted(set(seed_log) & set(own))
         # onsets are seen on the evaluation grid, so a drive at onset overshoots its threshold
         # by up to lr * (evaluation step) * c1 <= lr * step / 2: log-differences within that
         # margin are not counted (the tests ask whether the difference lies significantly
@@ -937,64 +1005,14 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
                                 for x in fin + inf if len(x["rows"]) > 1]))
         lr0 = float(np.median([v[6] for v in vals]))
         margin = math.log1p(0.5 * lr0 * step / med_inf) if np.isfinite(med_inf) and med_inf > 0 else 0.0
-        rng = np.random.default_rng(0)
-        ci = (math.nan, math.nan)
-        if len(common) >= 8:
-            diffs = np.array([seed_log[sid] - math.log(own[sid]) for sid in common])
-            p = 2 * min(float(wilcoxon(diffs + margin, alternative="less").pvalue),
-                        float(wilcoxon(diffs - margin, alternative="greater").pvalue))
-            ratio, n_test = float(math.exp(np.median(diffs))), len(common)
-            how = f"paired over {n_test} seeds (Wilcoxon signed-rank)"
-            p_min = 2.0 / 2 ** n_test
-            boot = np.median(rng.choice(diffs, size=(2000, diffs.size)), axis=1)
-            ci = tuple(float(x) for x in np.exp(np.percentile(boot, [2.5, 97.5])))
-        else:
-            # every other K = inf seed.  One still without ICL at its cap enters at its drive
-            # there, a lower bound, only where that bound ranks above every onset drive (so
-            # its rank is right); otherwise it is left out
-            a = np.array(list(seed_log.values()))
-            onsets = [math.log(d) for sid, d, o in xi if o and sid not in seed_log]
-            top = max([*onsets, *a.tolist()]) if (onsets or a.size) else math.inf
-            cens = [math.log(d) for sid, d, o in xi if not o and sid not in seed_log and d > 0]
-            others = onsets + [c for c in cens if c >= top]
-            n_left = len(cens) - (len(others) - len(onsets))
-            if len(a) >= 1 and len(others) >= 1:
-                p = 2 * min(float(mannwhitneyu(a + margin, others, alternative="less").pvalue),
-                            float(mannwhitneyu(a - margin, others, alternative="greater").pvalue))
-                ratio = float(math.exp(np.median(a) - np.median(others)))
-                from math import comb
-
-                p_min = 2.0 / comb(len(a) + len(others), len(a))
-                ob = np.asarray(others)
-                boot = (np.median(rng.choice(a, size=(2000, a.size)), axis=1)
-                        - np.median(rng.choice(ob, size=(2000, ob.size)), axis=1))
-                ci = tuple(float(x) for x in np.exp(np.percentile(boot, [2.5, 97.5])))
-            else:
-                p, ratio, p_min = math.nan, math.nan, 1.0
-            n_test = len(a)
-            how = (f"{len(a)} seeds against {len(others)} other K = inf seeds (Mann-Whitney)"
-                   + (f"; {n_left} censored K = inf seeds left out" if n_left else ""))
-        p = min(p, 1.0)
+        t1 = _drive_shift_test(seed_log, own, xi, margin)
+        p, ratio, ci, p_min, n_test = t1["p"], t1["ratio"], t1["ci"], t1["p_min"], t1["n"]
         testable = n_test >= 3 and p_min < 0.01 and np.isfinite(p)
         # test 2, never acquired: each such seed's largest final drive over its own K = inf
         # onset drive, against the run-to-run noise measured on the acquired side
         sig = _within_seed_sd(per_seed)
-        worst = {}
-        for sid, K, d, obs, acc, last, lr in vals:
-            if not obs and sid in own:
-                lq = math.log(d / own[sid])
-                w = worst.get(sid, (-math.inf, math.nan, 0))
-                worst[sid] = (max(w[0], lq), acc if lq >= w[0] else w[1], w[2] + 1)
-        over = {sid: w for sid, w in worst.items() if w[0] > 0}
-        p_never, beyond = math.nan, 0
-        if np.isfinite(sig) and len(worst) >= 3:
-            from scipy.stats import binomtest
-            from scipy.stats import norm as _norm
-
-            # H0: log r < eps_K - eps_inf ~ Normal(0, 2 sig^2); the largest of k such values
-            # passes c_k = sqrt(2) sig z(1 - 0.1 / k) with probability <= 0.1
-            beyond = sum(w[0] > margin + math.sqrt(2) * sig * _norm.ppf(1 - 0.1 / w[2]) for w in worst.values())
-            p_never = float(binomtest(beyond, len(worst), 0.1, alternative="greater").pvalue)
+        t2 = _never_acquired_test(vals, own, sig, margin)
+        worst, over, beyond, p_never = t2["worst"], t2["over"], t2["beyond"], t2["p"]
         never_ran = bool(np.isfinite(p_never))
         # "holds" needs more than a failure to reject: the ratio's 95% CI must lie within the
         # stated tolerance (times the evaluation grid's margin)
@@ -1007,7 +1025,7 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
         reach = max(0.5 * v[6] * v[5] for v in vals)  # the drive a run could gather by its cap at c1 = 1/2
         reason = (f"K = inf onsets: median drive {med_inf:.3g} (Kaplan-Meier, {len(xi)} seeds, {n_cens} censored). "
                   "Acquired: " + (f"at the K where every seed acquired (K >= {full_k[0]:g}), ICL came at {ratio:.2f} x "
-                                  f"the K = inf drive [95% CI {ci[0]:.2f}, {ci[1]:.2f}], {how}, p = {p:.2g} for a "
+                                  f"the K = inf drive [95% CI {ci[0]:.2f}, {ci[1]:.2f}], {t1['how']}, p = {p:.2g} for a "
                                   f"difference beyond the evaluation grid's {math.expm1(margin):.1%}"
                                   if full_k else "no K where every seed acquired ICL")
                   + ("" if testable or not full_k else f"; too few seeds for p < 0.01 to be reachable (smallest "
@@ -1034,10 +1052,10 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
                            (f"acquired: {ratio:.2f} x the K = inf drive" if full_k else "acquired: -")
                            + f"; never acquired: {len(over)}/{len(worst)} seeds above their own K = inf drive"
                            + (f", {beyond} beyond noise" if never_ran else ""),
-                           (f"{how.split('(')[-1].rstrip(')')} p = {p:.2g}" if full_k else "-")
+                           (f"{t1['test']} p = {p:.2g}" if full_k else "-")
                            + (f"; binomial p = {p_never:.2g}" if never_ran else ""), verdict, reason,
                            {"threshold_median": med_inf, "inf_seeds": len(xi), "inf_censored": n_cens,
-                            "full_k": full_k, "seeds_tested": n_test, "paired": len(common) >= 8, "p": p,
+                            "full_k": full_k, "seeds_tested": n_test, "paired": t1["paired"], "p": p,
                             "margin": margin, "ratio": ratio, "ratio_ci": ci, "equivalent": bool(equivalent),
                             "within_seed_sd": sig, "never_seeds": len(worst),
                             "never_above_own": len(over), "never_beyond_noise": beyond, "p_never": p_never,
