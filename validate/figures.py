@@ -482,31 +482,25 @@ def equalized_figure(table, ceiling: float | None = None, ceiling_label: str = "
     ``ceiling``: the theory's bound on the equalized fraction, drawn dashed (equalized
     contexts put a saddle at beta = 0, so at most the seeds with beta0 > 0 can escape;
     docs/theory.md section 7).  Only meaningful where beta0 is the reduced model's."""
-    from icl_kinetics.validate.predictions import T_ICL_THRESHOLD, wilson_interval
+    from icl_kinetics.validate.predictions import seed_summaries, wilson_interval
 
     c = columns(table)
-    run = c["run_id"] if "run_id" in c else np.array([f"{a}|{b}" for a, b in zip(c["contexts"], c["K"])])
-    best, last = {}, {}
-    for i in range(len(c["seed"])):
-        k = (run[i], c["seed"][i])
-        best[k] = max(best.get(k, -np.inf), float(c["icl_acc"][i]))
-        if k not in last or float(c["iteration"][i]) > float(c["iteration"][last[k]]):
-            last[k] = i
+    seeds = seed_summaries(table)  # one per (run, seed): acquired = ICL accuracy above 0.95 at some evaluation
     fig, (ax_f, ax_a) = plt.subplots(1, 2, figsize=(9.6, 3.6), constrained_layout=True)
     for ctx, col in (("iid", "tab:blue"), ("equalized", "tab:red")):
-        keys = [k for k, i in last.items() if c["contexts"][i] == ctx]
-        Ks = sorted({float(c["K"][last[k]]) for k in keys})
+        sc = [s for s in seeds if s.get("contexts") == ctx]
+        Ks = sorted({float(s["K"]) for s in sc})
         if not Ks:
             continue
         frac, lo, hi, acc = [], [], [], []
         for K in Ks:
-            ks = [k for k in keys if float(c["K"][last[k]]) == K]
-            n, a = len(ks), sum(best[k] > T_ICL_THRESHOLD for k in ks)
+            sk = [s for s in sc if float(s["K"]) == K]
+            n, a = len(sk), sum(s["observed"] for s in sk)
             w = wilson_interval(a, n)
             frac.append(a / n)
             lo.append(a / n - w[0])
             hi.append(w[1] - a / n)
-            acc.append(np.mean([float(c["icl_acc"][last[k]]) for k in ks]))
+            acc.append(np.mean([s["final_icl_acc"] for s in sk]))
         ax_f.errorbar(Ks, frac, yerr=[lo, hi], fmt="o-", color=col, capsize=3, label=f"{ctx} (measured)")
         ax_a.plot(Ks, acc, "o-", color=col, label=ctx)
     if ceiling is not None:

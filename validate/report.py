@@ -36,6 +36,15 @@ RUNG1 = {"small": {"Ns": (25, 50, 100, 200), "beta0s": (-1.0, 0.0), "seeds": 8, 
 NOT_YET: tuple = ()
 
 
+def measured_nu(memorization_verdict) -> tuple:
+    """(nu, its 95% CI) from a ``memorization_law`` verdict that holds; (None, None) otherwise
+    (the K* slope then falls back to the paper's nu, and says so)."""
+    v = memorization_verdict
+    if v is None or v.verdict != "holds":
+        return None, None
+    return v.details["fit"]["exponent"], tuple(v.details["fit"]["exponent_ci"])
+
+
 def p_icl_spreads(onset_verdicts) -> dict:
     """From :func:`predictions.onset_times`' verdicts on K = inf runs, the threshold spreads
     that :func:`predictions.p_icl_from_k_star` takes: ``log_threshold_sd`` (sd of log t_ICL
@@ -112,8 +121,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
     # nu from the MLP alone, measured once: the memorization check, the K* slope and the
     # transformer's P(ICL) all use it
     mem5 = P.memorization_law(tables["fig5"]) if tables.get("fig5") is not None else None
-    nu5 = (mem5.details["fit"]["exponent"], tuple(mem5.details["fit"]["exponent_ci"])) \
-        if mem5 is not None and mem5.verdict == "holds" else (None, None)
+    nu5 = measured_nu(mem5)
 
     def memorization(name, rung):
         return relabel([mem5 if name == "fig5" else P.memorization_law(tables[name])], rung)
@@ -135,7 +143,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
                                    **spread6b)
 
     def transience(name, rung):
-        return [v for v in P.transience(tables[name], rung=rung) + [P.transience_tracking(tables[name], rung=rung)]]
+        return P.transience(tables[name], rung=rung) + [P.transience_tracking(tables[name], rung=rung)]
 
     r2 = "minimal model + MLP"
     # (sweeps it reads, prediction and rung named when one is missing, the check); in report order
@@ -240,8 +248,7 @@ def validate_table(path) -> tuple[list, dict]:
     if "memorization_law" in ok:
         mem = P.memorization_law(t)
         out.append(mem)
-        if mem.verdict == "holds":
-            nu = (mem.details["fit"]["exponent"], tuple(mem.details["fit"]["exponent_ci"]))
+        nu = measured_nu(mem)
     if "k_star_scaling" in ok:
         out.append(P.k_star_scaling(t, nu=nu[0], nu_ci=nu[1]))
     if "onset_times" in ok:
