@@ -14,11 +14,27 @@ import numpy as np
 
 
 class ParameterError(ValueError):
-    """A parameter value is outside its allowed range."""
+    """A parameter value is outside its allowed range.
+
+    The one exception type of the public API: its message names the parameter (or
+    file), the value given (summarized to one short line) and what is allowed.
+    """
 
     def __init__(self, name: str, value, allowed: str):
         self.name, self.value, self.allowed = name, value, allowed
-        super().__init__(f"{name}={value!r} is not allowed: {name} must be {allowed}")
+        super().__init__(f"{name}={describe(value)} is not allowed: {name} must be {allowed}")
+
+
+def describe(value, limit: int = 80) -> str:
+    """A one-line, bounded ``repr`` of a parameter value (arrays are summarized)."""
+    if isinstance(value, np.ndarray) or (isinstance(value, (list, tuple)) and len(value) > 8):
+        a = np.asarray(value, dtype=object).ravel()
+        head = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in a[:3])
+        text = f"[{head}{', ...' if a.size > 3 else ''}] ({a.size} values)"
+    else:
+        text = repr(value)
+    text = " ".join(text.split())  # one line
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_int(value) -> bool:
