@@ -1,6 +1,9 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename.
+"""Atomic file writes and up-front output-path checks.
 
-An interrupted run therefore never leaves a half-written file behind.
+Every file is written to a temporary file in the same folder, then renamed: an
+interrupted run never leaves a half-written file behind, and a failed write removes
+its temporary file.  :func:`check_output_dir` and :func:`check_output_file` let a
+command refuse an output path that cannot be written *before* any computation starts.
 """
 
 from __future__ import annotations
@@ -14,15 +17,110 @@ from pathlib import Path
 
 def atomic_write_text(path, text: str) -> str:
     """Write ``text`` to ``path`` atomically; returns the path as a string."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename); returns the path.
+
+    A failure at any step removes the temporary file and re-raises.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
     return str(p)
+
+
+def _unlink_quietly(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+#: figure formats matplotlib's Agg backend writes (``--plot`` must end in one of them)
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+
+
+def _probe_dir(name: str, value, d: Path, what: str = "a writable folder path") -> None:
+    """Raise ParameterError naming ``name`` unless folder ``d`` exists and can be written, or
+    can be created (its first existing ancestor is a writable folder).  Creates nothing
+    that stays: a probe file is written and removed."""
+    from icl_kinetics.errors import ParameterError
+
+    d = Path(os.path.abspath(d))
+    e = d
+    while not e.exists() and e != e.parent:
+        e = e.parent
+    if not e.is_dir():
+        raise ParameterError(name, str(value), f"{what} ({e} exists and is not a folder)")
+    probe = e / f".icl-kinetics-probe{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"")
+    except OSError as err:
+        where = "write in" if e == d else f"create {d} under"
+        raise ParameterError(name, str(value), f"{what} (cannot {where} {e}: "
+                             f"{err.strerror or type(err).__name__})") from None
+    finally:
+        _unlink_quietly(probe)
+
+
+def check_output_dir(name: str, path) -> str:
+    """Make sure folder ``path`` can be written: it is a folder, or can be created.
+
+    Raises :class:`~icl_kinetics.errors.ParameterError` naming ``name`` (the option or
+    argument) when it is a file, cannot be created or is not writable.  Call it before
+    any computation, so a bad ``--out`` fails in a second, not after the work.
+    """
+    from icl_kinetics.errors import ParameterError
+
+    if path is None or str(path).strip() == "":
+        raise ParameterError(name, path, "a folder path")
+    _probe_dir(name, path, Path(path))
+    return str(path)
+
+
+def check_output_file(name: str, path, suffixes=None) -> str:
+    """Make sure file ``path`` can be written: its folder can be made and written, it is
+    not an existing folder, and (with ``suffixes``) it ends in one of them.
+
+    Raises :class:`~icl_kinetics.errors.ParameterError` naming ``name``.  Nothing is
+    created.
+    """
+    from icl_kinetics.errors import ParameterError
+
+    if path is None or str(path).strip() == "":
+        raise ParameterError(name, path, "a file path")
+    p = Path(path)
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise ParameterError(name, str(path), "a file name ending in one of " + ", ".join(suffixes))
+    if p.is_dir():
+        raise ParameterError(name, str(path), "a file path (it is an existing folder)")
+    _probe_dir(name, path, p.parent if str(p.parent) else Path("."), "a file path in a writable folder")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ParameterError(name, str(path), "a writable file (permission denied)")
+    return str(path)
 
 
 def clean(obj):

@@ -134,6 +134,51 @@ class TrainConfig:
         if self.workers is not None:
             positive_int("workers", self.workers, 1)
 
+    def estimate_bytes(self) -> tuple[float, str]:
+        """Estimated peak memory of :func:`train` in bytes, and the parameter that dominates it.
+
+        An upper-side estimate from the engine's allocations (float32 = 4 bytes):
+        the shared item set and token tables (K x (D + 2T)); per seed, four copies of the
+        parameters (store, live copy, gradient, update) and a training batch's activations,
+        about 8 tensors of batch x (N + 1) x max(T, D) through forward and backward (plus the
+        (N + 1)^2 attention maps of ``transformer2`` and the batch x width MLP activations);
+        the test sets (eval_size x (N + 1) indices, or items for K = inf) and their
+        250-sequence evaluation chunks.  It is for refusing sizes that cannot fit, up front;
+        ordinary runs use a fraction of it (``benchmarks/bench_engine.py`` reports max RSS).
+        """
+        T = self.D + (2 if self.labels == "onehot" else 1)
+        L, W, B, S = self.N + 1, max(self.width, 1), self.batch_size, self.seeds
+        d = max(T, self.D)
+        if self.model in ("transformer", "transformer2"):
+            params = 3 * T * T + 2 * T + T * W + W * W + W + 2 * W + 1
+            if self.model == "transformer2":
+                params += 3 * T * T + T * W + W * W + W * T + 2 * W + T
+        elif self.model == "minimal":
+            params = 2 + (self.D * W + W * W + W + 2 * W + 1 if self.width else 0)
+        else:
+            params = self.D * W + W * W + W + 2 * W + 1
+        act = 8.0 * B * L * d + 4.0 * B * W
+        if self.model == "transformer2":
+            act += 4.0 * B * L * L
+        if self.model == "mlp":
+            act = 8.0 * B * (self.D + W)
+        shared = 0.0 if self.K is None else float(self.K) * (self.D + 2 * T)
+        per_seed = 4.0 * params + act + (B * L * self.D if self.K is None else 0.0)
+        evals = 2.0 * self.eval_size * L * (2 if self.K is not None else self.D) + 2.0 * S * 250 * L * d
+        total = 4.0 * (shared + S * per_seed + evals)
+        # name the size furthest above an ordinary run's (the paper's shapes, 16 seeds)
+        ref = {"seeds": 16, "batch_size": 128, "N": 99, "K": 20_000, "eval_size": 2000, "width": 512, "D": 63}
+        top = max(ref, key=lambda k: (getattr(self, k) or 0) / ref[k])
+        return total, top
+
+    def require_memory(self) -> None:
+        """Refuse (ParameterError naming the dominant size) a run whose estimated peak
+        memory (:meth:`estimate_bytes`) exceeds what this machine has available."""
+        from icl_kinetics.resources import require_memory
+
+        need, name = self.estimate_bytes()
+        require_memory(name, getattr(self, name), need, f"training {self.seeds} seed(s) of {self.model!r}")
+
     def data_config(self):
         from icl_kinetics.simulate.data import DataConfig
 
@@ -182,6 +227,7 @@ class TrainResult:
     rows: list = field(default_factory=list)
     seconds: float = float("nan")
     seed_iterations: int = 0
+    notes: list = field(default_factory=list)  # e.g. a damaged checkpoint that was set aside
 
     def summary(self) -> dict:
         last = {}
@@ -197,6 +243,7 @@ class TrainResult:
             "final_iwl_acc": [last.get(self.config.seed_offset + i, {}).get("iwl_acc") for i in range(self.config.seeds)],
             "seconds": self.seconds,
             "seed_iterations": self.seed_iterations,
+            "notes": list(self.notes),
             "units": {"t_icl": "iterations", "iterations_done": "iterations"},
         }
 
@@ -592,6 +639,7 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
     if not isinstance(cfg, TrainConfig):
         raise ParameterError("cfg", type(cfg).__name__, "a TrainConfig")
     cfg.validate()
+    cfg.require_memory()
     import torch
 
     from icl_kinetics.io import write_csv, write_json
@@ -610,13 +658,11 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
         shared = _Shared(cfg, device)
         parts = [list(map(int, p)) for p in np.array_split(np.arange(cfg.seeds), workers)]
         groups = [_Group(cfg, shared, p, device) for p in parts]
-        it = 0
+        it, notes = 0, []
         if ckpt is not None and resume and ckpt.exists():
-            st = torch.load(ckpt, weights_only=False)
-            if st["config_hash"] != cfg.config_hash():
-                raise ParameterError("out", str(out), "a folder whose checkpoint has the same configuration "
-                                     "(use a new --out, or delete checkpoint.pt)")
-            it = _restore(groups, st)
+            it, note = _resume(ckpt, cfg, groups, device)
+            if note:
+                notes.append(note)
         if out is not None:
             write_json(out / "config.json", {**cfg.to_dict(), "config_hash": cfg.config_hash()})
         bar = None
@@ -643,6 +689,7 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
     finally:
         torch.set_num_threads(old_threads)
     res = _result(cfg, groups, it, time.perf_counter() - t0)
+    res.notes = notes
     if out is not None:
         write_json(out / "summary.json", res.summary())
     return res
@@ -663,16 +710,145 @@ def _result(cfg, groups, it, seconds) -> TrainResult:
     return TrainResult(cfg, t_icl, status, reasons, it, _rows(groups), seconds, sum(sum(g.its) for g in groups))
 
 
+#: the checkpoint envelope's format tag (see :func:`_save`)
+CHECKPOINT_FORMAT = "icl-kinetics-checkpoint/2"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: unreadable, damaged, or not this run's."""
+
+
 def _save(path: Path, cfg: TrainConfig, groups, it: int):
+    """Write the checkpoint atomically, as a self-verifying envelope.
+
+    The state (tensors, lists, numbers and strings only) is serialized with
+    ``torch.save``; the file holds ``{"format", "sha256", "payload"}`` where ``payload``
+    is those bytes as a uint8 tensor and ``sha256`` their digest.  torch does not check
+    its zip records' CRCs on load, so the digest is what catches a flipped bit.
+    """
+    import io
+
     import torch
+
+    from icl_kinetics.io import atomic_write_bytes
 
     state = {"config_hash": cfg.config_hash(), "config": cfg.to_dict(), "iteration": it,
              "groups": [g.state() for g in groups], "seed_index": [g.idx for g in groups]}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    env = {"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+           "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    out = io.BytesIO()
+    torch.save(env, out)
+    atomic_write_bytes(path, out.getvalue())
+
+
+def _load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint without unpickling code (``weights_only=True``) and verify its digest.
+
+    Raises :class:`CheckpointError` with the reason."""
+    import io
+
+    import torch
+
+    try:
+        env = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickle with code in it, random bytes, a cut file ...
+        raise CheckpointError(f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+    if isinstance(env, dict) and env.get("format") == CHECKPOINT_FORMAT:
+        pl = env.get("payload")
+        if not (isinstance(pl, torch.Tensor) and pl.dtype == torch.uint8 and pl.dim() == 1):
+            raise CheckpointError("its envelope has no byte payload")
+        data = pl.numpy().tobytes()
+        if hashlib.sha256(data).hexdigest() != env.get("sha256"):
+            raise CheckpointError("its content does not match its SHA-256 digest (damaged)")
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"unreadable payload ({type(e).__name__})")
+    if isinstance(env, dict) and "config_hash" in env:  # format 1 (no digest): structure checks only
+        return env
+    raise CheckpointError("not an icl-kinetics checkpoint")
+
+
+def _check_state(st, cfg: TrainConfig, groups) -> None:
+    """Raise :class:`CheckpointError` unless ``st`` is a checkpoint of exactly this run."""
+    import torch
+
+    def need(ok, why):
+        if not ok:
+            raise CheckpointError(why)
+
+    need(isinstance(st, dict), "not a dict")
+    need(st.get("config_hash") == cfg.config_hash(), "it belongs to another configuration")
+    need(isinstance(st.get("iteration"), int) and 0 <= st["iteration"] <= cfg.iterations,
+         f"its iteration {st.get('iteration')!r} is outside 0..{cfg.iterations}")
+    gs, si = st.get("groups"), st.get("seed_index")
+    need(isinstance(gs, list) and isinstance(si, list) and len(gs) == len(si) and gs, "no seed groups")
+    seeds = [i for idx in si for i in (idx if isinstance(idx, list) else [None])]
+    need(all(isinstance(i, int) for i in seeds) and sorted(seeds) == list(range(cfg.seeds)),
+         "its seeds are not this run's seeds")
+    ref = {k: v.shape[1:] for k, v in groups[0].store.items()}
+    keys = {"store", "active", "t_icl", "status", "reasons", "gens", "loss_sum", "loss_n", "last_eval",
+            "rows", "its"}
+    for g, idx in zip(gs, si):
+        need(isinstance(g, dict) and keys <= set(g), "a seed group lacks fields")
+        n = len(idx)
+        store = g["store"]
+        need(isinstance(store, dict) and set(store) == set(ref), "its parameters are not this model's")
+        for k, v in store.items():
+            need(isinstance(v, torch.Tensor) and tuple(v.shape) == (n, *ref[k]) and v.is_floating_point(),
+                 f"parameter {k} has the wrong shape or type")
+        for k in ("t_icl", "status", "reasons", "gens", "its"):
+            need(isinstance(g[k], list) and len(g[k]) == n, f"field {k} has the wrong length")
+        need(all(s in ("running", "stopped", "diverged") for s in g["status"]), "unknown seed status")
+        need(all(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 for x in g["gens"]),
+             "bad generator states")
+        need(all(isinstance(x, int) and 0 <= x <= cfg.iterations for x in g["its"]), "bad iteration counts")
+        need(all(t is None or (isinstance(t, int) and 0 <= t <= cfg.iterations) for t in g["t_icl"]),
+             "bad t_ICL values")
+        need(isinstance(g["active"], list) and all(isinstance(a, int) and 0 <= a < n for a in g["active"]),
+             "bad active list")
+        need(isinstance(g["loss_sum"], torch.Tensor) and tuple(g["loss_sum"].shape) == (n,), "bad loss sums")
+        need(isinstance(g["rows"], list) and all(isinstance(r, dict) and set(r) == set(METRIC_COLUMNS)
+                                                 for r in g["rows"]), "bad metric rows")
+
+
+def _set_aside(path: Path, why: str) -> str:
+    """Rename a rejected checkpoint (never delete it); return a one-line note naming both files."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    dest = path.with_name(f"{path.name}.rejected-{stamp}")
+    k = 1
+    while dest.exists():
+        dest = path.with_name(f"{path.name}.rejected-{stamp}-{k}")
+        k += 1
+    os.replace(path, dest)
+    return f"checkpoint {path} set aside as {dest.name}: {why}; the run restarts from iteration 0"
+
+
+def _resume(path: Path, cfg: TrainConfig, groups, device) -> tuple[int, str]:
+    """Restore ``groups`` from the checkpoint at ``path``: (iteration, note).
+
+    A checkpoint that cannot be read, is damaged or belongs to another configuration is
+    renamed (:func:`_set_aside`), a one-line warning naming it goes to stderr, and the
+    run starts from scratch (iteration 0, note set)."""
+    import sys
+
+    try:
+        st = _load_checkpoint(path)
+        _check_state(st, cfg, groups)
+        try:
+            return _restore(groups, st), ""
+        except Exception as e:  # a state that passed the checks but does not fit together
+            raise CheckpointError(f"inconsistent state ({type(e).__name__}: {e})") from None
+    except CheckpointError as e:
+        note = _set_aside(path, str(e))
+    sys.stderr.write(f"icl-kinetics: warning: {note}\n")
+    # _restore may have loaded part of the state: start every group afresh
+    fresh = [_Group(cfg, g.shared, g.idx, device) for g in groups]
+    groups[:] = fresh
+    return 0, note
 
 
 def _restore(groups, st) -> int:

@@ -91,12 +91,16 @@ def test_nonfinite_loss_marks_seed_diverged_and_run_finishes():
     assert all("non-finite" in s for s in r.reasons)
 
 
-def test_checkpoint_with_other_config_is_refused(tmp_path):
+def test_checkpoint_with_other_config_is_set_aside_and_run_restarts(tmp_path, capsys):
     cfg = TrainConfig(model="transformer", K=40, seeds=1, **TINY)
     train(cfg, out=tmp_path, progress=False)
-    with pytest.raises(ParameterError) as e:
-        train(replace(cfg, lr=0.2), out=tmp_path, progress=False)
-    assert e.value.name == "out"
+    other = replace(cfg, lr=0.2)
+    r = train(other, out=tmp_path, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint.pt" in err[0] and "another configuration" in err[0]
+    aside = list(tmp_path.glob("checkpoint.pt.rejected-*"))
+    assert len(aside) == 1 and r.notes and aside[0].name in r.notes[0]
+    assert json.dumps(r.rows) == json.dumps(train(other, progress=False).rows)  # from scratch
 
 
 def test_resume_in_process_equals_uninterrupted(tmp_path):

@@ -133,7 +133,8 @@ def test_sigkill_and_resume_runs_every_run_exactly_once(tmp_path):
         assert after[k]["started"] == v["started"]
         assert (d / "runs" / k / "metrics.csv").read_text() == metrics_before[k]
     store = SweepStore(d)
-    path, n = store.collect()
+    c = store.collect()
+    path, n = c.path, c.rows
     rows = _table(path)
     keys = [(dict(r)["run_id"], dict(r)["seed"], dict(r)["iteration"]) for r in rows]
     assert len(keys) == len(set(keys)) == 6 * 2 * 16  # no duplicate, no missing row
@@ -149,8 +150,8 @@ def test_submitit_executor_matches_local_executor(tmp_path):
     ex.update_parameters(timeout_min=10)
     s = run_sweep(spec, tmp_path / "slurm", executor="slurm", submitit_executor=ex, progress=False)
     assert s["done"] == 4
-    a, _ = SweepStore(tmp_path / "local").collect()
-    b, _ = SweepStore(tmp_path / "slurm").collect()
+    a = SweepStore(tmp_path / "local").collect().path
+    b = SweepStore(tmp_path / "slurm").collect().path
     ta, tb = _table(a), _table(b)
     assert len(ta) == 4 * 3 and ta == tb
 
@@ -197,6 +198,6 @@ def test_several_sweeps_in_one_pool_match_each_sweep_run_alone(tmp_path):
     assert res["a"]["done"] == 4 and res["b"]["done"] == 2
     for s in (a, b):
         run_sweep(s, tmp_path / "alone" / s.name, progress=False, processes=2)
-        x, _ = SweepStore(tmp_path / "many" / s.name).collect()
-        y, _ = SweepStore(tmp_path / "alone" / s.name).collect()
+        x = SweepStore(tmp_path / "many" / s.name).collect().path
+        y = SweepStore(tmp_path / "alone" / s.name).collect().path
         assert _table(x) == _table(y) and len(_table(x)) > 0

@@ -4,15 +4,23 @@ Both call :func:`execute_run` for each run, which trains it with the engine into
 store's run folder and records its status; so both share one results layout and one
 ``collect`` step.  A run is protected by a file lock while it executes, and resumes
 from its last checkpoint when it was interrupted.
+
+**Failures.**  The local pool knows which run each worker process holds.  A worker that
+dies (the out-of-memory killer's SIGKILL, a crash in native code) is reported with its
+run, its exit signal and the likely cause; that run stays pending (it resumes from its
+checkpoint on the next ``sweep run``; it is not retried at once, since an OOM kill would
+repeat), a new worker takes its place, and the sweep goes on.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
+from collections import deque
 
 from icl_kinetics.errors import ParameterError, one_of
-from icl_kinetics.simulate.sweeps.store import SweepStore
+from icl_kinetics.simulate.sweeps.store import SweepStore, metrics_record
 
 EXECUTORS = ("local", "slurm")
 
@@ -57,18 +65,21 @@ def execute_run(sweep_dir: str, rid: str, workers: int = 1) -> dict:
         st = store.read_status(rid)
         if st["status"] in ("done", "failed"):
             return st
+        notes = [f"re-run: {st['reason']}"] if st["status"] == "damaged" else []
         cfg = replace(store.runs[rid].config, workers=workers)
         t0 = time.time()
-        store.write_status(rid, {"status": "running", "pid": os.getpid(), "started": t0})
+        store.write_status(rid, {"status": "running", "pid": os.getpid(), "started": t0, "notes": notes})
         try:
             res = train(cfg, out=store.run_dir(rid), progress=False, resume=True)
             bad = [f"seed {cfg.seed_offset + i}: {r}" for i, (s, r) in enumerate(zip(res.status, res.reasons))
                    if s == "diverged"]
+            notes += res.notes
             st = {"status": "failed" if bad else "done", "reason": "; ".join(bad),
-                  "seconds": res.seconds, "t_icl": res.t_icl}
+                  "seconds": res.seconds, "t_icl": res.t_icl,
+                  "metrics": metrics_record(store.run_dir(rid) / "metrics.csv")}
         except Exception as e:  # recorded, and the sweep goes on
             st = {"status": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": time.time() - t0}
-        st.update(started=t0, finished=time.time(), pid=os.getpid())
+        st.update(started=t0, finished=time.time(), pid=os.getpid(), notes=notes)
         store.write_status(rid, st)
         return st
 
@@ -91,9 +102,6 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
     """Execute the pending runs of several sweeps in ONE pool, longest first (estimated
     cost), so the cores stay busy to the end instead of each sweep finishing a long tail
     on one core before the next begins.  Returns {sweep name: summary}."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    import multiprocessing as mp
-
     from icl_kinetics.simulate.sweeps.presets import ms_per_seed_iteration
 
     names = [s.spec.name for s in stores]
@@ -121,23 +129,132 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
         bar = tqdm(total=total, unit="seed-it", desc=desc, smoothing=0.1,
                    initial=total - sum(r.seed_iterations for _, r in todo))
     if todo:
-        ctx = mp.get_context("spawn")  # fresh interpreters: no torch state inherited through fork
-        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_pool_init, initargs=(1,)) as pool:
-            futs = {pool.submit(execute_run, str(store.root), r.id): (store, r) for store, r in todo}
-            for f in as_completed(futs):
-                store, r = futs[f]
+        _run_pool(todo, processes, bar)
+    if bar is not None:
+        bar.close()
+    return {s.spec.name: s.summary() for s in stores}
+
+
+def _worker_main(conn, threads: int) -> None:
+    """A pool worker: execute runs sent over ``conn`` until told to stop (None)."""
+    _pool_init(threads)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            conn.send(("ok", execute_run(*task)))
+        except BaseException as e:  # execute_run records failures itself; this is a bug or a kill
+            conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class _Worker:
+    """One worker process of the local pool and the run it holds."""
+
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, 1), daemon=True)
+        self.proc.start()
+        child.close()
+        self.job = None  # (store, run, started)
+
+    def stop(self, timeout: float = 5.0):
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout)
+        self.conn.close()
+
+
+def describe_exit(code) -> str:
+    """Words for a dead worker's exit code, with the likely cause."""
+    if code is None:
+        return "vanished"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        cause = {"SIGKILL": "likely the out-of-memory killer (see 'dmesg') or a kill by hand",
+                 "SIGSEGV": "a crash in native code", "SIGBUS": "a crash in native code (or a full /dev/shm)",
+                 "SIGTERM": "terminated by the system or a scheduler", "SIGABRT": "aborted in native code"}
+        return f"killed by {name}" + (f" ({cause[name]})" if name in cause else "")
+    return f"exited with code {code}"
+
+
+def _worker_died(store: SweepStore, run, worker: _Worker, started: float) -> dict:
+    """Record a dead worker's run as pending with the cause (it resumes from its checkpoint)."""
+    import sys
+
+    what = describe_exit(worker.proc.exitcode)
+    why = (f"worker process {worker.proc.pid} {what} after {time.time() - started:.0f} s; "
+           "resumes from its last checkpoint on the next 'sweep run'")
+    with store.lock(run.id) as mine:
+        if mine:
+            store.write_status(run.id, {"status": "pending", "reason": why, "worker_exit": worker.proc.exitcode})
+    sys.stderr.write(f"icl-kinetics: warning: run {store.spec.name}/{run.id}: {why}\n")
+    return {"status": "pending", "reason": why}
+
+
+def _run_pool(todo, processes: int, bar) -> None:
+    """Execute ``todo`` [(store, run)] in ``processes`` spawned worker processes, in order.
+
+    Each worker is told one run at a time, so a worker that dies is matched to its run;
+    a new worker replaces it and the queue goes on."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context("spawn")  # fresh interpreters: no torch state inherited through fork
+    queue = deque(todo)
+    workers = [_Worker(ctx) for _ in range(processes)]
+    try:
+        while queue or any(w.job for w in workers):
+            for i, w in enumerate(workers):
+                if w.job is None and queue:
+                    if not w.proc.is_alive():  # died while idle: replace it
+                        w.conn.close()
+                        workers[i] = w = _Worker(ctx)
+                    store, r = queue.popleft()
+                    w.conn.send((str(store.root), r.id))
+                    w.job = (store, r, time.time())
+            busy = [w for w in workers if w.job]
+            ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
+            for i, w in enumerate(workers):
+                if w.job is None or (w.conn not in ready and w.proc.sentinel not in ready):
+                    continue
+                store, r, started = w.job
+                msg = None
                 try:
-                    res = f.result()
-                except Exception as e:  # the worker process died: the run stays pending (its lock
-                    # is gone, so it resumes from its checkpoint next time) and the reason is shown
-                    res = {"status": "pending", "reason": f"worker died: {type(e).__name__}: {e}"}
+                    if w.conn.poll():
+                        msg = w.conn.recv()
+                except (EOFError, OSError):
+                    msg = None
+                if msg is None:
+                    if w.proc.is_alive():  # a spurious wake-up: the sentinel is not ready yet
+                        continue
+                    w.proc.join()
+                    res = _worker_died(store, r, w, started)
+                    w.conn.close()
+                    workers[i] = _Worker(ctx)
+                else:
+                    kind, res = msg
+                    if kind != "ok":
+                        res = {"status": "pending", "reason": f"worker error: {res}"}
+                    w.job = None
                 store.write_index()
                 if bar is not None:
                     bar.update(r.seed_iterations)
                     bar.set_postfix_str(f"{store.spec.name}/{r.id}: {res['status']}")
-    if bar is not None:
-        bar.close()
-    return {s.spec.name: s.summary() for s in stores}
+    finally:
+        for w in workers:
+            w.stop()
 
 
 def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_failed: bool = False,
@@ -184,10 +301,22 @@ def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_
     return store.summary()
 
 
+def require_slurm() -> None:
+    """Refuse ``executor='slurm'`` where SLURM is absent (submitit would quietly run local
+    processes instead)."""
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        raise ParameterError("executor", "slurm", "'local' on this machine: SLURM's sbatch is not on PATH "
+                             "(ask for --executor local to run here)")
+
+
 def run_sweep(spec, out, executor: str = "local", progress: bool = True, retry_failed: bool = False,
               processes: int | None = None, submitit_executor=None, slurm: dict | None = None) -> dict:
     """Create (or reopen) the sweep's folder ``out`` and execute its pending runs."""
     one_of("executor", executor, EXECUTORS)
+    if executor == "slurm" and submitit_executor is None:
+        require_slurm()
     store = SweepStore.create(out, spec)
     if executor == "local":
         return run_local(store, processes=processes, progress=progress, retry_failed=retry_failed)

@@ -3,8 +3,9 @@
 Layout::
 
     DIR/sweep.json                 the sweep's specification (every run's config)
-    DIR/index.json                 run_id -> status ("done", "failed", "running", "pending"),
-                                   reason, seconds, seed_iterations (rewritten by the driver)
+    DIR/index.json                 run_id -> status ("done", "failed", "running", "pending",
+                                   "damaged"), reason, seconds, seed_iterations (derived; never
+                                   read back)
     DIR/runs/<run_id>/config.json  the engine's files: config, metrics.csv (one row per
                       metrics.csv  seed x evaluation), summary.json, checkpoint.pt
                       status.json  written by the process that executes the run
@@ -14,6 +15,14 @@ Layout::
 Every file is written to a temporary file and renamed.  A run's status lives in its
 own ``status.json``, written only by the process executing it; ``index.json`` is
 derived from those files, so no two processes ever write the same file.
+
+**Integrity.**  Everything read back is verified.  When a run finishes, its status
+records the row count and SHA-256 of its ``metrics.csv``; ``status``, ``collect``,
+``run`` and ``validate`` check them.  A finished run whose metrics are missing or do
+not match, and a run whose ``status.json`` cannot be read or holds an unknown state,
+is ``damaged``: it is named with the reason, left out of ``collect``'s table, and
+re-run by ``sweep run`` (from its checkpoint, which verifies itself, or from scratch).
+Only that run is affected.
 """
 
 from __future__ import annotations
@@ -25,15 +34,68 @@ import math
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from icl_kinetics.errors import ParameterError
-from icl_kinetics.io import atomic_write_text, write_csv, write_json
+from icl_kinetics.io import atomic_write_text, sha256_file, write_csv, write_json
 from icl_kinetics.simulate.engine import METRIC_COLUMNS
 from icl_kinetics.simulate.sweeps.spec import GRID_COLUMNS, RunSpec, SweepSpec
 
-STATUSES = ("done", "failed", "running", "pending")
+STATUSES = ("done", "failed", "running", "pending", "damaged")
 COLLECT_COLUMNS = ("sweep", "run_id", "status") + GRID_COLUMNS + METRIC_COLUMNS
+
+
+def metrics_record(path) -> dict:
+    """What a finished run's status records about its ``metrics.csv``: rows, bytes, SHA-256."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        rows = sum(1 for _ in f) - 1
+    return {"rows": rows, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+
+
+def check_metrics_csv(path) -> str:
+    """'' if ``path`` is a complete engine metrics table, else why not (cut line, short row,
+    wrong header, non-number).  Used where no recorded hash exists (unfinished runs)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        return f"{p} cannot be read ({e.strerror})"
+    if not data.endswith(b"\n"):
+        return f"{p} is cut off (its last line is incomplete)"
+    try:
+        rows = list(csv.reader(data.decode("utf-8").splitlines()))
+    except (UnicodeDecodeError, csv.Error) as e:
+        return f"{p} is not a readable CSV ({type(e).__name__})"
+    if not rows or tuple(rows[0]) != METRIC_COLUMNS:
+        return f"{p} does not have the engine's header"
+    for i, r in enumerate(rows[1:], start=2):
+        if len(r) != len(METRIC_COLUMNS):
+            return f"{p} line {i} has {len(r)} fields, not {len(METRIC_COLUMNS)}"
+        try:
+            [float(v) for v in r]
+        except ValueError:
+            return f"{p} line {i} holds a non-number"
+    return ""
+
+
+@dataclass
+class Collected:
+    """What :meth:`SweepStore.collect` wrote: the table's path and rows, the runs it
+    includes, and the runs it left out or that are unfinished, each with the reason."""
+
+    path: str
+    rows: int
+    runs: int
+    included: list = field(default_factory=list)
+    left_out: dict = field(default_factory=dict)    # run_id -> why (damaged metrics)
+    unfinished: dict = field(default_factory=dict)  # run_id -> status (its rows so far are included)
+
+    @property
+    def ok(self) -> bool:
+        """True when no run had to be left out."""
+        return not self.left_out
 
 
 class SweepStore:
@@ -45,7 +107,7 @@ class SweepStore:
         if not p.is_file():
             raise ParameterError("sweep folder", str(self.root), "a folder made by 'icl-kinetics sweep run' "
                                  "(it has no sweep.json)")
-        self.spec = SweepSpec.from_dict(json.loads(p.read_text()))
+        self.spec = _read_spec(p)
         self.runs = {r.id: r for r in self.spec.runs}
 
     @classmethod
@@ -54,7 +116,7 @@ class SweepStore:
         root = Path(root)
         p = root / "sweep.json"
         if p.is_file():
-            old = json.loads(p.read_text())
+            old = _read_spec(p).to_dict()
             if old != json.loads(json.dumps(spec.to_dict())):
                 raise ParameterError("out", str(root), f"a new folder, or one made by the same sweep "
                                      f"({old.get('name')} at scale {old.get('scale')} is there, with other runs)")
@@ -68,13 +130,41 @@ class SweepStore:
         return self.root / "runs" / rid
 
     def read_status(self, rid: str) -> dict:
+        """The run's status, verified: ``damaged`` (with the reason, naming the file) when
+        ``status.json`` is unreadable or holds an unknown state, or when a finished run's
+        ``metrics.csv`` is missing or differs from what was recorded when it finished."""
         p = self.run_dir(rid) / "status.json"
         if not p.is_file():
             return {"status": "pending"}
-        st = json.loads(p.read_text())
-        if st.get("status") == "running" and not self.is_locked(rid):
+        try:
+            st = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            return {"status": "damaged", "reason": f"{p} cannot be read ({type(e).__name__}: {e}); re-run"}
+        if not isinstance(st, dict) or st.get("status") not in STATUSES or st.get("status") == "damaged":
+            val = st.get("status") if isinstance(st, dict) else type(st).__name__
+            return {"status": "damaged", "reason": f"{p} holds an unknown state {val!r} "
+                    f"(allowed: {', '.join(STATUSES[:4])}); re-run"}
+        if st["status"] == "running" and not self.is_locked(rid):
             st = {**st, "status": "pending", "reason": "interrupted; resumes from its last checkpoint"}
+        if st["status"] == "done":
+            why = self.verify_done(rid, st)
+            if why:
+                st = {**st, "status": "damaged", "reason": why + "; re-run"}
         return st
+
+    def verify_done(self, rid: str, st: dict) -> str:
+        """'' if a finished run's ``metrics.csv`` matches the record in its status, else why."""
+        m = self.run_dir(rid) / "metrics.csv"
+        if not m.is_file():
+            return f"{m} is missing"
+        rec = st.get("metrics")
+        if not isinstance(rec, dict):  # finished by a version that kept no record: check its shape
+            return check_metrics_csv(m)
+        now = metrics_record(m)
+        if now["sha256"] != rec.get("sha256"):
+            return (f"{m} does not match the SHA-256 recorded when the run finished "
+                    f"({now['rows']} rows now, {rec.get('rows')} recorded)")
+        return ""
 
     def write_status(self, rid: str, status: dict) -> None:
         write_json(self.run_dir(rid) / "status.json", {**status, "updated": time.time()})
@@ -129,7 +219,7 @@ class SweepStore:
 
     def pending(self, retry_failed: bool = False) -> list[RunSpec]:
         """Runs still to execute, in the spec's order."""
-        todo = ("pending", "failed") if retry_failed else ("pending",)
+        todo = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
         return [r for rid, r in self.runs.items() if self.read_status(rid)["status"] in todo]
 
     def summary(self) -> dict:
@@ -141,7 +231,7 @@ class SweepStore:
         for v in idx.values():
             counts[v["status"]] += 1
         done_si = sum(v["seed_iterations"] for v in idx.values() if v["status"] in ("done", "failed"))
-        left_si = sum(v["seed_iterations"] for v in idx.values() if v["status"] in ("pending", "running"))
+        left_si = sum(v["seed_iterations"] for v in idx.values() if v["status"] in ("pending", "running", "damaged"))
         secs = [v["seconds"] for v in idx.values() if v["status"] == "done" and v["seconds"]]
         si = [v["seed_iterations"] for v in idx.values() if v["status"] == "done" and v["seconds"]]
         rate = sum(si) / sum(secs) if secs else None  # seed-iterations per second of one process
@@ -153,31 +243,56 @@ class SweepStore:
                 "seed_iterations_done": done_si, "seed_iterations_left": left_si,
                 "seed_iterations_per_s_per_process": rate,
                 "estimated_seconds_left_per_process": None if rate is None else left_si / rate,
-                "failed_runs": {k: v["reason"] for k, v in idx.items() if v["status"] == "failed"}}
+                "failed_runs": {k: v["reason"] for k, v in idx.items() if v["status"] == "failed"},
+                "damaged_runs": {k: v["reason"] for k, v in idx.items() if v["status"] == "damaged"},
+                "pending_runs": {k: v["reason"] for k, v in idx.items() if v["status"] == "pending"}}
 
-    def collect(self, path=None) -> tuple[str, int]:
+    def collect(self, path=None) -> Collected:
         """Write one tidy table for the whole sweep (default ``DIR/collected.csv``).
 
         One row per run x seed x evaluation: the sweep, run_id, run status, the grid
         parameters (:data:`GRID_COLUMNS`; K = inf for fresh items) and the engine's
-        metrics (:data:`METRIC_COLUMNS`).  Runs without metrics yet contribute nothing.
-        Returns (path, number of rows).
+        metrics (:data:`METRIC_COLUMNS`).  Every run is verified first: a damaged run
+        (see :meth:`read_status`) or an unfinished run whose ``metrics.csv`` is not a
+        complete table is left out, never half-read, and named in the result with the
+        reason.  Unfinished runs' verified rows so far are included, with their status.
         """
-        rows = []
+        rows, res = [], Collected("", 0, len(self.runs))
         for rid, r in self.runs.items():
+            st = self.read_status(rid)
             p = self.run_dir(rid) / "metrics.csv"
-            if not p.is_file():
+            if st["status"] == "damaged":
+                res.left_out[rid] = st["reason"]
                 continue
-            st = self.read_status(rid)["status"]
+            if st["status"] != "done":
+                res.unfinished[rid] = st["status"]
+                if not p.is_file():
+                    continue
+                why = check_metrics_csv(p)
+                if why:
+                    res.left_out[rid] = why + "; re-run with 'sweep run'"
+                    continue
             cfg = r.config.to_dict()
             grid = {k: (math.inf if (k == "K" and cfg[k] is None) else cfg[k]) for k in GRID_COLUMNS}
-            with open(p, newline="") as f:
+            with open(p, newline="", encoding="utf-8") as f:
                 for m in csv.DictReader(f):
-                    rows.append({"sweep": self.spec.name, "run_id": rid, "status": st, **grid,
+                    rows.append({"sweep": self.spec.name, "run_id": rid, "status": st["status"], **grid,
                                  **{k: m[k] for k in METRIC_COLUMNS}})
+            res.included.append(rid)
         out = Path(path) if path else self.root / "collected.csv"
         if rows:
             write_csv(out, rows)
         else:
             atomic_write_text(out, ",".join(COLLECT_COLUMNS) + "\n")
-        return str(out), len(rows)
+        res.path, res.rows = str(out), len(rows)
+        return res
+
+
+def _read_spec(p: Path) -> SweepSpec:
+    """The sweep's specification from ``sweep.json``, or a ParameterError naming the file."""
+    try:
+        return SweepSpec.from_dict(json.loads(p.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError,
+            ParameterError) as e:
+        raise ParameterError("sweep folder", str(p.parent), f"a folder with a readable sweep.json ({p}: "
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None

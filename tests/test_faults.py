@@ -1,0 +1,214 @@
+"""Fault injection: results folders are untrusted input.
+
+Each test damages a finished (or running) sweep the way a colleague's copy, a damaged
+disk or the OOM killer would, then checks that (1) ``sweep status`` names the problem,
+(2) no code from a data file runs, (3) ``sweep run`` recovers, and (4) the collected
+table equals an uninterrupted run's byte for byte.  ``sweep run`` exits 3 while
+anything is unfinished.  Tiny shapes only (the ``smoke`` preset: 6 runs, seconds).
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from icl_kinetics.cli import main  # noqa: E402
+from icl_kinetics.simulate.sweeps import SweepStore  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted smoke sweep, collected."""
+    d = tmp_path_factory.mktemp("faults") / "ref"
+    assert main(["sweep", "run", "smoke", "--out", str(d), "--quiet", "--json"]) == 0
+    assert main(["sweep", "collect", str(d), "--json"]) == 0
+    return d
+
+
+def _copy(reference, tmp_path):
+    d = tmp_path / "copy"
+    shutil.copytree(reference, d)
+    (d / "collected.csv").unlink()
+    return d
+
+
+def _run_ids(d):
+    return sorted(p.name for p in (d / "runs").iterdir())
+
+
+def _status(cli, d):
+    code, out, err = cli(["sweep", "status", str(d), "--json"])
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _recover_and_compare(cli, d, reference):
+    code, out, err = cli(["sweep", "run", "smoke", "--out", str(d), "--quiet", "--json"])
+    assert code == 0, err
+    code, out, err = cli(["sweep", "collect", str(d), "--json"])
+    assert code == 0, err
+    assert (d / "collected.csv").read_bytes() == (reference / "collected.csv").read_bytes()
+    return json.loads(out)
+
+
+def _evil_checkpoint(path, marker):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"config_hash": Evil(), "groups": []}, path)
+
+
+@pytest.mark.parametrize("kind", ["pickle_with_code", "random_bytes", "cut_in_half", "flipped_byte"])
+def test_bad_checkpoint_is_set_aside_never_run_and_the_run_restarts(kind, reference, tmp_path, cli):
+    d = _copy(reference, tmp_path)
+    rid = _run_ids(d)[0]
+    rd = d / "runs" / rid
+    (rd / "status.json").unlink()  # make the run pending, so its checkpoint is read
+    (rd / "metrics.csv").unlink()
+    marker = tmp_path / "code_ran"
+    ck = rd / "checkpoint.pt"
+    if kind == "pickle_with_code":
+        _evil_checkpoint(ck, marker)
+    elif kind == "random_bytes":
+        ck.write_bytes(os.urandom(4096))
+    elif kind == "cut_in_half":
+        ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 2])
+    else:  # one flipped byte inside the payload: torch itself would load it without a word
+        b = bytearray(ck.read_bytes())
+        b[len(b) // 2] ^= 0x01
+        ck.write_bytes(bytes(b))
+    assert _status(cli, d)["pending"] == 1
+    _recover_and_compare(cli, d, reference)
+    assert not marker.exists()  # the pickle's code never ran
+    aside = list(rd.glob("checkpoint.pt.rejected-*"))
+    assert len(aside) == 1  # set aside, not deleted
+    st = json.loads((rd / "status.json").read_text())
+    assert st["status"] == "done" and any("set aside" in n and "checkpoint.pt" in n for n in st["notes"])
+
+
+def test_train_out_with_a_crafted_checkpoint_warns_in_one_line_and_runs_no_code(tmp_path, cli):
+    out, marker = tmp_path / "t", tmp_path / "code_ran"
+    out.mkdir()
+    _evil_checkpoint(out / "checkpoint.pt", marker)
+    argv = ["train", "--model", "transformer", "--K", "20", "--N", "9", "--D", "12", "--width", "16",
+            "--batch-size", "16", "--eval-size", "64", "--iterations", "60", "--eval-every", "20", "--seeds", "1",
+            "--out", str(out), "--json", "--quiet"]
+    code, outp, err = cli(argv)
+    assert code == 0, err
+    assert not marker.exists()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "checkpoint.pt" in lines[0] and "set aside" in lines[0]
+    assert json.loads(outp)["notes"] and list(out.glob("checkpoint.pt.rejected-*"))
+
+
+@pytest.mark.parametrize("kind", ["metrics_cut_mid_line", "metrics_rows_dropped", "metrics_deleted",
+                                  "metrics_value_changed"])
+def test_damaged_metrics_of_a_finished_run_are_named_left_out_and_rerun(kind, reference, tmp_path, cli):
+    d = _copy(reference, tmp_path)
+    rid = _run_ids(d)[1]
+    m = d / "runs" / rid / "metrics.csv"
+    text = m.read_text()
+    if kind == "metrics_cut_mid_line":
+        m.write_text(text[: len(text) - 25])
+    elif kind == "metrics_rows_dropped":
+        lines = text.splitlines(keepends=True)
+        m.write_text("".join(lines[:-2]))
+    elif kind == "metrics_deleted":
+        m.unlink()
+    else:  # same shape, one digit changed: only the recorded hash can tell
+        i = text.rindex(",") - 1
+        m.write_text(text[:i] + ("1" if text[i] != "1" else "2") + text[i + 1:])
+    st = _status(cli, d)
+    assert st["damaged"] == 1 and rid in st["damaged_runs"] and "metrics.csv" in st["damaged_runs"][rid]
+    code, out, err = cli(["sweep", "collect", str(d), "--json"])
+    assert code == 3 and rid in err and len(err.strip().splitlines()) == 1  # never silently kept or dropped
+    c = json.loads(out)
+    assert rid in c["left_out"] and c["included"] == 5
+    _recover_and_compare(cli, d, reference)
+
+
+@pytest.mark.parametrize("content", ['{"status": "done", "reason": "', '[1, 2', '"done"',
+                                     '{"status": "finished"}', "\x00\xff\xfe binary"])
+def test_unreadable_or_unknown_status_affects_only_that_run(content, reference, tmp_path, cli):
+    d = _copy(reference, tmp_path)
+    rid = _run_ids(d)[2]
+    p = d / "runs" / rid / "status.json"
+    p.write_bytes(content.encode("latin-1"))
+    st = _status(cli, d)  # one bad file does not stop the command
+    assert st["done"] == 5 and st["damaged"] == 1 and str(p) in st["damaged_runs"][rid]
+    _recover_and_compare(cli, d, reference)
+
+
+def test_sweep_run_exits_3_with_a_one_line_summary_while_a_run_is_failed(reference, tmp_path, cli):
+    d = _copy(reference, tmp_path)
+    rid = _run_ids(d)[0]
+    p = d / "runs" / rid / "status.json"
+    p.write_text(json.dumps({"status": "failed", "reason": "seed 0: non-finite training loss at iteration 7"}))
+    code, out, err = cli(["sweep", "run", "smoke", "--out", str(d), "--quiet", "--json"])
+    lines = err.strip().splitlines()
+    assert code == 3 and len(lines) == 1 and "1 failed" in lines[0] and "--retry-failed" in lines[0]
+    assert json.loads(out)["failure"]["exit_code"] == 3
+    code, _, err = cli(["sweep", "run", "smoke", "--out", str(d), "--quiet", "--retry-failed"])
+    assert code == 0, err
+
+
+def test_slurm_executor_is_refused_without_slurm(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    code, _, err = cli(["sweep", "run", "smoke", "--out", str(tmp_path / "s"), "--executor", "slurm"])
+    assert code == 2 and "executor" in err and "--executor local" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+WORKER_KILL_SCRIPT = """
+import json, sys
+from icl_kinetics.cli import _unfinished
+from icl_kinetics.simulate.engine import TrainConfig
+from icl_kinetics.simulate.sweeps import grid, run_sweep
+base = TrainConfig(model="transformer", N=9, D=12, width=16, batch_size=16, eval_size=64, iterations=1200,
+                   eval_every=100, lr=0.05, early_stop=None, checkpoint_every=100, workers=1)
+spec = grid("wk", "small", base, {"K": [20, 40, 60, 80]}, seeds=2, seeds_per_run=2)
+res = run_sweep(spec, sys.argv[1], progress=False, processes=2)
+print(json.dumps(res))
+f = _unfinished(res)
+sys.exit(f["exit_code"] if f else 0)
+"""
+
+
+def test_sigkill_of_one_pool_worker_is_reported_and_the_sweep_goes_on(tmp_path):
+    ref, d = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run([sys.executable, "-c", WORKER_KILL_SCRIPT, str(ref)], check=True, timeout=600,
+                   capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-c", WORKER_KILL_SCRIPT, str(d)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.time() + 300
+    while victim is None and time.time() < deadline:  # the first run some worker is executing
+        for p in sorted((d / "runs").glob("*/status.json")) if (d / "runs").exists() else []:
+            try:
+                st = json.loads(p.read_text())
+            except (json.JSONDecodeError, OSError):
+                continue
+            if st.get("status") == "running" and (p.parent / "checkpoint.pt").exists():
+                victim = (p.parent.name, st["pid"])
+                break
+        time.sleep(0.02)
+    assert victim is not None
+    os.kill(victim[1], signal.SIGKILL)  # as the OOM killer would
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 3  # something is unfinished: never exit 0
+    res = json.loads(out)
+    assert res["done"] == 3 and res["pending"] == 1  # the other running and queued runs went on
+    reason = res["pending_runs"][victim[0]]
+    assert "SIGKILL" in reason and "out-of-memory" in reason
+    assert victim[0] in err and "SIGKILL" in err
+    again = subprocess.run([sys.executable, "-c", WORKER_KILL_SCRIPT, str(d)], timeout=600, capture_output=True)
+    assert again.returncode == 0, again.stderr
+    a, b = SweepStore(ref).collect(), SweepStore(d).collect()
+    assert a.ok and b.ok and open(a.path, "rb").read() == open(b.path, "rb").read()
