@@ -66,8 +66,18 @@ def _float_type(name: str, lo: float | None = None, strict: bool = True, hi: flo
     return parse
 
 
+#: what argparse may take for a negative number value (``--beta0 -1e-3``, ``-inf``): its own
+#: matcher only knows ``-1`` and ``-.5``, so ``-1e-3`` was read as an unknown option
+_NEGATIVE_NUMBER = __import__("re").compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", 2)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit code 2) instead of usage dumps."""
+    """argparse with one-line errors (exit code 2) instead of usage dumps, and negative
+    numbers in any notation accepted as values."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message: str):  # noqa: D401
         if message.startswith("unrecognized arguments"):
@@ -88,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                  epilog="Run 'icl-kinetics COMMAND --help' for a command's options.")
     ap.add_argument("--version", action="version", version=_version())
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    ap.commands = sub.choices  # name -> parser (for naming flags in errors)
 
     p = sub.add_parser("demo", help="headline predictions and a quick theory-vs-SGD check")
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
@@ -217,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="named, resumable sweeps of training runs (run, status, collect, list)")
     ss = p.add_subparsers(dest="sweep_cmd", metavar="SWEEP_COMMAND", parser_class=_Parser, required=True)
+    p.commands = ss.choices
     q = ss.add_parser("run", help="run (or resume) a preset sweep; skips finished runs")
     q.add_argument("preset", help="preset name (see 'icl-kinetics sweep list')")
     q.add_argument("--scale", choices=["small", "paper"], default="small")
@@ -600,6 +612,19 @@ def _print_bench(r):
     print(format_bench(r))
 
 
+def _unfinished(r: dict) -> dict | None:
+    """The failure record (exit 3) of a sweep summary in which not every run is done."""
+    if r["done"] == r["runs"]:
+        return None
+    parts = [f"{r[k]} {k}" for k in ("failed", "damaged", "running", "pending") if r.get(k)]
+    first = next(iter({**r.get("failed_runs", {}), **r.get("damaged_runs", {}), **r.get("pending_runs", {})}
+                      .items()), None)
+    why = f"; e.g. {first[0]}: {first[1]}" if first else ""
+    return {"exit_code": 3, "message": f"unfinished: {r['done']} of {r['runs']} runs done, "
+            f"{', '.join(parts)}{why} (run 'icl-kinetics sweep run' again to resume"
+            + (", with --retry-failed for failed runs" if r.get("failed") else "") + ")"}
+
+
 def cmd_sweep(a) -> dict:
     from icl_kinetics.simulate import sweeps
 
@@ -620,12 +645,20 @@ def cmd_sweep(a) -> dict:
             slurm["slurm_partition"] = a.slurm_partition
         res = sweeps.run_sweep(spec, out, executor=a.executor, progress=not (a.quiet or a.json),
                                retry_failed=a.retry_failed, processes=a.processes, slurm=slurm)
-        return {**res, "dir": out}
+        res = {**res, "dir": out}
+        res["failure"] = _unfinished(res)
+        return res
     store = sweeps.SweepStore(a.dir)
     if a.sweep_cmd == "status":
         return {**store.summary(), "dir": a.dir}
-    path, n = store.collect(a.out)
-    return {"table": path, "rows": n, "runs": len(store.runs), "dir": a.dir}
+    c = store.collect(a.out)
+    res = {"table": c.path, "rows": c.rows, "runs": c.runs, "included": len(c.included), "left_out": c.left_out,
+           "unfinished": c.unfinished, "dir": a.dir, "failure": None}
+    if c.left_out:
+        rid, why = next(iter(c.left_out.items()))
+        res["failure"] = {"exit_code": 3, "message": f"{len(c.left_out)} damaged run(s) left out of {c.path}: "
+                          f"{rid}: {why}"}
+    return res
 
 
 def _print_sweep(r):
@@ -640,17 +673,26 @@ def _print_sweep(r):
                       f"{e['wall_hours_on_cores']:>7.3g}")
         return
     if "table" in r:
-        print(f"wrote {r['rows']} rows from {r['runs']} runs to {r['table']}")
+        print(f"wrote {r['rows']} rows from {r['included']} of {r['runs']} runs to {r['table']}")
+        if r["unfinished"]:
+            print(f"  {len(r['unfinished'])} run(s) unfinished: their rows so far are included, with their status")
+        for rid, why in r["left_out"].items():
+            print(f"  left out {rid}: {why}")
         return
     print(f"sweep {r['sweep']} ({r['scale']}) in {r['dir']}: {r['runs']} runs: {r['done']} done, {r['failed']} failed, "
-          f"{r['running']} running, {r['pending']} pending")
+          f"{r['damaged']} damaged, {r['running']} running, {r['pending']} pending")
     left = r.get("estimated_seconds_left_per_process")
-    if r["pending"] + r["running"]:
+    if r["pending"] + r["running"] + r["damaged"]:
         print(f"seed-iterations left: {r['seed_iterations_left']:.3g}"
               + (f"; about {left / 60:.1f} min left for one process (divide by the processes in use)"
                  if left is not None else "; no finished run to estimate the time left from yet"))
     for rid, why in r["failed_runs"].items():
         print(f"  failed {rid}: {why}")
+    for rid, why in r["damaged_runs"].items():
+        print(f"  damaged {rid}: {why}")
+    for rid, why in r["pending_runs"].items():
+        if why:
+            print(f"  pending {rid}: {why}")
 
 
 def cmd_validate(a) -> dict:
@@ -701,7 +743,59 @@ COMMANDS = {
 }
 
 
+#: (command, option) pairs whose value is an output folder; --plot is always an output figure
+_OUT_DIRS = {"demo", "minimal", "compare", "train", "validate", ("sweep", "run")}
+
+
+def _command_parser(parser, a):
+    p = parser.commands.get(a.command)
+    if a.command == "sweep" and getattr(a, "sweep_cmd", None):
+        p = p.commands.get(a.sweep_cmd, p)
+    return p
+
+
+def _check_outputs(a) -> None:
+    """Refuse output paths that cannot be written before any computation starts."""
+    from icl_kinetics.io import FIGURE_SUFFIXES, check_output_dir, check_output_file
+
+    if getattr(a, "plot", None) is not None:
+        check_output_file("--plot", a.plot, FIGURE_SUFFIXES)
+    key = (a.command, getattr(a, "sweep_cmd", None)) if a.command == "sweep" else a.command
+    if key in _OUT_DIRS and getattr(a, "out", None) is not None:
+        check_output_dir("--out", a.out)
+    if key == ("sweep", "collect") and a.out is not None:
+        check_output_file("--out", a.out, (".csv",))
+
+
+def _flag_message(cmd_parser, e) -> str:
+    """A ParameterError's message, prefixed with the command-line option when the API name
+    (``beta0_mean``) has one (``--beta0-mean``)."""
+    msg = str(e)
+    name = str(getattr(e, "name", ""))
+    if cmd_parser is not None and name and not name.startswith("-"):
+        flag = "--" + name.replace("_", "-")
+        opts = {o for act in cmd_parser._actions for o in act.option_strings}
+        if flag in opts:
+            return f"argument {flag}: {msg}"
+    return msg
+
+
+def _internal_error(cmd: str, e: BaseException, what: str = "") -> int:
+    import os
+
+    if os.environ.get("ICL_KINETICS_DEBUG"):
+        raise e
+    text = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+    sys.stderr.write(f"icl-kinetics {cmd}: internal error{what} (a bug in icl-kinetics; please report it): "
+                     f"{text}; run again with ICL_KINETICS_DEBUG=1 to see the traceback\n")
+    return 1
+
+
 def main(argv=None) -> int:
+    """The console script: exit 0 on success, 2 on bad input (one line naming the
+    parameter or file), 3 when the work is unfinished or damaged (one-line summary on
+    stderr), 1 on an environment failure or a bug (one line; ICL_KINETICS_DEBUG=1 shows
+    the traceback), 130 when interrupted."""
     parser = build_parser()
     a = parser.parse_args(argv)
     if not a.command:
@@ -711,21 +805,30 @@ def main(argv=None) -> int:
     from icl_kinetics.errors import ParameterError
 
     try:
+        _check_outputs(a)
         res = run(a)
-    except (ParameterError, ValueError) as e:
-        sys.stderr.write(f"icl-kinetics {a.command}: error: {e}\n")
+    except ParameterError as e:
+        msg = " ".join(_flag_message(_command_parser(parser, a), e).split())
+        sys.stderr.write(f"icl-kinetics {a.command}: error: {msg}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"icl-kinetics {a.command}: interrupted\n")
         return 130
-    except Exception as e:  # never a raw traceback; ICL_KINETICS_DEBUG=1 shows it
+    except MemoryError:
+        sys.stderr.write(f"icl-kinetics {a.command}: error: out of memory (reduce the sizes: seeds, batch, "
+                         "samples, K or N)\n")
+        return 1
+    except OSError as e:  # a disk that fills up, a file that vanishes: not a bug, not bad input
         import os
 
         if os.environ.get("ICL_KINETICS_DEBUG"):
             raise
-        sys.stderr.write(f"icl-kinetics {a.command}: internal error: {type(e).__name__}: {e} "
-                         "(set ICL_KINETICS_DEBUG=1 for a traceback)\n")
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        sys.stderr.write(f"icl-kinetics {a.command}: error: input/output failed on{where}: "
+                         f"{e.strerror or type(e).__name__}\n")
         return 1
+    except Exception as e:  # never a raw traceback; ICL_KINETICS_DEBUG=1 shows it
+        return _internal_error(a.command, e)
     try:
         if a.json:
             from icl_kinetics.io import dumps
@@ -739,13 +842,11 @@ def main(argv=None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except Exception as e:  # never a raw traceback (ICL_KINETICS_DEBUG=1 shows it)
-        import os
-
-        if os.environ.get("ICL_KINETICS_DEBUG"):
-            raise
-        sys.stderr.write(f"icl-kinetics {a.command}: internal error while printing: {type(e).__name__}: {e} "
-                         "(use --json, or set ICL_KINETICS_DEBUG=1 for a traceback)\n")
-        return 1
+        return _internal_error(a.command, e, " while printing")
+    failure = res.get("failure") if isinstance(res, dict) else None
+    if failure:
+        sys.stderr.write(f"icl-kinetics {a.command}: {failure['message']}\n")
+        return int(failure["exit_code"])
     return 0
 
 
