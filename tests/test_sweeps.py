@@ -125,6 +125,12 @@ def test_sigkill_and_resume_runs_every_run_exactly_once(tmp_path):
     done_before = {k: v for k, v in before.items() if v["status"] == "done"}
     assert 2 <= len(done_before) < 6  # killed part-way
     metrics_before = {k: (d / "runs" / k / "metrics.csv").read_text() for k in done_before}
+    # status names every unfinished run, and the CLI's verdict on it is exit 3, not 0
+    from icl_kinetics.cli import _unfinished
+
+    summ = SweepStore(d).summary()
+    assert set(summ["pending_runs"]) == set(SweepStore(d).runs) - set(done_before)
+    assert _unfinished(summ)["exit_code"] == 3
     # resume through the CLI's status/collect and the same driver
     subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(d)], check=True, timeout=600)
     after = _statuses(d)
