@@ -16,6 +16,13 @@ Public surface (each quantity has one name; see ``docs/theory.md``):
 * transience: :func:`w_tr`, :func:`icl_loss_from_iwl_loss`, :func:`transience_flow`,
   :func:`t_icl_loss`.
 
+Errors: every public function and class refuses a bad argument with
+:class:`icl_kinetics.errors.ParameterError` (a ValueError) whose one-line message names
+the parameter, the value and what is allowed; NaN is never turned into a number, and
+degenerate results (an escape time, t_ICL or K* that overflows or underflows, a median
+onset below one iteration) are refused naming the parameter responsible.  Each
+docstring's "Raises:" section lists the rules.
+
 The sympy derivation lives in :mod:`icl_kinetics.theory.symbolic` (imported on demand:
 it takes a few seconds).
 """

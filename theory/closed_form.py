@@ -33,31 +33,69 @@ from pathlib import Path
 
 import numpy as np
 
-from icl_kinetics.errors import finite_float, one_of, positive_float, positive_int
+from icl_kinetics.errors import (
+    ParameterError, boolean, broadcast_shape, finite_array, finite_float, first_bad, int_array, one_of,
+    positive_float, positive_int,
+)
 
 REGIMES = ("exact", "signal", "noise")
 _SIGMA_MAX = 8.0  # integrate s = beta - beta0 up to 64: the remaining time is < e^-60
+GAMMA_NUMERIC_MAX = 1e12  # the sigma-parametrized integration is reliable up to here (fails ~1e16)
+REFERENCE_MAX_STEPS = 2e5  # escape_time_reference: ~c2 * tau explicit steps on the noise plateau
 
 
 def trajectory_invariant(w, beta):
-    """``beta - w^2 / 2``: conserved by the noise-free reduced flow (dimensionless)."""
-    return np.asarray(beta, float) - 0.5 * np.asarray(w, float) ** 2
+    """``beta - w^2 / 2``: conserved by the noise-free reduced flow (dimensionless).
+
+    Raises:
+        ParameterError: ``w`` or ``beta`` not finite numbers, shapes that do not
+            broadcast, or ``|w|`` so large that ``w^2`` overflows.
+    """
+    w_a = finite_array("w", w)
+    b_a = finite_array("beta", beta)
+    broadcast_shape(w=w_a, beta=b_a)
+    with np.errstate(over="ignore"):
+        out = b_a - 0.5 * w_a ** 2
+    if not np.all(np.isfinite(out)):
+        raise ParameterError("w", w, "small enough that w^2 / 2 is a finite float (|w| < ~1.3e154)")
+    return out
+
+
+def _check_regime(w0, c2, regime):
+    """Validated (w0, c2, regime) with the regime's rule on w0."""
+    one_of("regime", regime, REGIMES)
+    w0 = finite_float("w0", w0)
+    c2 = positive_float("c2", c2, allow_zero=True)
+    if regime == "signal" or c2 == 0:
+        return w0, c2, regime
+    if regime == "noise" and w0 != 0:
+        raise ParameterError("w0", w0, "0 with regime='noise' (or use regime='exact' or 'signal')")
+    if regime == "exact" and w0 < 0:
+        raise ParameterError("w0", w0, ">= 0 with regime='exact' (use escape_time_reference for w0 < 0)")
+    return w0, c2, regime
 
 
 def escape_condition(i_k_inf, N: int, beta0, w0: float = 0.0, c2: float = 0.0, regime: str = "exact"):
     """True where the head escapes: ``I_K(inf) / N > tau_star(beta0)``.
 
     ``i_k_inf`` is the total integrated residual error in learning-rate time.
+
+    Raises:
+        ParameterError: ``i_k_inf`` not numbers >= 0 (inf allowed); ``N`` not an integer
+            >= 1; shapes that do not broadcast; anything :func:`escape_time` refuses.
     """
+    ik = finite_array("i_k_inf", i_k_inf, minimum=0.0, allow_inf=True)
     N = positive_int("N", N)
-    return np.asarray(i_k_inf, float) / N > escape_time(beta0, w0=w0, c2=c2, regime=regime)
+    tau = escape_time(beta0, w0=w0, c2=c2, regime=regime)
+    broadcast_shape(i_k_inf=ik, beta0=tau)
+    return np.asarray(i_k_inf, float) / N > tau
 
 
 def _signal_tau(beta0, w0, s_c):
     """Noise-free escape (or threshold-crossing) reduced time; s_c = beta_c - beta0."""
     beta0 = np.asarray(beta0, float)
     pref = np.exp(-beta0 + 0.5 * w0**2) * math.sqrt(math.pi / 2)
-    if np.all(np.isinf(s_c)):
+    if np.all(np.isposinf(s_c)):  # blow-up (beta_c = +inf); -inf: already past, 0 below
         return pref * math.erfc(w0 / math.sqrt(2))
     from scipy.special import erf
 
@@ -137,18 +175,77 @@ def scaled_escape_time(gamma):
     ``tools/make_escape_table.py``) and continues it by its asymptotes:
     ``T* -> sqrt(pi/2) + k gamma`` as gamma -> 0 and ``T* -> gamma/2 + O(ln gamma / gamma)``
     as gamma -> infinity.  Dimensionless.
+
+    Raises:
+        ParameterError: ``gamma`` not finite numbers >= 0 (the first bad element is named).
     """
     lg, lT, dlT = _escape_table()
     g, T = np.exp(lg), np.exp(lT)
-    x = np.asarray(gamma, float)
-    if np.any(x < 0) or not np.all(np.isfinite(x)):
-        raise ValueError(f"gamma={gamma!r} is not allowed: gamma must be finite and >= 0")
+    x = finite_array("gamma", gamma, minimum=0.0)
     inside = np.exp(_hermite(np.log(np.clip(x, g[0], g[-1])), lg, lT, dlT))
     k = (T[0] - math.sqrt(math.pi / 2)) / g[0]
-    low = math.sqrt(math.pi / 2) + k * x
+    with np.errstate(over="ignore"):
+        low = math.sqrt(math.pi / 2) + k * x
     high = 0.5 * x + (T[-1] - 0.5 * g[-1]) * g[-1] * np.log(np.maximum(x, g[-1])) / (
         np.maximum(x, g[-1]) * math.log(g[-1]))
     return np.where(x < g[0], low, np.where(x > g[-1], high, inside))
+
+
+def _tau(b0, w0, c2, regime, s_c, name, value):
+    """The escape time for validated inputs (the computation of :func:`escape_time`);
+    ``name``/``value`` is what a refusal of ``b0`` calls it."""
+    if regime == "signal" or c2 == 0:
+        return _signal_tau(b0, w0, s_c)
+    if regime == "noise":
+        a_c = np.exp(-2 * np.maximum(s_c, 0.0))  # v^2 goes from v0^2 to v_c^2
+        return 0.5 * c2 * np.exp(-2 * b0) * (1 - a_c)
+    if w0 == 0 and np.all(np.isposinf(s_c)):
+        gamma = c2 * np.exp(-b0)
+        if not np.all(np.isfinite(gamma)):  # e^-beta0 overflowed, and so does tau_star there
+            out = np.full(b0.shape, np.inf)
+            ok = np.isfinite(gamma)
+            out[ok] = np.exp(-b0[ok]) * scaled_escape_time(gamma[ok])
+            return out
+        return np.exp(-b0) * scaled_escape_time(c2 * np.exp(-b0))
+    gamma = c2 * np.exp(-b0)
+    if np.any(gamma > GAMMA_NUMERIC_MAX):
+        lo = math.log(c2 / GAMMA_NUMERIC_MAX)
+        raise ParameterError(name, value, f">= {lo:.4g} with c2={c2:g} for regime='exact' with w0 > 0 or a "
+                             f"finite beta_c: gamma = c2 e^-beta0 must be <= {GAMMA_NUMERIC_MAX:g} for the "
+                             "numerical integration" + first_bad(name, b0, gamma > GAMMA_NUMERIC_MAX, " ({})")
+                             + "; regime='noise' is accurate there (relative error ~ ln(gamma)/gamma^2)")
+    flat = b0.ravel()
+    uniq, inv = np.unique(np.stack([flat, np.broadcast_to(s_c, b0.shape).ravel()]), axis=1, return_inverse=True)
+    T = _scaled_escape(c2 * np.exp(-uniq[0]), w0, uniq[1])
+    return (np.exp(-uniq[0]) * T)[inv.ravel()].reshape(b0.shape)
+
+
+def _checked_tau(b0, w0, c2, regime, bc, name="beta0", value=None):
+    """:func:`_tau` with its result checked: finite everywhere, and > 0 wherever
+    beta0 < beta_c (0 there is an underflow, not an escape)."""
+    value = b0 if value is None else value
+    s_c = bc - b0
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        tau = _tau(b0, w0, c2, regime, s_c, name, value)
+        t = np.asarray(tau, float)
+        zero = (t <= 0) & (s_c > 0)
+    bad = ~np.isfinite(t) | zero
+    if np.any(bad):
+        what = "overflowed to inf" if not np.all(np.isfinite(t)) else "underflowed to 0"
+        if not np.all(np.isfinite(t)) and w0 * w0 / 2 > 700:
+            raise ParameterError("w0", w0, f"small enough that the escape time is a finite float (it {what}; "
+                                 "e^(w0^2/2) overflows for |w0| > ~37)")
+        if c2 > 1e100:
+            raise ParameterError("c2", c2, f"small enough that the escape time is a finite float (it {what})")
+        signal = regime == "signal" or c2 == 0
+        if what.startswith("over"):
+            lim = "above ~ -709" if signal else "above ~ -354 (tau_star ~ c2 e^(-2 beta0) / 2)"
+        else:
+            lim = "below ~ 372 (tau_star ~ c2 e^(-2 beta0) / 2)" if regime == "noise" else "below ~ 745"
+        b_show = np.broadcast_to(b0, bad.shape)
+        raise ParameterError(name, value, f"{lim}: the escape time tau_star {what}"
+                             + first_bad(name, b_show, bad, " at {}"))
+    return tau
 
 
 def escape_time(beta0, w0: float = 0.0, c2: float = 0.5, regime: str = "exact", beta_c: float = np.inf):
@@ -162,35 +259,29 @@ def escape_time(beta0, w0: float = 0.0, c2: float = 0.5, regime: str = "exact", 
         regime: ``'exact'`` (numeric, noise included), ``'signal'`` or ``'noise'``
             (closed forms, see module docstring).
         beta_c: stop when beta reaches ``beta_c`` instead of at blow-up (e.g. the
-            beta at which the ICL accuracy reaches 0.95, :func:`icl_threshold_beta`).
+            beta at which the ICL accuracy reaches 0.95, :func:`icl_threshold_beta`);
+            where ``beta0 >= beta_c`` the escape time is 0.
 
     Returns:
         ``tau_star`` (dimensionless reduced time); the learning-rate time is
         ``N * tau_star / c1`` and the iteration count ``N * tau_star / (eta * c1)``.
+
+    Raises:
+        ParameterError: ``beta0`` not finite numbers; ``w0`` not finite (and not 0 for
+            ``regime='noise'``, not >= 0 for ``'exact'``); ``c2`` not a finite number >= 0;
+            unknown ``regime``; ``beta_c`` NaN or not broadcastable with ``beta0``.
+            Degenerate results are refused, naming the parameter responsible (usually
+            ``beta0``): ``tau_star`` must be a finite float, and > 0 wherever
+            ``beta0 < beta_c`` (it overflows for beta0 below ~ -354 with noise, ~ -709
+            without; it underflows to 0 above ~745, ~372 in the noise regime).
+            ``regime='exact'`` with ``w0 > 0`` or a finite ``beta_c`` integrates
+            numerically and needs ``gamma = c2 e^-beta0 <= 1e12``.
     """
-    one_of("regime", regime, REGIMES)
-    w0 = finite_float("w0", w0)
-    c2 = positive_float("c2", c2, allow_zero=True)
-    b0 = np.asarray(beta0, float)
-    if not np.all(np.isfinite(b0)):
-        raise ValueError(f"beta0={beta0!r} is not allowed: beta0 must be finite")
-    s_c = np.asarray(beta_c, float) - b0
-    if regime == "signal" or c2 == 0:
-        return _signal_tau(b0, w0, s_c)
-    if regime == "noise":
-        if w0 != 0:
-            raise ValueError(f"w0={w0!r} is not allowed with regime='noise': w0 must be 0")
-        a_c = np.exp(-2 * np.maximum(s_c, 0.0))  # v^2 goes from v0^2 to v_c^2
-        return 0.5 * c2 * np.exp(-2 * b0) * (1 - a_c)
-    if w0 < 0:
-        raise ValueError(f"w0={w0!r} is not allowed with regime='exact': w0 must be >= 0 "
-                         "(use escape_time_reference for w0 < 0)")
-    if w0 == 0 and np.all(np.isinf(s_c)):
-        return np.exp(-b0) * scaled_escape_time(c2 * np.exp(-b0))
-    flat = b0.ravel()
-    uniq, inv = np.unique(np.stack([flat, np.broadcast_to(s_c, b0.shape).ravel()]), axis=1, return_inverse=True)
-    T = _scaled_escape(c2 * np.exp(-uniq[0]), w0, uniq[1])
-    return (np.exp(-uniq[0]) * T)[inv.ravel()].reshape(b0.shape)
+    w0, c2, regime = _check_regime(w0, c2, regime)
+    b0 = finite_array("beta0", beta0)
+    bc = finite_array("beta_c", beta_c, allow_inf=True)
+    broadcast_shape(beta0=b0, beta_c=bc)
+    return _checked_tau(b0, w0, c2, regime, bc, "beta0", beta0)
 
 
 def escape_time_reference(beta0: float, w0: float = 0.0, c2: float = 0.5, beta_stop: float = 20.0,
@@ -201,7 +292,36 @@ def escape_time_reference(beta0: float, w0: float = 0.0, c2: float = 0.5, beta_s
     ``beta = beta0 + beta_stop``, then (``tail=True``) adds the time left to blow-up,
     ``e^-beta / w`` to leading order (itself ~ e^-(beta0 + beta_stop)).
     Slow but independent of the parametrization used by :func:`escape_time`.
+    Returns ``inf`` if beta does not reach ``beta0 + beta_stop`` by ``tau = 1e12``.
+
+    Raises:
+        ParameterError: ``beta0``, ``w0`` not finite; ``c2`` not a finite number >= 0;
+            ``beta_stop`` not a finite number > 0, or ``beta0 + beta_stop > 700``
+            (``e^beta`` must stay finite); ``tail`` not a bool; ``beta0`` so negative
+            that the explicit integration would take more than ~2e5 steps on the noise
+            plateau (about ``c2 * tau_star`` of them: beta0 below ~ -7.1 for c2 = 1/2;
+            use :func:`escape_time` there).
     """
+    beta0 = finite_float("beta0", beta0)
+    w0 = finite_float("w0", w0)
+    c2 = positive_float("c2", c2, allow_zero=True)
+    beta_stop = positive_float("beta_stop", beta_stop)
+    tail = boolean("tail", tail)
+    if beta0 + beta_stop > 700:
+        raise ParameterError("beta_stop" if beta0 <= 700 else "beta0", beta_stop if beta0 <= 700 else beta0,
+                             f"such that beta0 + beta_stop <= 700 (e^beta must stay finite; "
+                             f"beta0 + beta_stop = {beta0 + beta_stop:g})")
+    if c2 > 0:  # explicit steps ~ c2 * (time integrated), the time capped at 1e12 below
+        with np.errstate(over="ignore"):
+            e = float(np.exp(-beta0))
+            gamma = c2 * e
+            tau_est = e * float(scaled_escape_time(gamma)) if math.isfinite(gamma) else math.inf
+        steps = c2 * min(tau_est, 1e12)
+        if not steps <= REFERENCE_MAX_STEPS:
+            raise ParameterError("beta0", beta0, f"large enough that the explicit reference integration stays "
+                                 f"short: with c2={c2:g} its noise plateau needs ~{steps:.2g} steps (limit "
+                                 f"{REFERENCE_MAX_STEPS:g}); use escape_time for such beta0")
+
     def rhs(tau, y):
         wv, b = y
         a = math.exp(b)
@@ -221,6 +341,14 @@ def escape_time_reference(beta0: float, w0: float = 0.0, c2: float = 0.5, beta_s
     return float(sol.t_events[0][0] + (math.exp(-b_s) / w_s if tail else 0.0))
 
 
+def _blame(contributions: dict, what: str, result_name: str):
+    """A ParameterError naming the parameter whose ``contributions`` (its share of
+    ``log(result)``, signed so that the largest is the most responsible) is largest."""
+    name = max(contributions, key=lambda k: contributions[k][0])
+    value = contributions[name][1]
+    return ParameterError(name, value, f"such that {result_name} is a finite float > 0 (it {what})")
+
+
 def t_icl(N: int, beta0, lr: float, w0: float = 0.0, c1: float = 0.5, c2: float = 0.5,
           regime: str = "exact", beta_c: float = np.inf):
     """ICL onset time in **iterations** for constant c1, c2 (K -> infinity: c1 = c2 = 1/2).
@@ -228,11 +356,36 @@ def t_icl(N: int, beta0, lr: float, w0: float = 0.0, c1: float = 0.5, c2: float 
     ``t_icl = N * tau_star / (lr * c1)``.  With ``regime='signal'`` and w0 = 0 this is
     ``sqrt(2 pi) N e^-beta0 / lr``; with ``regime='noise'`` it is
     ``c2 N e^(-2 beta0) / (2 lr c1)``.  N counts context tokens (target not counted).
+    Where ``beta0 >= beta_c`` the onset is 0 (the seed starts past the threshold).
+
+    Raises:
+        ParameterError: ``N`` not an integer >= 1; ``lr``, ``c1`` not finite numbers
+            > 0; anything :func:`escape_time` refuses; a t_ICL that overflows to inf or
+            underflows to 0 (where ``beta0 < beta_c``), naming the parameter that
+            contributes most to the overflow (``beta0``, ``N``, ``lr`` or ``c1``).
     """
     N = positive_int("N", N)
     lr = positive_float("lr", lr)
     c1 = positive_float("c1", c1)
-    return N * escape_time(beta0, w0=w0, c2=c2, regime=regime, beta_c=beta_c) / (lr * c1)
+    tau = escape_time(beta0, w0=w0, c2=c2, regime=regime, beta_c=beta_c)
+    with np.errstate(over="ignore", under="ignore"):
+        out = N * tau / (lr * c1)
+    _check_scaled(out, tau, {"N": N, "lr": lr, "c1": c1}, beta0, "t_ICL")
+    return out
+
+
+def _check_scaled(out, tau, factors, beta0, result_name, beta0_name="beta0"):
+    """Refuse a result ``N * tau / (lr * c1)`` that overflowed, or underflowed where tau > 0."""
+    o, t = np.asarray(out, float), np.asarray(tau, float)
+    over, under = ~np.isfinite(o), (o <= 0) & (t > 0)
+    if not (np.any(over) or np.any(under)):
+        return
+    sign = 1.0 if np.any(over) else -1.0
+    t_ext = np.max(t[over]) if np.any(over) else np.min(t[under])
+    contrib = {beta0_name: (sign * math.log(t_ext), beta0), "N": (sign * math.log(factors["N"]), factors["N"]),
+               "lr": (-sign * math.log(factors["lr"]), factors["lr"]),
+               "c1": (-sign * math.log(factors["c1"]), factors["c1"])}
+    raise _blame(contrib, "overflowed to inf" if sign > 0 else "underflowed to 0", result_name)
 
 
 def k_star(N, beta0: float, amplitude: float, nu: float, w0: float = 0.0, c2: float = 0.0,
@@ -250,15 +403,36 @@ def k_star(N, beta0: float, amplitude: float, nu: float, w0: float = 0.0, c2: fl
         amplitude: A in ``I_K(inf) = A K^nu``, in learning-rate time.
         nu: memorization exponent (> 0).
         c2: constant c2 of the context-label noise (0 drops it).
+
+    Raises:
+        ParameterError: ``N`` not integers >= 1; ``beta0`` not a finite number;
+            ``amplitude``, ``nu`` not finite numbers > 0; anything :func:`escape_time`
+            refuses (``beta0`` so large that tau_star underflows to 0, e.g. 1e308).
+            K* must come out a finite float > 0: if ``N tau_star / amplitude`` itself
+            overflows or underflows, the message names whichever of ``beta0``, ``N``,
+            ``amplitude`` contributes most; if only the power ``1/nu`` does (e.g.
+            ``nu = 1e-300``), it names ``nu``.
     """
+    int_array("N", N, minimum=1)
     Ns = np.atleast_1d(np.asarray(N))
-    for n in Ns.ravel():
-        positive_int("N", n.item() if hasattr(n, "item") else n)
     amplitude = positive_float("amplitude", amplitude)
     nu = positive_float("nu", nu)
     beta0 = finite_float("beta0", beta0)
     tau = float(escape_time(beta0, w0=w0, c2=c2, regime=regime))
-    out = (Ns.astype(float) * tau / amplitude) ** (1.0 / nu)
+    with np.errstate(over="ignore", under="ignore"):
+        base = Ns.astype(float) * tau / amplitude
+        out = base ** (1.0 / nu)
+    if Ns.size and not (np.all(np.isfinite(base)) and np.all(base > 0)):
+        sign = 1.0 if not np.all(np.isfinite(base)) else -1.0
+        n_ext = float(Ns.max() if sign > 0 else Ns.min())
+        raise _blame({"beta0": (sign * math.log(tau), beta0), "N": (sign * math.log(n_ext), N),
+                      "amplitude": (-sign * math.log(amplitude), amplitude)},
+                     "overflowed to inf" if sign > 0 else "underflowed to 0", "N tau_star / amplitude")
+    if Ns.size and not (np.all(np.isfinite(out)) and np.all(out > 0)):
+        what = "overflowed to inf" if not np.all(np.isfinite(out)) else "underflowed to 0"
+        i = int(np.flatnonzero(~np.isfinite(out) | (out <= 0))[0])
+        raise ParameterError("nu", nu, f"large enough that K* = (N tau_star / amplitude)^(1/nu) is a finite "
+                             f"float > 0 (it {what}: N tau_star / amplitude = {base[i]:.6g} at N = {Ns[i]})")
     return out if np.ndim(N) else float(out[0])
 
 
@@ -266,16 +440,32 @@ def critical_beta0(i_k_inf, N: int, w0: float = 0.0, c2: float = 0.0, regime: st
     """The beta0 above which a seed escapes, given ``I_K(inf)`` (learning-rate time).
 
     Solves ``tau_star(beta0) = I_K(inf) / N``; ``tau_star`` decreases monotonically
-    in beta0.  Returns ``-inf`` for ``I_K(inf) = inf``.
+    in beta0.  Returns ``-inf`` for ``I_K(inf) = inf`` and ``+inf`` for ``I_K(inf) = 0``.
+
+    Raises:
+        ParameterError: ``i_k_inf`` not numbers >= 0 (inf allowed; NaN never);
+            ``N`` not an integer >= 1; ``w0``, ``c2``, ``regime`` as in
+            :func:`escape_time`, and such that tau_star is computable over the beta0
+            grid [-12, 12] used for the inversion.
     """
+    ik = finite_array("i_k_inf", i_k_inf, minimum=0.0, allow_inf=True)
     N = positive_int("N", N)
-    target = np.atleast_1d(np.asarray(i_k_inf, float)) / N
+    target = np.atleast_1d(ik) / N
     grid = np.linspace(-12.0, 12.0, 481)
-    tau = escape_time(grid, w0=w0, c2=c2, regime=regime)
+    w0, c2, regime = _check_regime(w0, c2, regime)
+    try:
+        tau = escape_time(grid, w0=w0, c2=c2, regime=regime)
+    except ParameterError as e:
+        if e.name != "beta0":
+            raise
+        name, value = ("c2", c2) if c2 > 0 else ("w0", w0)
+        raise ParameterError(name, value, f"such that tau_star can be computed over the beta0 grid [-12, 12] "
+                             f"({e.allowed})") from None
     # log tau is smooth and decreasing in beta0: interpolate, extrapolate linearly
     lt = np.log(tau)[::-1]
     g = grid[::-1]
-    out = np.interp(np.log(np.where(target > 0, target, np.nan)), lt, g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.interp(np.log(np.where(target > 0, target, np.nan)), lt, g)
     lo_slope = (g[1] - g[0]) / (lt[1] - lt[0])
     hi_slope = (g[-1] - g[-2]) / (lt[-1] - lt[-2])
     lt_t = np.log(target, where=target > 0, out=np.full_like(target, -np.inf))
@@ -294,6 +484,11 @@ def p_icl(i_k_inf, N: int, beta0_mean: float, beta0_std: float, w0: float = 0.0,
     ``beta0_c = critical_beta0(I_K(inf), N)``.  Near K* this is the bimodality: each
     seed either escapes or stalls, and the fraction moves smoothly with K.
     ``i_k_inf`` in learning-rate time (use ``amplitude * K**nu`` for a power law).
+
+    Raises:
+        ParameterError: ``beta0_mean`` not a finite number; ``beta0_std`` not a finite
+            number >= 0; anything :func:`critical_beta0` refuses (``i_k_inf`` NaN or
+            negative among them).
     """
     from scipy.special import ndtr
 

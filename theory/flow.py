@@ -21,16 +21,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icl_kinetics.errors import finite_float, one_of, positive_float, positive_int
-from icl_kinetics.theory.loss import averaged_gradient
+from icl_kinetics.errors import (
+    ParameterError, broadcast_shape, finite_array, finite_float, one_of, positive_float, positive_int,
+    probability, real_float,
+)
+from icl_kinetics.resources import require_memory
+from icl_kinetics.theory.loss import _gradient, _phi_nodes, _xi_nodes
 from icl_kinetics.theory.memorization import as_curve
-from icl_kinetics.theory.minimal import CONTEXTS, icl_accuracy, icl_threshold_beta
+from icl_kinetics.theory.minimal import BETA_MAX, check_beta, check_n, icl_accuracy, icl_threshold_beta
 
 STAGES = ("full", "linear", "reduced")
 
 
-def rhs_linear(w, beta, N, lr, c1, c2, contexts="iid"):
-    """``(dw/dt, dbeta/dt)`` per iteration, first order in u, exact in N."""
+def _rhs_linear(w, beta, N, lr, c1, c2, contexts="iid"):
     a = np.exp(beta)
     den = 2 * a + N - 1
     if contexts == "equalized":
@@ -42,11 +45,49 @@ def rhs_linear(w, beta, N, lr, c1, c2, contexts="iid"):
     return dw, db
 
 
-def rhs_reduced(w, beta, N, lr, c1, c2, contexts="iid"):
-    """``(dw/dt, dbeta/dt)`` per iteration of the reduced ODEs (Eq. 6)."""
+def _rhs_reduced(w, beta, N, lr, c1, c2, contexts="iid"):
     a = np.exp(beta)
     dw = lr * c1 * ((a - 1) if contexts == "equalized" else (a - c2 * w)) / N
     return dw, lr * c1 * w * a / N
+
+
+def _checked_rhs(f, w, beta, N, lr, c1, c2, contexts):
+    """Validate the arguments of a right-hand side, evaluate it, refuse a non-finite result."""
+    w_a = finite_array("w", w)
+    b_a = check_beta("beta", beta)
+    broadcast_shape(w=w_a, beta=b_a)
+    N = check_n(N, contexts)
+    lr = positive_float("lr", lr)
+    c1 = finite_float("c1", c1, minimum=0.0)
+    c2 = finite_float("c2", c2, minimum=0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        dw, db = f(w, beta, N, lr, c1, c2, contexts)
+    if not (np.all(np.isfinite(dw)) and np.all(np.isfinite(db))):
+        name, value = ("w", w) if np.any(np.abs(w_a) > 1e100) else ("beta", beta)
+        raise ParameterError(name, value, "small enough in magnitude that the flow's right-hand side is "
+                             "a finite float (it overflowed)")
+    return dw, db
+
+
+def rhs_linear(w, beta, N, lr, c1, c2, contexts="iid"):
+    """``(dw/dt, dbeta/dt)`` per iteration, first order in u, exact in N.
+
+    Raises:
+        ParameterError: ``w`` not finite; ``beta`` not finite or above 700; shapes that
+            do not broadcast; ``N`` not an integer >= 1 (even for equalized contexts);
+            ``lr`` not a finite number > 0; ``c1``, ``c2`` not finite numbers >= 0;
+            unknown ``contexts``; a right-hand side that overflows.
+    """
+    return _checked_rhs(_rhs_linear, w, beta, N, lr, c1, c2, contexts)
+
+
+def rhs_reduced(w, beta, N, lr, c1, c2, contexts="iid"):
+    """``(dw/dt, dbeta/dt)`` per iteration of the reduced ODEs (Eq. 6).
+
+    Raises:
+        ParameterError: as :func:`rhs_linear`.
+    """
+    return _checked_rhs(_rhs_reduced, w, beta, N, lr, c1, c2, contexts)
 
 
 @dataclass
@@ -89,32 +130,63 @@ def solve_flow(N: int, beta0: float, lr: float, *, w0: float = 0.0, stage: str =
         accuracy: ICL accuracy that defines ``t_icl``.
         beta_escape: beta at which the run counts as escaped and stops
             (default ``beta_c + 12``).
+
+    Raises:
+        ParameterError: ``N`` not an integer >= 1 (even for equalized contexts);
+            ``beta0``, ``w0`` not finite; ``lr`` not a finite number > 0; ``lam`` not a
+            finite number >= 0; unknown ``stage`` or ``contexts``; ``c1``, ``c2`` not
+            finite numbers >= 0 or curve models; ``phi_plus`` not a finite number, a
+            non-empty 1-D array of them or a callable; ``t_max`` not None or a finite
+            number > 0; ``accuracy`` not in [0, 1]; ``beta_escape`` not None or a finite
+            number <= 700; ``n_points`` not an integer >= 2 (or too large for memory).
+            Degenerate set-ups: the default ``t_max`` must be a finite float (``beta0``
+            above ~ -350); a trajectory that overflows (e.g. the reduced stage started at
+            or past ``beta_escape``, where nothing stops beta's blow-up) is refused naming
+            ``beta0``; and where the integrator cannot locate the events of a very deep
+            plateau (very negative ``beta0``, the reduced stage at ``c2 e^-beta0`` beyond
+            ~1e4) the failure is reported naming ``beta0``: the closed form :func:`t_icl`
+            covers that range.
     """
-    N = positive_int("N", N)
+    N = check_n(N, contexts)
     beta0 = finite_float("beta0", beta0)
     w0 = finite_float("w0", w0)
     lr = positive_float("lr", lr)
     lam = positive_float("lam", lam, allow_zero=True)
     one_of("stage", stage, STAGES)
-    one_of("contexts", contexts, CONTEXTS)
-    c1c, c2c = as_curve(c1), as_curve(c2)
+    c1c, c2c = as_curve(c1, "c1"), as_curve(c2, "c2")
+    if not callable(phi_plus):
+        _phi_nodes(phi_plus)
+    if t_max is not None:
+        t_max = positive_float("t_max", t_max)
+    accuracy = probability("accuracy", accuracy, open_interval=False)
+    n_points = positive_int("n_points", n_points, 2)
+    require_memory("n_points", n_points, 4 * 8.0 * n_points, "the trajectory's arrays")
     beta_c = icl_threshold_beta(N, accuracy, contexts)
     if beta_escape is None:
         beta_escape = (beta_c if np.isfinite(beta_c) else np.log(N)) + 12.0
+    else:
+        beta_escape = real_float("beta_escape", beta_escape, maximum=BETA_MAX)
     if t_max is None:
-        t_max = 20.0 * N * np.sqrt(np.pi / 2) * np.exp(-min(beta0, 0.0) * 2) / (lr * 0.5) + 1e3
+        with np.errstate(over="ignore"):
+            t_max = 20.0 * N * np.sqrt(np.pi / 2) * np.exp(-min(beta0, 0.0) * 2) / (lr * 0.5) + 1e3
+        if not np.isfinite(t_max):
+            raise ParameterError("beta0", beta0, "large enough that the default horizon t_max (20x the "
+                                 "signal-regime escape time) is a finite float; pass t_max")
 
     if stage == "full":
+        xi, pw = _xi_nodes(N, contexts, "exact")
+        phi_fixed = None if callable(phi_plus) else _phi_nodes(phi_plus)
+
         def rhs(t, y):
-            p = phi_plus(lr * t) if callable(phi_plus) else phi_plus
-            gw, gb = averaged_gradient(y[0], y[1], N, p, contexts)
+            phi = _phi_nodes(phi_plus(lr * t)) if phi_fixed is None else phi_fixed
+            gw, gb = _gradient(y[0], y[1], N, xi, pw, phi)
             return [-lr * (gw + lam * y[0]), -lr * (gb + lam * y[1])]
     else:
-        f = rhs_linear if stage == "linear" else rhs_reduced
+        f = _rhs_linear if stage == "linear" else _rhs_reduced
 
         def rhs(t, y):
             s = lr * t
-            dw, db = f(y[0], y[1], N, lr, float(c1c(s)), float(c2c(s)), contexts)
+            dw, db = f(y[0], y[1], N, lr, float(c1c._at(s)), float(c2c._at(s)), contexts)
             return [dw - lr * lam * y[0], db - lr * lam * y[1]]
 
     def hit_acc(t, y):
@@ -127,11 +199,24 @@ def solve_flow(N: int, beta0: float, lr: float, *, w0: float = 0.0, stage: str =
 
     hit_escape.terminal = True
     hit_acc.direction = 1.0
-    sol = integrate.solve_ivp(rhs, (0.0, float(t_max)), [w0, beta0], method="LSODA", rtol=1e-8,
-                              atol=1e-10, events=[hit_acc, hit_escape], dense_output=True)
-    t_end = sol.t[-1]
-    tt = np.linspace(0.0, t_end, n_points)
-    y = sol.sol(tt)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below
+            sol = integrate.solve_ivp(rhs, (0.0, float(t_max)), [w0, beta0], method="LSODA", rtol=1e-8,
+                                      atol=1e-10, events=[hit_acc, hit_escape], dense_output=True)
+        t_end = sol.t[-1]
+        tt = np.linspace(0.0, t_end, n_points)
+        y = sol.sol(tt)
+    except ParameterError:
+        raise
+    except (ValueError, IndexError, ArithmeticError) as e:  # scipy's event location / dense output
+        raise ParameterError("beta0", beta0, f"such that the flow can be integrated (solve_ivp failed: "
+                             f"{type(e).__name__}: {e}); for a plateau this deep use the closed form "
+                             "t_icl") from None
+    if not np.all(np.isfinite(y)):
+        why = (f"; it starts at or past beta_escape = {beta_escape:.6g}, so nothing stops it"
+               if beta0 >= beta_escape else "")
+        raise ParameterError("beta0", beta0, f"such that the {stage} flow stays finite (w or beta "
+                             f"overflowed{why})")
     t_icl = float(sol.t_events[0][0]) if sol.t_events[0].size else None
     if t_icl is None and beta0 >= beta_c and w0 > 0:
         t_icl = 0.0

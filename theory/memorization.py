@@ -23,22 +23,51 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from icl_kinetics.errors import ParameterError, finite_float, positive_float
+from icl_kinetics.errors import ParameterError, finite_array, one_of, positive_float, real_float
+
+
+def _times(s):
+    """Learning-rate times: numbers >= 0, inf allowed, never NaN."""
+    return finite_array("s", s, minimum=0.0, allow_inf=True)
 
 
 def mlp_coefficients(phi_plus) -> dict:
-    """c1, c2, c3 of a sample of correct-label logits ``phi_plus`` (dimensionless)."""
-    p = np.asarray(phi_plus, float).ravel()
-    if p.size == 0 or not np.all(np.isfinite(p)):
-        raise ParameterError("phi_plus", "array", "a non-empty array of finite numbers")
+    """c1, c2, c3 of a sample of correct-label logits ``phi_plus`` (dimensionless).
+
+    Raises:
+        ParameterError: ``phi_plus`` not a non-empty array of finite numbers, or so
+            extreme that a coefficient is not a finite float: c1 underflows to 0 when
+            every logit is above ~745 (c2 would be 0/0), c3 = <e^-phi_plus> overflows when
+            a logit is below ~ -709.
+    """
+    p = finite_array("phi_plus", phi_plus, allow_empty=False,
+                     allowed="a non-empty array of finite numbers").ravel()
     s = expit(-p)
     c1 = float(s.mean())
-    return {"c1": c1, "c2": float(1.0 - np.mean(s * s) / c1), "c3": float(np.mean(np.exp(-p)))}
+    if c1 == 0:
+        raise ParameterError("phi_plus", phi_plus, "logits not all above ~745 (c1 = <sigma(-phi_plus)> "
+                             "underflowed to 0, so c2 is undefined)")
+    with np.errstate(over="ignore"):
+        c3 = float(np.mean(np.exp(-p)))
+    if not np.isfinite(c3):
+        raise ParameterError("phi_plus", phi_plus, "logits above ~ -709 (c3 = <exp(-phi_plus)> "
+                             "overflowed" + _first_below(p, -709.0) + ")")
+    return {"c1": c1, "c2": float(1.0 - np.mean(s * s) / c1), "c3": c3}
+
+
+def _first_below(p, limit):
+    i = int(np.flatnonzero(p < limit)[0]) if np.any(p < limit) else None
+    return "" if i is None else f"; phi_plus[{i}] = {float(p[i])!r}"
 
 
 @dataclass(frozen=True)
 class Constant:
-    """A constant coefficient, ``c(s) = value`` (e.g. c1 = c2 = 1/2 when K -> infinity)."""
+    """A constant coefficient, ``c(s) = value`` (e.g. c1 = c2 = 1/2 when K -> infinity).
+
+    Raises:
+        ParameterError: ``value`` not a finite number >= 0 (constructor); ``s`` not
+            numbers >= 0 (inf allowed) in the methods.
+    """
 
     value: float = 0.5
 
@@ -46,11 +75,18 @@ class Constant:
         positive_float("value", self.value, allow_zero=True)
 
     def __call__(self, s):
+        return self._at(_times(s))
+
+    def _at(self, s):
         return np.full_like(np.asarray(s, float), self.value)
 
     def integral(self, s):
-        """Integral from 0 to s (learning-rate time)."""
-        return self.value * np.asarray(s, float)
+        """Integral from 0 to s (learning-rate time); 0 for ``value = 0`` even at ``s = inf``."""
+        return self._integral(_times(s))
+
+    def _integral(self, s):
+        s = np.asarray(s, float)
+        return np.zeros_like(s) if self.value == 0 else self.value * s  # 0 * inf is 0 here, not NaN
 
 
 @dataclass(frozen=True)
@@ -58,6 +94,11 @@ class PowerLaw:
     """``c(s) = c0 * (1 + s / s0) ** (-alpha)``, s in learning-rate time.
 
     With ``alpha > 1`` the integral converges: ``I(inf) = c0 s0 / (alpha - 1)``.
+
+    Raises:
+        ParameterError: ``c0`` or ``s0`` not a finite number > 0, ``alpha`` not a
+            finite number >= 0 (constructor); ``s`` not numbers >= 0 (inf allowed) in
+            the methods.
     """
 
     c0: float = 0.5
@@ -70,10 +111,16 @@ class PowerLaw:
         positive_float("alpha", self.alpha, allow_zero=True)
 
     def __call__(self, s):
+        return self._at(_times(s))
+
+    def _at(self, s):
         return self.c0 * (1.0 + np.asarray(s, float) / self.s0) ** (-self.alpha)
 
     def integral(self, s):
         """Closed-form integral from 0 to s (``inf`` allowed)."""
+        return self._integral(_times(s))
+
+    def _integral(self, s):
         x = 1.0 + np.asarray(s, float) / self.s0
         if self.alpha == 1.0:
             return self.c0 * self.s0 * np.log(x)
@@ -88,6 +135,12 @@ class Tabulated:
     Between samples the curve is interpolated linearly; before ``s[0]`` it is held
     at ``values[0]``; after ``s[-1]`` at ``values[-1]`` if ``extrapolate='hold'`` or
     at 0 if ``extrapolate='zero'`` (the default: nothing is claimed beyond the data).
+
+    Raises:
+        ParameterError: ``s`` not a 1-D array of >= 2 finite, strictly increasing times
+            >= 0; ``values`` not finite numbers >= 0 of the same shape; ``extrapolate``
+            not 'zero' or 'hold' (constructor); the methods' ``s`` not numbers >= 0
+            (inf allowed).
     """
 
     s: tuple
@@ -95,26 +148,35 @@ class Tabulated:
     extrapolate: str = "zero"
 
     def __post_init__(self):
-        s = np.asarray(self.s, float)
-        v = np.asarray(self.values, float)
-        if s.ndim != 1 or s.size < 2 or s.shape != v.shape:
-            raise ParameterError("s", f"shape {s.shape}", "a 1-D array of >= 2 times, same shape as values")
-        if np.any(np.diff(s) <= 0) or s[0] < 0 or not np.all(np.isfinite(s)):
-            raise ParameterError("s", "array", "strictly increasing, finite and >= 0")
-        if not np.all(np.isfinite(v)) or np.any(v < 0):
-            raise ParameterError("values", "array", "finite and >= 0")
-        if self.extrapolate not in ("zero", "hold"):
-            raise ParameterError("extrapolate", self.extrapolate, "'zero' or 'hold'")
+        s = finite_array("s", self.s, minimum=0.0, max_ndim=1,
+                         allowed="a 1-D array of finite learning-rate times >= 0")
+        v = finite_array("values", self.values, minimum=0.0, max_ndim=1,
+                         allowed="a 1-D array of finite numbers >= 0")
+        if s.ndim != 1 or s.size < 2:
+            raise ParameterError("s", self.s, "a 1-D array of >= 2 times")
+        if s.shape != v.shape:
+            raise ParameterError("values", self.values, f"the same shape as s {s.shape} (got {v.shape})")
+        if np.any(np.diff(s) <= 0):
+            i = int(np.flatnonzero(np.diff(s) <= 0)[0]) + 1
+            raise ParameterError("s", self.s, f"strictly increasing (s[{i}] = {float(s[i])!r} <= "
+                                 f"s[{i - 1}] = {float(s[i - 1])!r})")
+        one_of("extrapolate", self.extrapolate, ("zero", "hold"))
         object.__setattr__(self, "s", tuple(s))
         object.__setattr__(self, "values", tuple(v))
 
     def __call__(self, s):
+        return self._at(_times(s))
+
+    def _at(self, s):
         t, v = np.asarray(self.s), np.asarray(self.values)
         right = v[-1] if self.extrapolate == "hold" else 0.0
         return np.interp(np.asarray(s, float), t, v, left=v[0], right=right)
 
     def integral(self, s):
-        """Exact integral of the piecewise-linear interpolant from 0 to s."""
+        """Exact integral of the piecewise-linear interpolant from 0 to s (``inf`` allowed)."""
+        return self._integral(_times(s))
+
+    def _integral(self, s):
         t, v = np.asarray(self.s), np.asarray(self.values)
         grid = np.concatenate([[0.0], t]) if t[0] > 0 else t
         vals = np.concatenate([[v[0]], v]) if t[0] > 0 else v
@@ -126,15 +188,21 @@ class Tabulated:
         x0, x1, y0, y1 = grid[idx], grid[idx + 1], vals[idx], vals[idx + 1]
         y_s = y0 + (y1 - y0) * (s_c - x0) / (x1 - x0)
         inside = cum[idx] + 0.5 * (y0 + y_s) * (s_c - x0)
-        tail = (np.maximum(s - grid[-1], 0.0) * v[-1]) if self.extrapolate == "hold" else 0.0
+        # held at v[-1] after the data (0 * inf is 0 here: a curve held at 0 adds nothing)
+        tail = (np.maximum(s - grid[-1], 0.0) * v[-1]) if self.extrapolate == "hold" and v[-1] != 0 else 0.0
         return inside + tail
 
 
-def as_curve(c) -> Constant | PowerLaw | Tabulated:
-    """Accept a curve model, or a number (-> :class:`Constant`)."""
-    if isinstance(c, (Constant, PowerLaw, Tabulated)):
+CURVES = (Constant, PowerLaw, Tabulated)
+
+
+def as_curve(c, name: str = "c") -> Constant | PowerLaw | Tabulated:
+    """Accept a curve model, or a finite number >= 0 (-> :class:`Constant`); else a
+    ParameterError naming ``name`` (the caller's argument)."""
+    if isinstance(c, CURVES):
         return c
-    return Constant(finite_float("c", c))
+    return Constant(real_float(name, c, minimum=0.0,
+                               allowed="a finite number >= 0 or a curve model (Constant, PowerLaw, Tabulated)"))
 
 
 def i_k(c1, s):
@@ -146,5 +214,9 @@ def i_k(c1, s):
 
     Returns:
         I_K in learning-rate time units (same shape as ``s``).
+
+    Raises:
+        ParameterError: ``c1`` not a curve model or a finite number >= 0; ``s`` not
+            numbers >= 0 (inf allowed).
     """
-    return as_curve(c1).integral(s)
+    return as_curve(c1, "c1")._integral(_times(s))

@@ -27,9 +27,51 @@ import math
 
 import numpy as np
 
-from icl_kinetics.errors import one_of, positive_int
+from icl_kinetics.errors import (
+    ParameterError, broadcast_shape, finite_array, finite_float, one_of, positive_int, probability,
+)
+from icl_kinetics.resources import require_memory
 
 CONTEXTS = ("iid", "equalized")
+BETA_MAX = 700.0  # e^beta (and 2 e^beta + N - 1) must stay a finite float: e^700 ~ 1e304
+
+
+def check_beta(name: str, beta):
+    """``beta`` (an inverse temperature, array-like) as a float array: finite and
+    <= ``BETA_MAX`` (700), so that ``e^beta`` is a finite float; very negative values are
+    fine (``e^beta`` -> 0)."""
+    return finite_array(name, beta, maximum=BETA_MAX)
+
+
+def check_n(N, contexts: str = "iid") -> int:
+    """N (context tokens, >= 1) as an int; even for equalized contexts."""
+    N = positive_int("N", N)
+    one_of("contexts", contexts, CONTEXTS)
+    if contexts == "equalized" and N % 2:
+        raise ParameterError("N", N, "even with contexts='equalized' (half the labels of each kind)")
+    return N
+
+
+def _readout(a, n_plus, N):
+    return (a + 2.0 * np.asarray(n_plus) - N - 1.0) / (2.0 * a + N - 1.0)
+
+
+def _n_plus_distribution(N: int, contexts: str):
+    if contexts == "equalized":
+        return np.array([N / 2.0]), np.array([1.0])
+    # the lgamma list (a Python float per entry, ~32 bytes) and ~8 float arrays of N
+    require_memory("N", N, 100.0 * N, f"the distribution of n_plus over N={N} context tokens")
+    k = np.arange(N)
+    # Binomial(N-1, 1/2) pmf via log-gamma (exact to rounding; avoids importing scipy.stats)
+    lg = np.array([math.lgamma(i + 1.0) for i in range(N)])
+    logp = lg[N - 1] - lg[k] - lg[N - 1 - k] - (N - 1) * math.log(2.0)
+    return k + 1.0, np.exp(logp)
+
+
+def _accuracy(beta, values, probs, N, w_sign):
+    """ICL accuracy at ``beta`` (float array) for the n_plus distribution (values, probs)."""
+    r = np.sign(w_sign) * _readout(np.exp(beta[..., None]), values, N)
+    return np.sum(probs * ((r > 0) + 0.5 * (r == 0)), axis=-1)
 
 
 def readout(beta, n_plus, N: int):
@@ -39,9 +81,18 @@ def readout(beta, n_plus, N: int):
         beta: inverse temperature of item matching (array-like).
         n_plus: number of context labels equal to the target's, copy included.
         N: number of context tokens (target not counted).
+
+    Raises:
+        ParameterError: ``N`` not an integer >= 1; ``beta`` not finite or above 700
+            (``e^beta`` must be a finite float); ``n_plus`` not finite numbers in [1, N];
+            shapes that do not broadcast, or a result too large for memory.
     """
-    a = np.exp(beta)
-    return (a + 2.0 * np.asarray(n_plus) - N - 1.0) / (2.0 * a + N - 1.0)
+    N = positive_int("N", N)
+    b = check_beta("beta", beta)
+    n = finite_array("n_plus", n_plus, minimum=1, maximum=N)
+    shape = broadcast_shape(beta=b, n_plus=n)
+    require_memory("beta", beta, 3 * 8.0 * math.prod(shape), "readout's broadcast result")
+    return _readout(np.exp(beta), n_plus, N)
 
 
 def n_plus_distribution(N: int, contexts: str = "iid"):
@@ -53,18 +104,13 @@ def n_plus_distribution(N: int, contexts: str = "iid"):
 
     Returns:
         ``(values, probs)``: two 1-D float arrays.
+
+    Raises:
+        ParameterError: ``N`` not an integer >= 1 (even for equalized contexts) or too
+            large for memory (about 100 bytes per token); unknown ``contexts``.
     """
-    N = positive_int("N", N)
-    one_of("contexts", contexts, CONTEXTS)
-    if contexts == "equalized":
-        if N % 2:
-            raise ValueError(f"N={N} is not allowed with contexts='equalized': N must be even")
-        return np.array([N / 2.0]), np.array([1.0])
-    k = np.arange(N)
-    # Binomial(N-1, 1/2) pmf via log-gamma (exact to rounding; avoids importing scipy.stats)
-    lg = np.array([math.lgamma(i + 1.0) for i in range(N)])
-    logp = lg[N - 1] - lg[k] - lg[N - 1 - k] - (N - 1) * math.log(2.0)
-    return k + 1.0, np.exp(logp)
+    N = check_n(N, contexts)
+    return _n_plus_distribution(N, contexts)
 
 
 def icl_accuracy(beta, N: int, contexts: str = "iid", w_sign: float = 1.0):
@@ -72,10 +118,21 @@ def icl_accuracy(beta, N: int, contexts: str = "iid", w_sign: float = 1.0):
 
     A sequence is classified correctly when ``w * readout > 0``; ties (readout = 0)
     count one half, as a coin flip would.  Vectorized over ``beta``.
+
+    Raises:
+        ParameterError: ``beta`` not finite or above 700; ``N`` not an integer >= 1
+            (even for equalized contexts); unknown ``contexts``; ``w_sign`` not a finite
+            number (its sign is used; 0 gives chance, 1/2); ``beta.size * N`` too large
+            for memory.
     """
-    values, probs = n_plus_distribution(N, contexts)
-    r = np.sign(w_sign) * readout(np.asarray(beta, float)[..., None], values, N)
-    return np.sum(probs * ((r > 0) + 0.5 * (r == 0)), axis=-1)
+    N = check_n(N, contexts)
+    b = check_beta("beta", beta)
+    w_sign = finite_float("w_sign", w_sign)
+    size = b.size * (N if contexts == "iid" else 1)
+    require_memory("N" if N >= b.size else "beta", N if N >= b.size else beta, 5 * 8.0 * size,
+                   f"the accuracy of {b.size} beta value(s) over N={N} n_plus values")
+    values, probs = _n_plus_distribution(N, contexts)
+    return _accuracy(b, values, probs, N, w_sign)
 
 
 def icl_threshold_beta(N: int, accuracy: float = 0.95, contexts: str = "iid") -> float:
@@ -83,14 +140,33 @@ def icl_threshold_beta(N: int, accuracy: float = 0.95, contexts: str = "iid") ->
 
     The accuracy is a step function of e^beta; this returns the log of the step at
     which it first exceeds ``accuracy`` (``inf`` if it never does, as for
-    equalized contexts with accuracy >= 1).
+    equalized contexts with accuracy >= 1; ``-inf`` if it does already at e^beta -> 0,
+    as for N = 1 or accuracy 0).
+
+    Raises:
+        ParameterError: ``N`` not an integer >= 1 (even for equalized contexts);
+            ``accuracy`` not a number in [0, 1]; unknown ``contexts``.
     """
+    N = check_n(N, contexts)
+    accuracy = probability("accuracy", accuracy, open_interval=False)
     values, probs = n_plus_distribution(N, contexts)
     xi = 2.0 * values - N - 1.0
     # readout > 0 iff e^beta > -xi; candidate steps are e^beta = -xi for -xi > 0.
-    steps = np.unique(-xi[-xi > 0])
-    for s in np.concatenate([[0.0], steps]):
+    steps = np.concatenate([[0.0], np.unique(-xi[-xi > 0])])
+
+    def above(s):
         a = s * (1 + 1e-12) if s > 0 else 1e-300
-        if icl_accuracy(np.log(a), N, contexts) > accuracy:
-            return float(np.log(s)) if s > 0 else -np.inf
-    return np.inf
+        return _accuracy(np.asarray(np.log(a), float), values, probs, N, 1.0) > accuracy
+
+    # the accuracy is non-decreasing in e^beta: bisect for the first step above `accuracy`
+    lo, hi = 0, steps.size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if above(steps[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == steps.size:
+        return np.inf
+    s = steps[lo]
+    return float(np.log(s)) if s > 0 else -np.inf

@@ -14,14 +14,20 @@ beta0 the noise regime ``t ~ e^-2 beta0`` stretches the tail further.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-
 from statistics import NormalDist
 
 import numpy as np
 
-from icl_kinetics.errors import finite_float, one_of, positive_float, positive_int
-from icl_kinetics.theory.closed_form import REGIMES, escape_time
+from icl_kinetics.errors import (
+    ParameterError, finite_array, finite_float, positive_float, positive_int, real_float,
+)
+from icl_kinetics.resources import require_memory
+from icl_kinetics.theory.closed_form import _check_regime, _check_scaled, _checked_tau, escape_time
+
+TABLE_SDS = 9.0  # the beta0 -> t table (cdf, pdf, beta0_of) spans beta0_mean +- 9 standard deviations
+MEDIAN_FLOOR = 1.0  # iterations: a median onset below one SGD step is outside the gradient-flow theory
 
 
 @dataclass
@@ -37,6 +43,23 @@ class OnsetDistribution:
         c1, c2: constant MLP coefficients (1/2 without memorization).
         regime: ``'exact'``, ``'signal'`` or ``'noise'`` (see :func:`escape_time`).
         beta_c: threshold beta (see :func:`escape_time`); ``inf``: blow-up time.
+
+    Raises:
+        ParameterError: at construction, for ``N`` not an integer >= 1; ``lr``, ``c1``
+            not finite numbers > 0; ``beta0_mean`` not finite; ``beta0_std``, ``c2`` not
+            finite numbers >= 0; ``w0`` not finite (and not >= 0 for ``regime='exact'``,
+            not 0 for ``'noise'``, with c2 > 0); unknown ``regime``; ``beta_c`` NaN.  Two
+            degenerate distributions are refused there too:
+
+            * the **median** onset (the onset of ``beta0_mean``) must be a finite number
+              of at least 1 iteration (``MEDIAN_FLOOR``): below one SGD step the
+              continuous gradient-flow description does not apply, and 0 means the median
+              seed starts past ``beta_c`` (e.g. ``beta0_mean = 1e6`` makes every onset 0,
+              named ``beta0_mean``; so can a huge ``lr``, named ``lr``);
+            * every ``beta0`` within 9 standard deviations of the mean (the span of the
+              table behind :meth:`cdf`, :meth:`pdf` and :meth:`beta0_of`) must have a
+              finite onset, > 0 below ``beta_c`` (e.g. ``beta0_std = 1e6`` gives onsets of
+              e^(+-9e6), named ``beta0_std``).
     """
 
     N: int
@@ -49,6 +72,7 @@ class OnsetDistribution:
     regime: str = "exact"
     beta_c: float = np.inf
     _grid: tuple = field(default=None, init=False, repr=False)
+    _median: float = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         self.N = positive_int("N", self.N)
@@ -57,65 +81,157 @@ class OnsetDistribution:
         self.beta0_std = positive_float("beta0_std", self.beta0_std, allow_zero=True)
         self.c1 = positive_float("c1", self.c1)
         self.c2 = positive_float("c2", self.c2, allow_zero=True)
-        one_of("regime", self.regime, REGIMES)
+        self.w0, self.c2, self.regime = _check_regime(self.w0, self.c2, self.regime)
+        self.beta_c = real_float("beta_c", self.beta_c, allow_inf=True)
+        # the median: finite and >= MEDIAN_FLOOR iterations
+        m = float(self._onset(self.beta0_mean, "beta0_mean", self.beta0_mean))
+        if not m >= MEDIAN_FLOOR:
+            if not self.beta0_mean < self.beta_c:
+                raise ParameterError("beta0_mean", self.beta0_mean, f"< beta_c = {self.beta_c:g}: the median seed "
+                                     "starts past the threshold (its onset is 0)")
+            tau = m * self.lr * self.c1 / self.N
+            share = {"beta0_mean": -math.log(tau), "lr": math.log(self.lr), "c1": math.log(self.c1)}
+            name = max(share, key=share.get)
+            raise ParameterError(name, getattr(self, name), f"such that the median t_ICL is at least "
+                                 f"{MEDIAN_FLOOR:g} iteration (it is {m:.3g}: the median seed would acquire ICL "
+                                 "before the first SGD step, outside the gradient-flow description)")
+        self._median = m
+        # the table's span: mean +- 9 sd (sd floored at 1e-3, as in _table)
+        sd = max(self.beta0_std, 1e-3)
+        ends = np.array([self.beta0_mean - TABLE_SDS * sd, self.beta0_mean + TABLE_SDS * sd])
+        try:
+            self._onset(ends, "beta0", ends)
+        except ParameterError as e:
+            raise ParameterError("beta0_std", self.beta0_std, f"small enough that every beta0 within "
+                                 f"{TABLE_SDS:g} standard deviations of the mean ({ends[0]:.4g} .. {ends[1]:.4g}) "
+                                 f"has a finite onset time ({e.name} must be {e.allowed})") from None
 
     # -- the map beta0 -> t and its inverse ---------------------------------------------
+    def _onset(self, b0, name, value):
+        """Checked onsets (iterations) of the beta0 values ``b0``, refusals naming ``name``."""
+        b0 = finite_array(name, b0)
+        tau = _checked_tau(b0, self.w0, self.c2, self.regime, np.asarray(self.beta_c, float), name, value)
+        with np.errstate(over="ignore", under="ignore"):
+            t = self.N * tau / (self.lr * self.c1)
+        _check_scaled(t, tau, {"N": self.N, "lr": self.lr, "c1": self.c1}, value, "t_ICL", beta0_name=name)
+        return t
+
     def onset_of(self, beta0):
-        """``t_icl`` (iterations) of a seed with initial inverse temperature ``beta0``."""
+        """``t_icl`` (iterations) of a seed with initial inverse temperature ``beta0``.
+
+        Raises:
+            ParameterError: ``beta0`` not finite numbers, or so extreme that its onset
+                overflows (or underflows to 0 below ``beta_c``).
+        """
         tau = escape_time(beta0, w0=self.w0, c2=self.c2, regime=self.regime, beta_c=self.beta_c)
-        return self.N * tau / (self.lr * self.c1)
+        with np.errstate(over="ignore", under="ignore"):
+            t = self.N * tau / (self.lr * self.c1)
+        _check_scaled(t, tau, {"N": self.N, "lr": self.lr, "c1": self.c1}, beta0, "t_ICL")
+        return t
 
     def _table(self):
         if self._grid is None:
             sd = max(self.beta0_std, 1e-3)
             b = np.linspace(self.beta0_mean - 9 * sd, self.beta0_mean + 9 * sd, 2001)
-            self._grid = (b, np.log(self.onset_of(b)))
+            with np.errstate(divide="ignore"):  # onset 0 at beta0 >= beta_c: log -inf
+                self._grid = (b, np.log(self.onset_of(b)))
         return self._grid
 
-    def beta0_of(self, t):
-        """Inverse map: the beta0 whose onset is ``t`` iterations (monotone interpolation)."""
+    def _beta0_of(self, t):
         b, lt = self._table()
         return np.interp(np.log(np.asarray(t, float)), lt[::-1], b[::-1])
 
+    def beta0_of(self, t):
+        """Inverse map: the beta0 whose onset is ``t`` iterations (monotone interpolation).
+
+        Raises:
+            ParameterError: ``t`` not finite numbers > 0.
+        """
+        finite_array("t", t, minimum=0.0, exclusive_minimum=True)
+        return self._beta0_of(t)
+
     # -- distribution functions ---------------------------------------------------------
     def cdf(self, t):
-        """``P(t_icl <= t)`` = ``P(beta0 >= beta0_of(t))``."""
-        t = np.asarray(t, float)
+        """``P(t_icl <= t)`` = ``P(beta0 >= beta0_of(t))``.
+
+        Raises:
+            ParameterError: ``t`` NaN (any other number, +-inf included, is fine).
+        """
+        t = finite_array("t", t, allow_inf=True)
         if self.beta0_std == 0:
-            return (t >= self.onset_of(self.beta0_mean)).astype(float)
+            return (t >= self._median).astype(float)
         from scipy.special import ndtr
 
-        b = self.beta0_of(np.maximum(t, 1e-300))
+        b = self._beta0_of(np.maximum(t, 1e-300))
         return np.where(t > 0, ndtr(-(b - self.beta0_mean) / self.beta0_std), 0.0)
 
     def pdf(self, t):
-        """Density of ``t_icl`` per iteration: ``f_beta(beta0(t)) |d beta0/dt|``."""
+        """Density of ``t_icl`` per iteration: ``f_beta(beta0(t)) |d beta0/dt|``.
+
+        Raises:
+            ParameterError: ``beta0_std = 0`` (a point mass has no density); ``t`` not
+                finite numbers > 0.
+        """
         if self.beta0_std == 0:
-            raise ValueError("beta0_std=0 is not allowed for pdf: the distribution is a point mass")
+            raise ParameterError("beta0_std", self.beta0_std, "> 0 for pdf (with beta0_std = 0 the onset "
+                                 "distribution is a point mass, without a density)")
+        t = finite_array("t", t, minimum=0.0, exclusive_minimum=True)
         b, lt = self._table()
-        t = np.asarray(t, float)
         slope = np.gradient(b, lt)  # d beta0 / d log t  (negative)
-        bt = self.beta0_of(t)
+        bt = self._beta0_of(t)
         s = np.interp(np.log(t), lt[::-1], slope[::-1])
         z = (bt - self.beta0_mean) / self.beta0_std
         dens = np.exp(-0.5 * z * z) / (self.beta0_std * np.sqrt(2 * np.pi))
         return dens * np.abs(s) / t
 
     def quantile(self, p):
-        """``t_icl`` quantile: ``onset_of(beta0 quantile 1 - p)`` (the map is decreasing)."""
-        p = np.asarray(p, float)
-        if np.any((p <= 0) | (p >= 1)):
-            raise ValueError(f"p={p!r} is not allowed: quantile levels must be in (0, 1)")
+        """``t_icl`` quantile: ``onset_of(beta0 quantile 1 - p)`` (the map is decreasing).
+
+        Raises:
+            ParameterError: ``p`` not numbers in (0, 1) whose complement ``1 - p`` is
+                distinguishable from 1 in floating point (``p >= ~1.1e-16``).
+        """
+        given = p
+        p = finite_array("p", p, minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True,
+                         allowed="numbers in (0, 1) (quantile levels)")
+        if np.any(1 - p >= 1):
+            raise ParameterError("p", given, "quantile levels >= ~1.1e-16 (1 - p must differ from 1 in floating "
+                                 "point)")
         nd = NormalDist(self.beta0_mean, self.beta0_std) if self.beta0_std > 0 else None
         b = np.vectorize(lambda q: nd.inv_cdf(1 - q) if nd else self.beta0_mean)(p)
         return self.onset_of(b)
 
     def median(self) -> float:
-        """Median ``t_icl`` (iterations) = onset of the median beta0."""
-        return float(self.onset_of(self.beta0_mean))
+        """Median ``t_icl`` (iterations) = onset of the median beta0 (at least 1: see Raises
+        of the class)."""
+        return float(self._median)
 
     def sample(self, n: int, seed: int = 0):
-        """``n`` onset times (iterations) from ``beta0`` drawn with ``numpy`` seed ``seed``."""
+        """``n`` onset times (iterations) from ``beta0`` drawn with ``numpy`` seed ``seed``.
+
+        Raises:
+            ParameterError: ``n`` not an integer >= 1 or too large for memory (named
+                ``samples``: about 16 float64 arrays of ``n`` are alive at the peak of the
+                tabulated exact regime, 8 for the closed forms, and ~8500 per sample where
+                the exact regime integrates every sample, with ``w0 > 0`` or a finite
+                ``beta_c``); ``seed`` not an integer >= 0.
+        """
         n = positive_int("samples", n)
+        seed = positive_int("seed", seed, 0)
+        require_memory("samples", n, self._floats_per_sample() * 8.0 * n, f"sampling {n} onset times")
         rng = np.random.default_rng(seed)
-        return self.onset_of(rng.normal(self.beta0_mean, self.beta0_std, n))
+        b0 = rng.normal(self.beta0_mean, self.beta0_std, n)
+        try:
+            return self.onset_of(b0)
+        except ParameterError as e:  # a draw beyond the checked +- 9 sd (p ~ 1e-19 per draw)
+            raise ParameterError("beta0_std", self.beta0_std, f"small enough that every sampled seed has a "
+                                 f"finite onset ({e.name} must be {e.allowed})") from None
+
+    def _floats_per_sample(self) -> float:
+        """Float64 arrays of the sample size alive at the peak of :meth:`sample` (measured
+        with tracemalloc, rounded up)."""
+        if self.regime == "signal" or self.c2 == 0 or self.regime == "noise":
+            return 8.0
+        if self.w0 == 0 and np.isposinf(self.beta_c):
+            return 16.0
+        return 8500.0
