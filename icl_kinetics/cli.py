@@ -414,6 +414,7 @@ def cmd_minimal(a) -> dict:
     if a.K is None and a.mlp_width is None and not a.equalize and a.w0 >= 0:
         res["theory_t_icl"] = float(t_icl(a.N, a.beta0, a.lr, w0=a.w0, beta_c=icl_threshold_beta(a.N)))
         res["theory_t_icl_full_flow"] = solve_flow(a.N, a.beta0, a.lr, w0=a.w0, stage="full").t_icl
+    res["failure"] = _diverged(res.get("status", []), res.get("reasons", []))
     if a.out:
         out = Path(a.out)
         write_json(out / "config.json", res.get("config", {}))
@@ -441,15 +442,38 @@ def cmd_minimal(a) -> dict:
     return res
 
 
+def _diverged(status, reasons, offset: int = 0) -> dict | None:
+    """The failure record (exit 3) when any seed diverged: a result no script should take for
+    a success (a sweep records such a run as failed)."""
+    div = [(offset + i, why) for i, (s, why) in enumerate(zip(status, reasons)) if s == "diverged"]
+    if not div:
+        return None
+    return {"exit_code": 3, "message": f"{len(div)} of {len(status)} seeds diverged (seed {div[0][0]}: "
+            f"{div[0][1]}); lower --lr"}
+
+
 def _print_minimal(r):
-    ts = ["never" if t is None else str(t) for t in r["t_icl"]]
+    status = r.get("status") or ["running"] * len(r["t_icl"])
+    ts = ["diverged" if s == "diverged" else "never" if t is None else str(t) for t, s in zip(r["t_icl"], status)]
     print("t_ICL per seed (iterations): " + ", ".join(ts))
+    div = [(i, why) for i, (s, why) in enumerate(zip(status, r.get("reasons") or [""] * len(status)))
+           if s == "diverged"]
+    for i, why in div[:3]:
+        print(f"  seed {i} diverged: {why}")
+    if len(div) > 3:
+        print(f"  ... and {len(div) - 3} more seeds diverged")
     med = r["median_t_icl"]
-    print(f"median t_ICL: {'undefined (most seeds never acquired ICL)' if med is None else f'{med:g}'}")
+    if med is None:
+        med_text = ("undefined (every seed diverged: lower --lr)" if len(div) == len(status)
+                    else "undefined (most seeds never acquired ICL)")
+    else:
+        med_text = f"{med:g}" + (f" (over the {len(status) - len(div)} seeds that did not diverge)" if div else "")
+    print(f"median t_ICL: {med_text}")
     if "theory_t_icl" in r:
-        print(f"theory t_ICL, reduced ODEs (exact regime, accuracy 0.95): {r['theory_t_icl']:.0f}")
+        it = (lambda t: "< 1 (at the first evaluation)" if t < 1 else f"{t:.0f}")
+        print(f"theory t_ICL, reduced ODEs (exact regime, accuracy 0.95): {it(r['theory_t_icl'])}")
         if r.get("theory_t_icl_full_flow") is not None:
-            print(f"theory t_ICL, full data-averaged flow (large D):       {r['theory_t_icl_full_flow']:.0f}")
+            print(f"theory t_ICL, full data-averaged flow (large D):       {it(r['theory_t_icl_full_flow'])}")
     print(f"wall time: {r['wall_seconds']:.1f} s")
 
 
@@ -495,8 +519,12 @@ def _read_c3_table(path, lr):
     p = Path(path)
     if not p.is_file():
         raise ParameterError("c3-table", path, "an existing CSV file")
-    with open(p, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(p, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ParameterError("c3-table", path, f"a text CSV file ({type(e).__name__}: not readable as UTF-8 CSV)") \
+            from None
     if not rows or "c3" not in rows[0] or not ({"iteration", "s"} & set(rows[0])):
         raise ParameterError("c3-table", path, "a CSV with columns 'c3' and 'iteration' (or 's')")
     try:
@@ -505,9 +533,13 @@ def _read_c3_table(path, lr):
         else:
             s = [float(r["iteration"]) * lr for r in rows]
         v = [float(r["c3"]) for r in rows]
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ParameterError("c3-table", path, f"numeric columns ({e})") from None
-    return Tabulated(s, v, extrapolate="hold"), s[-1]
+    try:
+        curve = Tabulated(s, v, extrapolate="hold")
+    except ParameterError as e:
+        raise ParameterError("c3-table", path, f"a valid c3 curve ({e})") from None
+    return curve, s[-1]
 
 
 def _print_transience(r):
@@ -557,6 +589,7 @@ def cmd_train(a) -> dict:
     res = train(cfg, out=a.out, progress=not (a.quiet or a.json), resume=not a.no_resume)
     out = res.summary()
     out["out"] = a.out
+    out["failure"] = _diverged(res.status, res.reasons, cfg.seed_offset)
     out["seed_iterations_per_s"] = res.seed_iterations / res.seconds if res.seconds > 0 else None
     if a.plot:
         from icl_kinetics.validate.figures import save, training_curves_figure
@@ -712,6 +745,8 @@ def _print_validate(r):
         print(f"    {v['reason']}")
     for k, why in r["skipped"].items():
         print(f"- {k}: skipped ({why})")
+    for k, why in r.get("problems", {}).items():
+        print(f"- data problem: {k}: {why}")
     if r["not_checked"]:
         print(f"not checked by this version: {', '.join(r['not_checked'])}")
     print(f"report: {r['report']}")

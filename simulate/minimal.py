@@ -37,6 +37,10 @@ Evaluation: a per-seed fixed ICL test set of ``eval_size`` sequences with novel 
 t_ICL (iterations) is the first evaluation (every ``eval_every`` iterations, starting at
 iteration 0) at which ICL accuracy = mean[y * logit > 0] exceeds ``acc_threshold``
 strictly.  Seeds that never get there have t_icl = None (right-censored).
+
+Divergence: a seed whose training loss (or w, beta after an update) is not finite is
+marked ``"diverged"`` with the reason (as the engine does) and trained no further; it is
+never reported as "never acquired" (``MinimalResult.status`` / ``reasons``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from icl_kinetics.errors import (
     positive_int,
     probability,
 )
+from icl_kinetics.resources import require_memory
 from icl_kinetics.simulate.workers import run_in_threads
 
 __all__ = ["MinimalConfig", "MinimalResult", "run_minimal"]
@@ -65,6 +70,7 @@ __all__ = ["MinimalConfig", "MinimalResult", "run_minimal"]
 _TWO_PI_2M32 = 2.0 * math.pi * 2.0**-32
 _LN2_32 = 32.0 * math.log(2.0)
 _ZMAX = math.sqrt(_LN2_32 + math.log(2.0)) * (1 + 1e-6)  # largest |z'| Box-Muller can produce (u' >= 1/2)
+_F32_MAX = float(np.finfo(np.float32).max)
 _BLOCK = 16  # iterations of random numbers drawn per generator call (fixed: part of the stream definition)
 
 
@@ -119,7 +125,9 @@ class MinimalConfig:
     processes: bool | None = None
 
     def validate(self) -> None:
-        """Raise :class:`ParameterError` naming the first bad parameter."""
+        """Raise :class:`ParameterError` naming the first bad parameter, or, for sizes
+        whose estimated peak memory (:meth:`memory_estimate`) exceeds what is available,
+        the size that dominates it."""
         N = positive_int("N", self.N, 1)
         positive_int("seeds", self.seeds, 1)
         positive_int("seed", self.seed, 0)
@@ -161,6 +169,29 @@ class MinimalConfig:
             raise ParameterError("processes", self.processes, "True, False or None (automatic)")
         if self.threads is not None:
             positive_int("threads", self.threads, 1)
+        # sizes that cannot fit are refused here, before anything is allocated
+        need, name = self.memory_estimate()
+        require_memory(name, getattr(self, name), need, "the minimal-model simulator")
+
+    #: the sizes that set the memory, each with the value it is compared against when
+    #: naming the one that dominates (:meth:`memory_estimate`): the field's default
+    _SIZES = ("seeds", "batch_size", "N", "D", "K", "mlp_width", "eval_size", "max_iterations", "log_every")
+
+    def memory_estimate(self) -> tuple[int, str]:
+        """(estimated peak bytes of :func:`run_minimal`, the parameter that dominates them).
+
+        The dominating parameter is the one whose reset to its default value lowers the
+        estimate the most (``seeds`` for a default-sized run).  See :func:`_peak_bytes`
+        for the terms; call on a validated config (:meth:`validate` does)."""
+        import dataclasses
+
+        sizes = {k: getattr(self, k) for k in self._SIZES}
+        procs = self.processes is not False and self.seeds > 1 and (
+            self.processes or self.seeds * self.max_iterations >= 200_000)
+        need = _peak_bytes(**sizes, processes=procs)
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        drop = {k: need - _peak_bytes(**{**sizes, k: defaults[k]}, processes=procs) for k in self._SIZES}
+        return need, max(drop, key=drop.get)
 
     def beta0_array(self) -> np.ndarray:
         """Initial beta per seed (float64, length ``seeds``)."""
@@ -169,27 +200,94 @@ class MinimalConfig:
         return np.full(self.seeds, float(self.beta0))
 
 
+def _peak_bytes(seeds, batch_size, N, D, K, mlp_width, eval_size, max_iterations, log_every,
+                processes=False) -> int:
+    """Estimated peak bytes that :func:`run_minimal` allocates, from its actual buffers.
+
+    S = seeds, B = batch_size, E = eval_size, P = max(1, N // 2) overlap pairs, h =
+    mlp_width, C = min(E, 256) evaluation chunk.  Python's and torch's own footprint
+    (a few hundred MB, already in use when this is called) is not counted.
+
+    * Fast path (K = None, no MLP): the test set's overlaps and signed label masks,
+      2 x (S, 2, E, P) float32 = 16 S E P (plus a bool mask while it is built); the
+      training buffers z, e, t2, mask, f (S, 2, B, P) float32 = 40 S B P and a block of
+      16 iterations of raw 64-bit words (S, 16, B P) = 128 S B P; three evaluation chunk
+      buffers 24 S C P.  With worker processes (fork) each child copies the training
+      buffers it writes: once more 176 S B P + 24 S C P.
+    * General path (finite K and/or MLP): items (S, K, D) float32 and labels; the test
+      sets (ICL, and IWL for finite K) 4 S E (D + 2 N + 2) bytes each, twice while they
+      are stacked; the first min(K, 2000) items again for c1..c3; the MLP's weights about
+      five times (weights, gathered copy, gradient, update temporaries).  On top, the
+      largest transient of: building a test set (per seed X[ctx] of E N D float32 and
+      the min(K, 20000) novel items), one step (the batch, float64 softmax terms ~64 S B N,
+      per-seed X[ctx] 4 B N D, MLP activations ~20 S B h) or one evaluation (the test
+      set gathered, ~64 S E N float64 softmax terms, MLP activations ~20 S E h).
+    * History: seeds x (max_iterations // log_every + 2) rows of ~1500 bytes (the row
+      dict and its JSON-ready copy).
+
+    Checked against the measured growth of peak RSS (threads, 2 cores): estimate /
+    measured = 1.12 (fast path, 64 seeds, N = 200, B = 256, E = 4000), 1.30 (K = 1000,
+    MLP 64, 16 seeds), 0.91 (K = inf, MLP 64), 1.10 (K = 20000), 1.04 (K = 1e5, D = 200),
+    1.35 (history: 100 seeds x 3000 logged iterations).
+    """
+    S, B, E = int(seeds), int(batch_size), int(eval_size)
+    N, D = int(N), int(D)
+    P = max(1, N // 2)
+    C = min(E, 256)
+    rows = S * (int(max_iterations) // int(log_every) + 2) * 1500
+    if K is None and mlp_width is None:
+        fast = 16 * S * E * P + 2 * S * E * P + 176 * S * B * P + 128 * S * B + 24 * S * C * P + 8 * S * E
+        build = 8 * E * P + 8 * E * ((N + 63) // 64)  # one seed's raw words while its test set is drawn
+        if processes:
+            fast += 176 * S * B * P + 24 * S * C * P
+        return fast + build + rows
+    h = int(mlp_width or 0)
+    seq_bytes = 4 * (D + 2 * N + 2)  # one sequence: x_t, overlaps, labels, y, r (float32)
+    nsets = 1 if K is None else 2
+    mlp = 4 * S * (h * D + h * h + 3 * h + 1) if h else 0
+    persistent = nsets * S * E * seq_bytes + 5 * mlp
+    if K is not None:
+        K = int(K)
+        persistent += 4 * S * K * (D + 1) + 4 * S * min(K, 2000) * D
+    ctx = 4 * N * D if K is not None else 32 * N  # per sequence: X[ctx] (finite K) / float64 label work (K = inf)
+    build = nsets * S * E * seq_bytes + E * ctx + (12 * min(K, 20000) * D if K is not None else 0)
+    step = 2 * S * B * seq_bytes + 64 * S * B * N + B * ctx + 20 * S * B * h
+    evaluate = S * E * seq_bytes + 64 * S * E * N + 20 * S * E * h
+    return persistent + max(build, step, evaluate) + rows
+
+
 # ----------------------------------------------------------------------------- result
 @dataclass
 class MinimalResult:
     """Outcome of :func:`run_minimal`.
 
     t_icl: per seed, the ICL acquisition time in iterations, or None if never acquired
-        (right-censored; the cap is never substituted).
+        (right-censored; the cap is never substituted) or diverged before acquiring.
     history: tidy rows, one per seed x logged evaluation, with keys seed, iteration,
         beta, w, icl_acc, icl_loss, iwl_acc, iwl_loss, c1, c2, c3 (NaN where n/a).
+    status: per seed, as the engine's: ``"running"`` (trained to ``max_iterations``),
+        ``"stopped"`` (stopped once acquired, ``stop_on_acquire``) or ``"diverged"``
+        (non-finite training loss, or w or beta; trained no further).
+    reasons: per seed, why it diverged (e.g. "non-finite training loss at iteration
+        12"; the iteration is the SGD step that produced it), else "".
     """
 
     config: MinimalConfig
     t_icl: list
     history: list = field(default_factory=list)
     seconds: float = float("nan")
+    status: list = field(default_factory=list)
+    reasons: list = field(default_factory=list)
 
     @property
     def median_t_icl(self) -> float | None:
-        """Median t_ICL (iterations) over all seeds, never-acquired counted as +inf;
-        None if more than half of the seeds never acquire (median is censored)."""
-        v = np.array([np.inf if t is None else float(t) for t in self.t_icl])
+        """Median t_ICL (iterations) over the seeds that did not diverge before acquiring,
+        never-acquired counted as +inf; None if more than half of them never acquire
+        (median is censored) or every seed diverged.  A diverged seed's onset is unknown,
+        not censored, so it is left out rather than counted as +inf."""
+        status = self.status or ["running"] * len(self.t_icl)
+        v = np.array([np.inf if t is None else float(t) for t, st in zip(self.t_icl, status)
+                      if not (st == "diverged" and t is None)])
         if v.size == 0:
             return None
         m = float(np.median(v))
@@ -208,6 +306,8 @@ class MinimalResult:
         return {
             "config": cfg,
             "t_icl": [None if t is None else int(t) for t in self.t_icl],
+            "status": list(self.status),
+            "reasons": list(self.reasons),
             "median_t_icl": self.median_t_icl,
             "seconds": None if not math.isfinite(self.seconds) else self.seconds,
             "history": [clean(r) for r in self.history],
@@ -292,6 +392,15 @@ def _box_muller(i32, out_z, tmp):
     s.mul_(u)
 
 
+def _diverged(act: np.ndarray, ok: np.ndarray, loss_of) -> dict:
+    """{group index: what was not finite} for the active seeds ``act`` whose update was
+    not finite (``ok`` False); ``loss_of(q)``: the training loss of the q-th active seed."""
+    out = {}
+    for q in np.flatnonzero(~ok):
+        out[int(act[q])] = "training loss" if not math.isfinite(loss_of(q)) else "w or beta"
+    return out
+
+
 # ----------------------------------------------------------------------------- fast path
 class _FastGroup:
     """A group of seeds on the fast path (K -> infinity, no MLP), run in one thread.
@@ -347,6 +456,7 @@ class _FastGroup:
         self.ebuf = [torch.empty((S, 2, C, P)) for _ in range(3)]
         self.block_pos = _BLOCK
         self.active = np.ones(S, bool)
+        self.status, self.reasons = ["running"] * S, [""] * S
 
     def _mask(self, k):
         """Float mask (S, 2, n, P) from agree counts k (S, n)."""
@@ -417,7 +527,8 @@ class _FastGroup:
         return Z, M, SB, MS
 
     def step(self):
-        """One SGD iteration (all active seeds)."""
+        """One SGD iteration (all active seeds).  Returns None, or {group index: what was
+        not finite} for the seeds that diverged in it (:func:`_diverged`)."""
         torch = self.torch
         if self.block_pos >= _BLOCK:
             self._refill()
@@ -444,12 +555,22 @@ class _FastGroup:
         sbar = SB.double() / Zd
         ms = MS.double() / Zd
         wt = torch.from_numpy(w)
-        g = -torch.sigmoid(-wt[:, None] * m)  # dL/dlogit, labels relative to the target
+        nx = -wt[:, None] * m  # -logit (labels relative to the target): the loss is softplus(nx)
+        g = -torch.sigmoid(nx)  # dL/dlogit
         gw = (g * m).mean(1).numpy() + self.cfg.wd_icl * w
         gb = (g * (ms - m * sbar)).mean(1).numpy() * w + self.cfg.wd_icl * beta
         lr = self.cfg.lr
-        self.w[act] = w - lr * gw
-        self.beta[act] = beta - lr * gb
+        w1 = w - lr * gw
+        b1 = beta - lr * gb
+        self.w[act] = w1
+        self.beta[act] = b1
+        # divergence, checked on the (S,) updates: with w finite, |m| <= 1 unless m is NaN,
+        # so a non-finite loss (softplus(nx)) makes gw, and hence w1, NaN in this very step.
+        # beta enters the overlaps as float32: beyond its range it is infinite there
+        if np.isfinite(w1).all() and (np.abs(b1) <= _F32_MAX).all():
+            return None
+        return _diverged(act, np.isfinite(w1) & (np.abs(b1) <= _F32_MAX),
+                         lambda q: torch.nn.functional.softplus(nx[q]).mean().item())
 
     def evaluate(self, sel: np.ndarray, full: bool, min_correct: int):
         """ICL test set for group seeds ``sel``.
@@ -563,6 +684,7 @@ class _GeneralGroup:
         self.w = torch.full((S,), float(cfg.w0), dtype=torch.float64)
         self.beta = torch.tensor(beta0, dtype=torch.float64)
         self.active = np.ones(S, bool)
+        self.status, self.reasons = ["running"] * S, [""] * S
         self.mlp = None
         if cfg.mlp_width:
             h = cfg.mlp_width
@@ -691,6 +813,8 @@ class _GeneralGroup:
         return logit, m, dm, cache
 
     def step(self):
+        """One SGD iteration (all active seeds); returns None or the diverged seeds, as
+        :meth:`_FastGroup.step`."""
         torch = self.torch
         cfg = self.cfg
         act = np.flatnonzero(self.active)
@@ -704,14 +828,23 @@ class _GeneralGroup:
         B = logit.shape[1]
         gw = (g * m).mean(1) + cfg.wd_icl * w
         gb = (g * dm).mean(1) * w + cfg.wd_icl * beta
-        self.w[at] = w - cfg.lr * gw
-        self.beta[at] = beta - cfg.lr * gb
+        w1 = w - cfg.lr * gw
+        b1 = beta - cfg.lr * gb
+        self.w[at] = w1
+        self.beta[at] = b1
         if params is not None:
             grads = _mlp_backward(params, cache, (g / B).float(), torch)
             for p, gp, full in zip(params, grads, self.mlp):
                 gp = gp.reshape(p.shape)
                 p.sub_(cfg.lr * (gp + cfg.wd_mlp * p))
                 full[at] = p
+        # divergence: the training loss itself (cheap next to this path's (S, B, N) work);
+        # MLP weights that blow up reach the loss through phi within a step or two
+        loss = torch.nn.functional.softplus(-yd * logit).mean(1)
+        ok = (torch.isfinite(loss) & torch.isfinite(w1) & torch.isfinite(b1)).numpy()
+        if ok.all():
+            return None
+        return _diverged(act, ok, lambda q: loss[q].item())
 
     def _eval_set(self, sel, data):
         torch = self.torch
@@ -761,6 +894,7 @@ def _run_group(grp, cfg, tlist, rows, progress_counter, lock, error_box):
         S = grp.S
         fast = isinstance(grp, _FastGroup)
         done_t = [None] * S
+        status, reasons = grp.status, grp.reasons
 
         def log_rows(sel, it):
             acc, loss = grp.evaluate(sel, True, min_c)
@@ -812,12 +946,19 @@ def _run_group(grp, cfg, tlist, rows, progress_counter, lock, error_box):
                     local_rows.extend(r_)
                 if cfg.stop_on_acquire and newly.size:
                     grp.active[newly] = False
+                    for j in newly:
+                        status[j] = "stopped"
             if it >= cfg.max_iterations:
                 break
             if not grp.active.any():
                 break
-            grp.step()
+            bad = grp.step()
             it += 1
+            if bad:  # as the engine: marked, with the reason, and trained no further
+                for j, what in bad.items():
+                    status[j] = "diverged"
+                    reasons[j] = f"non-finite {what} at iteration {it}"
+                    grp.active[j] = False
             with lock:
                 progress_counter[0] += int(grp.active.sum()) + 0
         with lock:
@@ -853,7 +994,7 @@ def _proc_main(grp, cfg, value, conn):
     if errs:
         conn.send(("error", f"{type(errs[0]).__name__}: {errs[0]}", None))
     else:
-        conn.send(("ok", [tl[i] for i in grp.idx], rows))
+        conn.send(("ok", [tl[i] for i in grp.idx], rows, grp.status, grp.reasons))
     conn.close()
 
 
@@ -892,13 +1033,16 @@ def _run_in_processes(groups, cfg, tlist, rows, bar):
         for j, t in zip(g.idx, res[1]):
             tlist[j] = t
         rows.extend(res[2])
+        g.status, g.reasons = list(res[3]), list(res[4])
 
 
 def run_minimal(config: MinimalConfig, progress: bool = True) -> MinimalResult:
     """Run ``config.seeds`` independent SGD runs of the minimal model.
 
     Returns a :class:`MinimalResult` with per-seed t_ICL (iterations, None = never
-    acquired within ``max_iterations``) and the tidy metric history.
+    acquired within ``max_iterations``, or diverged first), per-seed status and reasons
+    (``"diverged"``: non-finite training loss; trained no further) and the tidy metric
+    history.
     """
     if not isinstance(config, MinimalConfig):
         raise ParameterError("config", type(config).__name__, "a MinimalConfig")
@@ -951,4 +1095,9 @@ def run_minimal(config: MinimalConfig, progress: bool = True) -> MinimalResult:
     if errors:
         raise errors[0]
     rows.sort(key=lambda r: (r["seed"], r["iteration"]))
-    return MinimalResult(config=cfg, t_icl=tlist, history=rows, seconds=time.perf_counter() - t0)
+    status, reasons = [None] * cfg.seeds, [None] * cfg.seeds
+    for g in groups:
+        for j, i in enumerate(g.idx):
+            status[i], reasons[i] = g.status[j], g.reasons[j]
+    return MinimalResult(config=cfg, t_icl=tlist, history=rows, seconds=time.perf_counter() - t0, status=status,
+                         reasons=reasons)

@@ -275,3 +275,130 @@ def test_process_workers_give_the_same_numbers_as_threads():
     b = run_minimal(_small(processes=True, **kw), progress=False)
     assert a.to_json()["history"] == b.to_json()["history"] and a.t_icl == b.t_icl
     assert len(b.history) >= 16  # every 20 iterations, plus any acquisition rows
+
+
+# ------------------------------------------------------------------ divergence (as the engine)
+DIVERGED = r"^non-finite (training loss|w or beta) at iteration [1-9][0-9]*$"
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(K=20, mlp_width=4, D=6), dict(seeds=4, threads=2, processes=True)],
+                         ids=["fast path", "general path", "worker processes"])
+def test_a_huge_learning_rate_diverges_every_seed_like_the_engine(kw):
+    """lr = 1e30: every seed is "diverged" with the engine's reason, its t_ICL None, and
+    it is never counted as "never acquired" (the median is undefined, not censored)."""
+    import re
+
+    from icl_kinetics.simulate.engine import TrainConfig, train
+
+    res = run_minimal(_small(lr=1e30, max_iterations=50, **kw), progress=False)
+    assert res.status == ["diverged"] * res.config.seeds
+    assert all(re.match(DIVERGED, r) for r in res.reasons), res.reasons
+    assert res.t_icl == [None] * res.config.seeds and res.median_t_icl is None
+    j = res.to_json()
+    assert j["status"] == res.status and j["reasons"] == res.reasons
+    # the reference: the engine's own minimal model at the same learning rate
+    eng = train(TrainConfig(model="minimal", N=9, D=16, lr=1e30, batch_size=16, seeds=2, iterations=50,
+                            eval_every=10, eval_size=100, workers=1), progress=False)
+    assert eng.status == ["diverged"] * 2 and all(re.match(DIVERGED, r) for r in eng.reasons), eng.reasons
+    # it diverged at the reported SGD step, not later: one step fewer leaves finite w and beta
+    it = int(res.reasons[0].rsplit(" ", 1)[1])
+    before = run_minimal(_small(lr=1e30, max_iterations=it - 1, seeds=1, **{k: v for k, v in kw.items()
+                                                                            if k not in ("seeds", "threads")}),
+                         progress=False)
+    assert before.status == ["running"]
+    last = before.history[-1]
+    assert last["iteration"] == it - 1 and np.isfinite(last["w"]) and np.isfinite(last["beta"])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+def test_one_diverging_seed_leaves_the_others_alone():
+    """beta0 = 1e39 overflows the fast path's float32 overlaps at the first step: that seed
+    diverges, the others train on (as they would alone) and the median is over them."""
+    cfg = _small(beta0=[0.5, 1e39, 0.2], max_iterations=2000)
+    res = run_minimal(cfg, progress=False)
+    assert res.status[1] == "diverged" and res.reasons[1] == "non-finite training loss at iteration 1"
+    assert res.t_icl[1] is None and res.t_icl[0] is not None and res.t_icl[2] is not None
+    assert res.status[0] == res.status[2] == "stopped" and res.reasons[0] == res.reasons[2] == ""
+    assert res.median_t_icl == float(np.median([res.t_icl[0], res.t_icl[2]]))
+    alone = run_minimal(_small(beta0=0.2, seeds=1, seed_offset=2, max_iterations=2000), progress=False)
+    assert abs(alone.t_icl[0] - res.t_icl[2]) <= cfg.eval_every  # float32 roundoff may move one evaluation
+
+
+def test_status_of_seeds_that_do_not_diverge():
+    res = run_minimal(_small(max_iterations=300, beta0=[2.0, 0.0, -4.0]), progress=False)
+    assert [("stopped" if t is not None else "running") for t in res.t_icl] == res.status
+    assert "stopped" in res.status and "running" in res.status and res.reasons == ["", "", ""]
+    res = run_minimal(_small(max_iterations=30, stop_on_acquire=False), progress=False)
+    assert res.status == ["running"] * 3
+
+
+# ------------------------------------------------------------------ memory, refused up front
+@pytest.mark.parametrize("kw,name", [(dict(seeds=10**8), "seeds"), (dict(batch_size=10**9), "batch_size"),
+                                     (dict(N=10**9), "N"), (dict(K=10**12), "K"), (dict(eval_size=10**9), "eval_size"),
+                                     (dict(K=1000, mlp_width=10**6), "mlp_width"),
+                                     (dict(K=10**6, D=10**5), "K"),
+                                     (dict(max_iterations=10**10, log_every=1), "max_iterations")])
+def test_sizes_that_cannot_fit_are_refused_before_allocating(monkeypatch, kw, name):
+    from icl_kinetics import resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 8 << 30)
+    with pytest.raises(ParameterError) as e:
+        run_minimal(MinimalConfig(**kw), progress=False)
+    assert e.value.name == name and "memory" in str(e.value) and "minimal-model simulator" in str(e.value)
+
+
+def test_ordinary_sizes_are_not_refused(monkeypatch):
+    from icl_kinetics import resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 4 << 30)
+    for kw in (dict(), dict(seeds=100, max_iterations=10_000, stop_on_acquire=False),  # benchmarks/bench_minimal.py
+               dict(N=200, seeds=64), dict(K=4096, mlp_width=256, seeds=16), dict(K=100_000, N=99, seeds=8)):
+        MinimalConfig(**kw).validate()
+
+
+def test_memory_refusal_through_the_cli(monkeypatch, cli):
+    from icl_kinetics import resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 8 << 30)
+    for argv, name in ((["--seeds", "1e8"], "seeds"), (["--batch-size", "1e9"], "batch_size"), (["--N", "1e9"], "N"),
+                       (["--K", "1e12"], "K")):
+        code, out, err = cli(["minimal", "--quiet", *argv])
+        assert code == 2 and len(err.strip().splitlines()) == 1 and name in err and "memory" in err, err
+        assert "Traceback" not in err
+
+
+def test_memory_estimate_matches_the_measured_peak(tmp_path):
+    """The estimate against the measured growth of the anonymous resident memory of a
+    real run (a subprocess, sampled every 2 ms; library pages left out): within a factor
+    2 either way, for the fast path and the general path."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("reads RssAnon from Linux's /proc/self/status")
+    script = tmp_path / "peak.py"
+    script.write_text(
+        "import json, sys, threading, time\n"
+        "from icl_kinetics.simulate.minimal import MinimalConfig, run_minimal\n"
+        "def anon():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return next(int(l.split()[1]) * 1024 for l in f if l.startswith('RssAnon:'))\n"
+        "run_minimal(MinimalConfig(N=10, seeds=2, max_iterations=20, eval_size=100, threads=1), progress=False)\n"
+        "cfg = MinimalConfig(threads=1, processes=False, stop_on_acquire=False, **json.loads(sys.argv[1]))\n"
+        "base = anon(); peak = [base]; done = threading.Event()\n"
+        "def poll():\n"
+        "    while not done.is_set():\n"
+        "        peak[0] = max(peak[0], anon()); time.sleep(0.002)\n"
+        "t = threading.Thread(target=poll); t.start()\n"
+        "run_minimal(cfg, progress=False).to_json()\n"
+        "done.set(); t.join()\n"
+        "print(json.dumps([cfg.memory_estimate()[0], max(peak[0], anon()) - base]))\n")
+    for kw in (dict(seeds=8, N=400, batch_size=512, eval_size=2000, max_iterations=10),
+               dict(seeds=4, K=50_000, D=200, N=50, max_iterations=10)):
+        out = subprocess.run([sys.executable, str(script), json.dumps(kw)], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        est, measured = json.loads(out.stdout.strip().splitlines()[-1])
+        assert measured > 50 * 2**20, measured  # the run's own arrays dominate the measurement
+        assert 0.5 < est / measured < 2, (kw, est / 2**20, measured / 2**20)

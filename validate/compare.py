@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icl_kinetics.errors import positive_float, positive_int
+from icl_kinetics.errors import finite_float, positive_float, positive_int
 from icl_kinetics.io import write_csv, write_json, atomic_write_text
 from icl_kinetics.theory import icl_threshold_beta, solve_flow, t_icl
 
@@ -54,6 +54,26 @@ def censored_median(t, cap=None):
     return float(np.median(x))
 
 
+def relative_error(measured, predicted, resolution: float):
+    """(measured / predicted - 1, "") or (None, why) when it is undefined.
+
+    A relative error needs a prediction that SGD's measurement can resolve: t_ICL is read
+    off every ``resolution`` iterations (``eval_every``) and is at least one evaluation
+    after iteration 0 (w starts at 0, where the accuracy is 0).  A predicted t_ICL below
+    that grid (e.g. beta0 already past the ICL threshold, where the theory's t_ICL is ~0
+    and a ratio explodes or divides by zero) is not compared: the point stays in the
+    table, with the measurement and the prediction, but no error is claimed.  Refusing
+    such grid points up front would throw away a legitimate measurement (ICL at once)."""
+    if measured is None:
+        return None, ""
+    if predicted is None or not math.isfinite(predicted):
+        return None, "no prediction"
+    if predicted < resolution:
+        return None, (f"predicted t_ICL {predicted:.3g} is below the evaluation grid ({resolution:g} iterations): "
+                      "relative error undefined")
+    return measured / predicted - 1, ""
+
+
 def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: float = 0.1,
                           seeds: int = 8, seed: int = 0, out="out/compare", plot=None,
                           progress: bool = True, cap_factor: float = 4.0) -> dict:
@@ -63,37 +83,79 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
 
     Each N is one vectorized run with ``seeds`` seeds per beta0; the iteration cap is
     ``cap_factor`` times the largest predicted t_ICL, so a seed that never acquires
-    is reported as censored, never as the cap.
+    is reported as censored, never as the cap.  A seed whose training diverges
+    (non-finite loss) is reported as diverged (``seeds.csv``'s ``status``, the rows'
+    ``diverged``) and left out of the median: its onset is unknown, not censored.  A
+    relative error is given only where the prediction is above the evaluation grid
+    (:func:`relative_error`; the row's ``note`` says why not).
+
+    Every parameter, the memory of each run, ``out`` and ``plot`` are checked before
+    any computation (:class:`~icl_kinetics.errors.ParameterError` naming the parameter).
     """
+    from icl_kinetics.errors import ParameterError
+    from icl_kinetics.io import FIGURE_SUFFIXES, check_output_dir, check_output_file
     from icl_kinetics.simulate.minimal import MinimalConfig, run_minimal
     from icl_kinetics.validate.figures import onset_comparison_figure, save
 
     lr = positive_float("lr", lr)
     seeds = positive_int("seeds", seeds)
-    out = Path(out)
-    rows, seed_rows, theory_rows = [], [], []
+    seed = positive_int("seed", seed, 0)
+    cap_factor = positive_float("cap_factor", cap_factor)
+    Ns = [Ns] if isinstance(Ns, (int, float, np.integer)) else list(Ns)
+    beta0s = [beta0s] if isinstance(beta0s, (int, float, np.floating)) else list(beta0s)
+    if not Ns:
+        raise ParameterError("N", Ns, "at least one value")
+    if not beta0s:
+        raise ParameterError("beta0", beta0s, "at least one value")
+    Ns = [positive_int("N", N) for N in Ns]
+    beta0s = [finite_float("beta0", b) for b in beta0s]
+    eval_every = MinimalConfig.eval_every
+    for N in Ns:  # every size of each run, before anything is written or computed
+        MinimalConfig(N=N, beta0=0.0, lr=lr, seeds=seeds * len(beta0s), seed=seed + 1000 * N,
+                      max_iterations=1).validate()
+    out = Path(check_output_dir("out", out))
+    if plot is not None:
+        check_output_file("plot", plot, FIGURE_SUFFIXES)
     t_start = time.perf_counter()
+    # the theory first (seconds): it sets each N's iteration cap, so every run's memory
+    # (its history grows with the cap) is checked before the first one trains
+    betas = [float(b) for b in beta0s for _ in range(seeds)]
+    plan = []
     for N in Ns:
-        N = positive_int("N", N)
         preds = {b: theory_onset(N, b, lr) for b in beta0s}
         cap = int(cap_factor * max(p["theory_exact"] for p in preds.values())) + 100
         cap = int(math.ceil(cap / 10.0) * 10)
-        betas = [float(b) for b in beta0s for _ in range(seeds)]
         cfg = MinimalConfig(N=N, beta0=tuple(betas), lr=lr, seeds=len(betas), seed=seed + 1000 * N,
                             max_iterations=cap)
+        try:
+            cfg.validate()
+        except ParameterError as e:  # the cap is not the user's: name what sets it
+            if e.name != "max_iterations":
+                raise
+            raise ParameterError("lr", lr, f"large enough that the iteration cap it implies at N = {N} "
+                                 f"({cap} = {cap_factor:g} x the predicted t_ICL) fits: {e.allowed}") from None
+        plan.append((N, preds, cap, cfg))
+    rows, seed_rows, theory_rows = [], [], []
+    for N, preds, cap, cfg in plan:
         res = run_minimal(cfg, progress=progress)
-        for i, (b, t) in enumerate(zip(betas, res.t_icl)):
-            seed_rows.append({"N": N, "beta0": b, "seed": i, "t_icl": t, "max_iterations": cap})
+        for i, (b, t, st) in enumerate(zip(betas, res.t_icl, res.status)):
+            seed_rows.append({"N": N, "beta0": b, "seed": i, "t_icl": t, "max_iterations": cap, "status": st})
         for b in beta0s:
             ts = [t for bb, t in zip(betas, res.t_icl) if bb == b]
-            med = censored_median(ts)
+            div = [st == "diverged" and t is None for bb, t, st in zip(betas, res.t_icl, res.status) if bb == b]
+            med = censored_median([t for t, d in zip(ts, div) if not d]) if not all(div) else None
             p = preds[b]
+            err, note = relative_error(med, p["theory_exact"], eval_every)
+            err_flow, note_flow = relative_error(med, p["theory_full_flow"], eval_every)
+            notes = [f"{name}: {n}" for name, n in (("exact", note), ("full flow", note_flow)) if n]
+            if any(div):
+                notes.insert(0, f"{sum(div)} of {seeds} seeds diverged (non-finite training loss) and are left out of "
+                             "the median")
             rows.append({"N": N, "beta0": float(b), "seeds": seeds,
                          "acquired": int(sum(t is not None for t in ts)), "max_iterations": cap,
                          "median_t_icl": med, **p,
-                         "rel_err_exact": None if med is None else med / p["theory_exact"] - 1,
-                         "rel_err_full_flow": None if (med is None or p["theory_full_flow"] is None)
-                         else med / p["theory_full_flow"] - 1})
+                         "rel_err_exact": err, "rel_err_full_flow": err_flow,
+                         "diverged": int(sum(div)), "note": "; ".join(notes)})
         grid = np.linspace(min(beta0s) - 0.4, max(beta0s) + 0.4, 60)
         bc = icl_threshold_beta(N)
         for model, kw in (("exact", {"beta_c": bc}), ("signal", {"regime": "signal"}),
@@ -103,12 +165,17 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
     wall = time.perf_counter() - t_start
     out.mkdir(parents=True, exist_ok=True)
     result = {"lr": lr, "seeds": seeds, "seed": seed, "N": list(Ns), "beta0": list(beta0s),
-              "batch_size": 128, "D": 63, "eval_size": 2000, "eval_every": 10, "acc_threshold": 0.95,
+              "batch_size": 128, "D": 63, "eval_size": 2000, "eval_every": eval_every, "acc_threshold": 0.95,
               "rows": rows, "wall_seconds": wall, "units": "iterations",
               "table_csv": write_csv(out / "summary.csv", rows)}
     write_csv(out / "seeds.csv", seed_rows)
     atomic_write_text(out / "table.md", format_onset_table(rows) + "\n")
-    fig = onset_comparison_figure(seed_rows, theory_rows)
+    # diverged seeds have no onset to draw (the figure would show them as censored at the cap);
+    # an N whose seeds all diverged keeps its panel (theory only) through a row drawn nowhere
+    drawn = [r for r in seed_rows if r["status"] != "diverged"]
+    drawn += [{"N": N, "beta0": float(beta0s[0]), "seed": -1, "t_icl": math.nan, "max_iterations": math.nan,
+               "status": "diverged"} for N in Ns if not any(r["N"] == N for r in drawn)]
+    fig = onset_comparison_figure(drawn, theory_rows)
     result["plot"] = save(fig, plot or out / "onset_vs_theory.png")
     write_json(out / "summary.json", result)
     return result
@@ -122,9 +189,13 @@ def format_onset_table(rows) -> str:
     lines = ["| N | beta0 | acquired | median t_ICL (SGD) | theory (exact) | rel. err | full flow | "
              "signal formula | noise formula | regime |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
     for r in rows:
-        lines.append(f"| {r['N']} | {r['beta0']:g} | {r['acquired']}/{r['seeds']} | {f(r['median_t_icl'])} | "
+        acq = f"{r['acquired']}/{r['seeds']}" + (f" ({r['diverged']} diverged)" if r.get("diverged") else "")
+        lines.append(f"| {r['N']} | {r['beta0']:g} | {acq} | {f(r['median_t_icl'])} | "
                      f"{f(r['theory_exact'])} | {f(r['rel_err_exact'], '{:+.1%}')} | "
                      f"{f(r['theory_full_flow'])} | {f(r['theory_signal'])} | {f(r['theory_noise'])} | "
                      f"{r['regime']} |")
-    return "\n".join(lines)
+        if r.get("note"):
+            notes.append(f"- N = {r['N']}, beta0 = {r['beta0']:g}: {r['note']}")
+    return "\n".join(lines + ([""] + notes if notes else []))

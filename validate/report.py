@@ -58,8 +58,11 @@ def p_icl_spreads(onset_verdicts) -> dict:
             "onset_slope": (d["slope_log_t_vs_beta0"], tuple(d["slope_ci"]))}
 
 
-def _table(sweeps: Path, name: str):
-    """Collected table of sweep ``name`` under ``sweeps`` (None and the reason when there is none)."""
+def _table(sweeps: Path, name: str, problems: dict):
+    """Collected table of sweep ``name`` under ``sweeps`` (None and the reason when there is none).
+
+    Every run is verified by ``collect``; a damaged run is left out of the table and
+    recorded in ``problems`` (``"<sweep>/<run_id>" -> reason``)."""
     from icl_kinetics.simulate.sweeps import SweepStore
 
     d = sweeps / name
@@ -67,25 +70,37 @@ def _table(sweeps: Path, name: str):
         return None, f"sweep {name} not found in {sweeps} (run without --no-run to make it)"
     store = SweepStore(d)
     s = store.summary()
-    path, n = store.collect()
-    note = "" if s["pending"] + s["running"] == 0 else f"{s['pending'] + s['running']} of {s['runs']} runs unfinished"
-    if n == 0:
+    c = store.collect()
+    for rid, why in c.left_out.items():
+        problems[f"{name}/{rid}"] = f"left out: {why}"
+    unf = s["pending"] + s["running"] + s["failed"] + s["damaged"]
+    note = "" if unf == 0 else f"{unf} of {s['runs']} runs unfinished, failed or damaged"
+    if c.rows == 0:
         return None, f"sweep {name} in {sweeps} has no metrics yet ({note or 'no run started'})"
-    return read_table(path), note
+    return read_table(c.path), note
 
 
-def _rung1(sweeps: Path, scale: str, run: bool, progress: bool):
+def _rung1(sweeps: Path, scale: str, run: bool, progress: bool, problems: dict):
     """Rung 1's summary (``validate.compare``'s JSON) from ``sweeps/rung1``, made first if asked
-    and missing (or made with other parameters); (None, reason) when there is none."""
+    and missing (or made with other parameters, or damaged); (None, reason) when there is none."""
     import json
 
     from icl_kinetics.validate.compare import compare_minimal_onset
 
     d, par = sweeps / "rung1", RUNG1[scale]
     f = d / "summary.json"
-    res = json.loads(f.read_text()) if f.is_file() else None
-    same = res is not None and (list(res["N"]), list(res["beta0"]), res["seeds"], res["lr"]) == \
-        (list(par["Ns"]), list(par["beta0s"]), par["seeds"], par["lr"])
+    res, same = None, False
+    if f.is_file():
+        try:
+            res = json.loads(f.read_text(encoding="utf-8"))
+            same = (list(res["N"]), list(res["beta0"]), res["seeds"], res["lr"]) == \
+                (list(par["Ns"]), list(par["beta0s"]), par["seeds"], par["lr"]) and isinstance(res["rows"], list)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            why = f"{f} cannot be read ({type(e).__name__})"
+            if not run:
+                problems["rung1"] = f"left out: {why}; run without --no-run to make it again"
+                return None, why
+            res = None
     if not same and run:
         res, same = compare_minimal_onset(**par, out=d, progress=progress), True
     if not same:
@@ -95,11 +110,13 @@ def _rung1(sweeps: Path, scale: str, run: bool, progress: bool):
 
 
 def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bool = True,
-                    device: str = "cpu") -> tuple[list, dict]:
+                    device: str = "cpu", problems: dict | None = None) -> tuple[list, dict]:
     """All implemented checks on the preset sweeps under ``sweeps`` (DIR/<preset>).
 
     Returns (verdicts, tables): the tables (preset name -> collected table, or None) feed
-    the paper-panel figures."""
+    the paper-panel figures.  ``problems`` (a dict, filled in) receives every damaged run
+    left out of a table and, after running, every run that did not finish."""
+    problems = {} if problems is None else problems
     sweeps = Path(sweeps)
     names = sorted({s for v in SWEEPS_FOR.values() for s in v})
     if run:
@@ -107,12 +124,16 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
         from icl_kinetics.simulate.sweeps.presets import preset
 
         # every needed sweep's pending runs in one pool, longest first (docs/validation.md, "Time")
-        run_local_many([SweepStore.create(sweeps / n, preset(n, scale, device)) for n in names], progress=progress,
-                       desc=f"validate --preset {scale}: sweeps")
+        summ = run_local_many([SweepStore.create(sweeps / n, preset(n, scale, device)) for n in names],
+                              progress=progress, desc=f"validate --preset {scale}: sweeps")
+        for name, sm in summ.items():
+            for kind in ("failed", "damaged", "pending"):
+                for rid, why in sm[f"{kind}_runs"].items():
+                    problems[f"{name}/{rid}"] = f"{kind}: {why}"
     tables, notes = {}, {}
     for name in names:
-        tables[name], notes[name] = _table(sweeps, name)
-    tables["rung1"], notes["rung1"] = _rung1(sweeps, scale, run, progress)
+        tables[name], notes[name] = _table(sweeps, name, problems)
+    tables["rung1"], notes["rung1"] = _rung1(sweeps, scale, run, progress, problems)
     def relabel(vs, rung):
         for v in vs:
             v.rung = rung
@@ -237,10 +258,12 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
 def validate_table(path) -> tuple[list, dict]:
     """Every implemented check that a user's table allows; returns (verdicts, skipped) with
     skipped = {prediction: reason naming the missing columns}.  ``path`` is one CSV or a
-    list of CSVs stacked into one table (:func:`read_tables`).  When the table's MLP runs
-    give a memorization law that holds, its nu (and CI) is the predicted K* slope's 1/nu,
-    as in the preset report."""
-    t = read_tables(path)
+    list of CSVs stacked into one table (:func:`read_tables`), or a table already read
+    (a dict of columns, as :func:`read_tables` returns).  When the table's MLP runs give
+    a memorization law that holds, its nu (and CI) is the predicted K* slope's 1/nu, as
+    in the preset report.  A file that is not a table of the schema raises
+    :class:`~icl_kinetics.errors.ParameterError` naming it (docs/validation.md)."""
+    t = path if isinstance(path, dict) else read_tables(path)
     ok, skipped = available_predictions(t)
     reasons = {k: "missing columns: " + ", ".join(v) for k, v in skipped.items()}
     out = []
@@ -312,8 +335,11 @@ def _figures(verdicts, out: Path) -> dict:
 
 
 def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds: float | None = None,
-                 tables: dict | None = None) -> dict:
-    """Write ``report.md``, ``report.json`` and the figures into ``out``; returns the JSON."""
+                 tables: dict | None = None, problems: dict | None = None) -> dict:
+    """Write ``report.md``, ``report.json`` and the figures into ``out``; returns the JSON.
+
+    ``problems`` (runs left out as damaged, or unfinished after running) are listed in
+    the report and make the result carry a ``failure`` (the CLI's exit code 3)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figs = _figures(verdicts, out)
@@ -328,6 +354,10 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
                      f"{v.reason} |")
     if skipped:
         lines += ["", "## Skipped", ""] + [f"- `{k}`: {r}" for k, r in skipped.items()]
+    if problems:
+        lines += ["", "## Data problems", "",
+                  "These runs are not in the tables above; `icl-kinetics sweep run` re-runs them.", ""]
+        lines += [f"- `{k}`: {r}" for k, r in problems.items()]
     if NOT_YET:
         lines += ["", "## Not checked by this version", "",
                   "These predictions of the theory are not yet compared with trained models here: "
@@ -339,22 +369,64 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     res = {"title": title, "verdicts": [v.to_dict() for v in verdicts], "skipped": skipped or {},
            "not_checked": list(NOT_YET), "figures": figs, "report": str(out / "report.md")}
+    if problems:
+        res["problems"] = dict(problems)
     write_json(out / "report.json", res)
+    if problems:
+        k, why = next(iter(problems.items()))
+        res["failure"] = {"exit_code": 3, "message": f"{len(problems)} run(s) damaged or unfinished, not in the "
+                          f"report's tables (e.g. {k}: {why}); see {out / 'report.md'}"}
     return res
+
+
+def _preset_sweeps_found(sweeps: Path) -> list[str]:
+    """The preset's sweeps (and rung 1) that folder ``sweeps`` holds."""
+    names = sorted({s for v in SWEEPS_FOR.values() for s in v})
+    found = [n for n in names if (sweeps / n / "sweep.json").is_file()]
+    return found + (["rung1"] if (sweeps / "rung1" / "summary.json").is_file() else [])
 
 
 def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="out/validate", run: bool = True,
                    progress: bool = True, device: str = "cpu") -> dict:
-    """The ``icl-kinetics validate`` command."""
+    """The ``icl-kinetics validate`` command.
+
+    Every input is checked before any work: the tables of ``runs`` are read whole (a file
+    that is not a table of the schema is refused, naming it); with ``run=False`` the
+    ``sweeps`` folder must exist and hold at least one of the preset's sweeps (else
+    there would be nothing to check and every check would be "skipped"); ``out`` (and,
+    with ``run=True``, ``sweeps``) must be folders that can be written.  Each fault is a
+    :class:`~icl_kinetics.errors.ParameterError` naming the parameter and the path."""
+    from icl_kinetics.errors import one_of
+    from icl_kinetics.io import check_output_dir
+    from icl_kinetics.validate.schema import path_error
+
     t0 = time.perf_counter()
     if runs is not None:
-        verdicts, skipped = validate_table(runs)
+        table = read_tables(runs)
+        check_output_dir("out", out)
+        verdicts, skipped = validate_table(table)
         names = ", ".join(map(str, [runs] if isinstance(runs, (str, Path)) else runs))
         return write_report(verdicts, out, f"Validation of {names}", skipped, time.perf_counter() - t0)
+    one_of("preset", preset, tuple(RUNG1))
     sweeps = Path(sweeps or f"runs/{preset}")
-    verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress, device=device)
+    if sweeps.exists() and not sweeps.is_dir():
+        raise path_error("sweeps", sweeps, "a folder of preset sweeps (this is a file)")
+    if not run:
+        if not sweeps.is_dir():
+            raise path_error("sweeps", sweeps, "an existing folder of preset sweeps with --no-run "
+                             "(run without --no-run to make them)")
+        if not _preset_sweeps_found(sweeps):
+            raise path_error("sweeps", sweeps, f"a folder holding at least one of the {preset} preset's sweeps "
+                             "(DIR/<sweep>/sweep.json, or DIR/rung1/summary.json) with --no-run; it holds none "
+                             "(run without --no-run to make them)")
+    check_output_dir("out", out)
+    if run:
+        check_output_dir("sweeps", sweeps)
+    problems: dict = {}
+    verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress, device=device,
+                                       problems=problems)
     return write_report(verdicts, out, f"Validation report: preset {preset}, sweeps in {sweeps}", None,
-                        time.perf_counter() - t0, tables=tables)
+                        time.perf_counter() - t0, tables=tables, problems=problems)
 
 
 __all__ = ["NOT_YET", "PREDICTIONS", "SWEEPS_FOR", "run_validation", "validate_sweeps", "validate_table",
