@@ -91,7 +91,7 @@ CELL_CASES = [
     ("fractional iteration", "iteration", "10.5", "whole number"),
     ("accuracy in percent", "icl_acc", "97", "not a percentage"),
     ("negative accuracy", "icl_acc", "-0.1", "not a percentage"),
-    ("infinite accuracy", "icl_acc", "inf", "[0, 1.5]"),
+    ("infinite accuracy", "icl_acc", "inf", "[0, 1]"),
     ("IWL accuracy in percent", "iwl_acc", "88.5", "not a percentage"),
     ("N = 0", "N", "0", "whole number >= 1"),
     ("fractional N", "N", "9.5", "whole number >= 1"),

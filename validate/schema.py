@@ -149,10 +149,9 @@ def _text(rule: str | None = None, allowed: tuple | None = None, nonempty: bool 
 _RULES = {
     "seed": _text("a non-empty identifier: every row needs its seed", nonempty=True),
     "iteration": _number("SGD steps", lo=0, integer=True, required=True),
-    # fractions, not percentages.  Up to 1.5 is read as a fraction with additive noise (synthetic
-    # tables); in percent, 1.5 would be far below chance (50 %), so above it is a percentage
-    "icl_acc": _number("-", lo=0, hi=1.5, note=": a fraction of correct answers, not a percentage"),
-    "iwl_acc": _number("-", lo=0, hi=1.5, note=": a fraction of correct answers, not a percentage"),
+    # fractions of correct answers: a value above 1 is a percentage or a broken table
+    "icl_acc": _number("-", lo=0, hi=1, note=": a fraction of correct answers, not a percentage"),
+    "iwl_acc": _number("-", lo=0, hi=1, note=": a fraction of correct answers, not a percentage"),
     "N": _number("context tokens, not counting the target", lo=1, integer=True),
     "K": _number("items", lo=2, k_items=True,
                  note="; the paper's code writes K = -1 for K = inf: write inf or leave it empty instead"),
