@@ -35,7 +35,12 @@ class ParameterError(ValueError):
 
 def describe(value, limit: int = 80) -> str:
     """A one-line, bounded ``repr`` of a parameter value (arrays are summarized, numpy
-    scalars shown as plain numbers)."""
+    scalars shown as plain numbers; a path, a string naming a file, is shown whole up to
+    240 characters)."""
+    import os
+
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and os.sep in value):
+        limit = max(limit, 240)
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, np.ndarray) or (isinstance(value, (list, tuple)) and len(value) > 8):
