@@ -650,8 +650,8 @@ def _unfinished(r: dict) -> dict | None:
     if r["done"] == r["runs"]:
         return None
     parts = [f"{r[k]} {k}" for k in ("failed", "damaged", "running", "pending") if r.get(k)]
-    first = next(iter({**r.get("failed_runs", {}), **r.get("damaged_runs", {}), **r.get("pending_runs", {})}
-                      .items()), None)
+    first = next(((k, v) for k, v in {**r.get("failed_runs", {}), **r.get("damaged_runs", {}),
+                                      **r.get("pending_runs", {})}.items() if v), None)
     why = f"; e.g. {first[0]}: {first[1]}" if first else ""
     return {"exit_code": 3, "message": f"unfinished: {r['done']} of {r['runs']} runs done, "
             f"{', '.join(parts)}{why} (run 'icl-kinetics sweep run' again to resume"
@@ -683,7 +683,7 @@ def cmd_sweep(a) -> dict:
         return res
     store = sweeps.SweepStore(a.dir)
     if a.sweep_cmd == "status":
-        return {**store.summary(), "dir": a.dir}
+        return {**store.summary(check_checkpoints=True), "dir": a.dir}
     c = store.collect(a.out)
     res = {"table": c.path, "rows": c.rows, "runs": c.runs, "included": len(c.included), "left_out": c.left_out,
            "unfinished": c.unfinished, "dir": a.dir, "failure": None}
@@ -691,6 +691,10 @@ def cmd_sweep(a) -> dict:
         rid, why = next(iter(c.left_out.items()))
         res["failure"] = {"exit_code": 3, "message": f"{len(c.left_out)} damaged run(s) left out of {c.path}: "
                           f"{rid}: {why}"}
+    elif c.unfinished:
+        res["failure"] = {"exit_code": 3, "message": f"{c.path} is partial: {len(c.unfinished)} of {c.runs} runs "
+                          "are unfinished (their rows so far are in it, with their status); run 'icl-kinetics "
+                          "sweep run' to finish them"}
     return res
 
 
@@ -726,6 +730,8 @@ def _print_sweep(r):
     for rid, why in r["pending_runs"].items():
         if why:
             print(f"  pending {rid}: {why}")
+    for rid, why in r.get("checkpoint_problems", {}).items():
+        print(f"  checkpoint of {rid}: {why}")
 
 
 def cmd_validate(a) -> dict:
@@ -796,6 +802,8 @@ def _check_outputs(a) -> None:
     if getattr(a, "plot", None) is not None:
         check_output_file("--plot", a.plot, FIGURE_SUFFIXES)
     key = (a.command, getattr(a, "sweep_cmd", None)) if a.command == "sweep" else a.command
+    if key == ("sweep", "run") and a.out is None:
+        a.out = f"runs/{a.preset}-{a.scale}"  # the default, checked like a given one
     if key in _OUT_DIRS and getattr(a, "out", None) is not None:
         check_output_dir("--out", a.out)
     if key == ("sweep", "collect") and a.out is not None:
@@ -815,10 +823,15 @@ def _flag_message(cmd_parser, e) -> str:
     return msg
 
 
-def _internal_error(cmd: str, e: BaseException, what: str = "") -> int:
+def _debug() -> bool:
+    """``ICL_KINETICS_DEBUG`` set to anything but '', 0, false, no or off."""
     import os
 
-    if os.environ.get("ICL_KINETICS_DEBUG"):
+    return os.environ.get("ICL_KINETICS_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _internal_error(cmd: str, e: BaseException, what: str = "") -> int:
+    if _debug():
         raise e
     text = " ".join(f"{type(e).__name__}: {e}".split())[:300]
     sys.stderr.write(f"icl-kinetics {cmd}: internal error{what} (a bug in icl-kinetics; please report it): "
@@ -850,13 +863,13 @@ def main(argv=None) -> int:
         sys.stderr.write(f"icl-kinetics {a.command}: interrupted\n")
         return 130
     except MemoryError:
+        if _debug():
+            raise
         sys.stderr.write(f"icl-kinetics {a.command}: error: out of memory (reduce the sizes: seeds, batch, "
                          "samples, K or N)\n")
         return 1
     except OSError as e:  # a disk that fills up, a file that vanishes: not a bug, not bad input
-        import os
-
-        if os.environ.get("ICL_KINETICS_DEBUG"):
+        if _debug():
             raise
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         sys.stderr.write(f"icl-kinetics {a.command}: error: input/output failed on{where}: "
@@ -876,6 +889,9 @@ def main(argv=None) -> int:
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except KeyboardInterrupt:
+        sys.stderr.write(f"icl-kinetics {a.command}: interrupted\n")
+        return 130
     except Exception as e:  # never a raw traceback (ICL_KINETICS_DEBUG=1 shows it)
         return _internal_error(a.command, e, " while printing")
     failure = res.get("failure") if isinstance(res, dict) else None

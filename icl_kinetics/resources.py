@@ -12,7 +12,13 @@ import os
 
 from icl_kinetics.errors import ParameterError
 
-__all__ = ["available_memory", "format_bytes", "require_memory"]
+__all__ = ["available_memory", "format_bytes", "is_memory_refusal", "require_memory"]
+
+
+def is_memory_refusal(e: BaseException) -> bool:
+    """True for the ParameterError :func:`require_memory` raises (the machine may have room
+    later: a sweep keeps such a run pending rather than failed)."""
+    return isinstance(e, ParameterError) and getattr(e, "kind", "") == "memory"
 
 
 def available_memory() -> int:
@@ -65,5 +71,7 @@ def require_memory(name: str, value, need_bytes: float, what: str = "this job") 
     """
     have = available_memory()
     if not need_bytes < have:  # also catches inf / nan estimates
-        raise ParameterError(name, value, f"small enough to fit in memory: {what} would allocate about "
-                             f"{format_bytes(need_bytes)}, and {format_bytes(have)} is available")
+        e = ParameterError(name, value, f"small enough to fit in memory: {what} would allocate about "
+                           f"{format_bytes(need_bytes)}, and {format_bytes(have)} is available")
+        e.kind = "memory"
+        raise e

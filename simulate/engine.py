@@ -98,6 +98,17 @@ class TrainConfig:
     device: str = "cpu"
     workers: int | None = None
 
+    def __post_init__(self):
+        # an integer-valued float (K=20.0, from a JSON or YAML file) is that integer: one
+        # configuration, one hash
+        for f in ("N", "K", "D", "width", "batch_size", "seeds", "seed", "seed_offset", "item_seed", "iterations",
+                  "eval_every", "eval_size", "checkpoint_every", "workers"):
+            v = getattr(self, f)
+            if isinstance(v, (float, np.floating)) and not isinstance(v, bool) and float(v).is_integer():
+                object.__setattr__(self, f, int(v))
+            elif isinstance(v, np.integer):
+                object.__setattr__(self, f, int(v))
+
     def validate(self) -> None:
         """Raise :class:`ParameterError` naming the first bad parameter."""
         from icl_kinetics.simulate.models import KINDS
@@ -631,7 +642,15 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
         out: folder for ``config.json``, ``metrics.csv``, ``summary.json`` and
             ``checkpoint.pt`` (None: nothing is written and nothing resumes).
         progress: show a progress bar (tqdm) over seed-iterations.
-        resume: continue from ``out/checkpoint.pt`` if it exists (its config must match).
+        resume: continue from ``out/checkpoint.pt`` if it exists.  A checkpoint that cannot
+            be read, fails its SHA-256 digest or belongs to another configuration is
+            renamed ``checkpoint.pt.rejected-<time>`` (a one-line warning on stderr, and a
+            note in the result) and training starts from iteration 0.
+
+    Raises:
+        ParameterError: a bad configuration, a size whose memory cannot fit (naming it),
+            an ``out`` that cannot be written, or an ``iterations`` cap below the
+            checkpoint's iteration.
 
     Returns:
         :class:`TrainResult`.
@@ -640,6 +659,10 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
         raise ParameterError("cfg", type(cfg).__name__, "a TrainConfig")
     cfg.validate()
     cfg.require_memory()
+    if out is not None:
+        from icl_kinetics.io import check_output_dir
+
+        check_output_dir("out", out)
     import torch
 
     from icl_kinetics.io import write_csv, write_json
@@ -752,6 +775,9 @@ def _load_checkpoint(path: Path) -> dict:
 
     import torch
 
+    if _torch_version() < (2, 10):  # weights_only could still run code or corrupt memory before 2.10
+        raise CheckpointError(f"torch {torch.__version__} cannot read an untrusted checkpoint safely "
+                              "(weights_only loading is sound from torch 2.10 on)")
     try:
         env = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a pickle with code in it, random bytes, a cut file ...
@@ -772,6 +798,15 @@ def _load_checkpoint(path: Path) -> dict:
     raise CheckpointError("not an icl-kinetics checkpoint")
 
 
+def _torch_version() -> tuple:
+    import re
+
+    import torch
+
+    m = re.match(r"(\d+)\.(\d+)", torch.__version__)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
 def _check_state(st, cfg: TrainConfig, groups) -> None:
     """Raise :class:`CheckpointError` unless ``st`` is a checkpoint of exactly this run."""
     import torch
@@ -782,8 +817,10 @@ def _check_state(st, cfg: TrainConfig, groups) -> None:
 
     need(isinstance(st, dict), "not a dict")
     need(st.get("config_hash") == cfg.config_hash(), "it belongs to another configuration")
-    need(isinstance(st.get("iteration"), int) and 0 <= st["iteration"] <= cfg.iterations,
-         f"its iteration {st.get('iteration')!r} is outside 0..{cfg.iterations}")
+    need(isinstance(st.get("iteration"), int) and st["iteration"] >= 0, "its iteration is not a count")
+    if st["iteration"] > cfg.iterations:  # a healthy checkpoint past a lowered cap: the user's call
+        raise ParameterError("iterations", cfg.iterations, f">= {st['iteration']}, the iteration of the checkpoint "
+                             "in this folder (or start afresh with --no-resume)")
     gs, si = st.get("groups"), st.get("seed_index")
     need(isinstance(gs, list) and isinstance(si, list) and len(gs) == len(si) and gs, "no seed groups")
     seeds = [i for idx in si for i in (idx if isinstance(idx, list) else [None])]
@@ -805,8 +842,8 @@ def _check_state(st, cfg: TrainConfig, groups) -> None:
         need(all(s in ("running", "stopped", "diverged") for s in g["status"]), "unknown seed status")
         need(all(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 for x in g["gens"]),
              "bad generator states")
-        need(all(isinstance(x, int) and 0 <= x <= cfg.iterations for x in g["its"]), "bad iteration counts")
-        need(all(t is None or (isinstance(t, int) and 0 <= t <= cfg.iterations) for t in g["t_icl"]),
+        need(all(isinstance(x, int) and 0 <= x <= st["iteration"] for x in g["its"]), "bad iteration counts")
+        need(all(t is None or (isinstance(t, int) and 0 <= t <= st["iteration"]) for t in g["t_icl"]),
              "bad t_ICL values")
         need(isinstance(g["active"], list) and all(isinstance(a, int) and 0 <= a < n for a in g["active"]),
              "bad active list")

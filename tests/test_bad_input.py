@@ -10,6 +10,7 @@ whose sweep.json is cut off (made per test in tmp_path).
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,6 +41,8 @@ CASES = [
     (T + ["--beta0", "-inf"], "beta0"),
     (T + ["--c2", "-0.1"], "c2"),
     (T + ["--c2", "nan"], "c2"),
+    (T + ["--c2", "1e300"], "c2"),
+    (T[:7] + ["1e308"], "amplitude"),
     (T + ["--plot", "/proc/icl/k.png"], "plot"),
     (T + ["--plot", "{DIR}/k.gif"], "plot"),
     (T + ["--plot", "{DIR}"], "plot"),
@@ -51,6 +54,7 @@ CASES = [
     (O[:3] + ["--lr", "0"] + O[5:], "lr"),
     (O[:3] + ["--lr", "-1"] + O[5:], "lr"),
     (O[:3] + ["--lr", "nan"] + O[5:], "lr"),
+    (O[:3] + ["--lr", "1e-300"] + O[5:], "lr"),
     (O[:5] + ["--beta0-mean", "nan"] + O[7:], "beta0-mean"),
     (O[:5] + ["--beta0-mean", "inf"] + O[7:], "beta0-mean"),
     (O[:5] + ["--beta0-mean", "1e6"] + O[7:], "beta0-mean"),
@@ -202,14 +206,26 @@ def test_the_suite_is_large_and_distinct():
     assert len(keys) == len(set(keys)) and len(keys) >= 120
 
 
+def argparse_values(argv):
+    from icl_kinetics.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def _names(name: str, line: str) -> bool:
+    """``name`` appears as a whole word (``K`` in "argument --K:", not in "KiB")."""
+    return re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", line) is not None
+
+
 @pytest.mark.parametrize("argv,name", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
-def test_bad_input_gives_exit_2_and_one_line_naming_it(argv, name, files, cli, tmp_path):
+def test_bad_input_gives_exit_2_and_one_line_naming_it(argv, name, files, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default outputs (out/..., runs/...) would land here
     before = set(os.listdir(tmp_path))
     code, out, err = cli(_fill(argv, files))
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2, (code, err)
     assert len(lines) == 1, err
-    assert name in lines[0], lines[0]
+    assert _names(name, lines[0]), lines[0]
     assert out == "" and "Traceback" not in err
     assert len(lines[0]) < 600
     assert set(os.listdir(tmp_path)) == before  # nothing written, no temp file left
@@ -217,7 +233,10 @@ def test_bad_input_gives_exit_2_and_one_line_naming_it(argv, name, files, cli, t
 
 def test_negative_numbers_are_values(cli):
     code, out, err = cli(T + ["--beta0", "-1e-3", "--json"])
-    assert code == 0, err and json.loads(out)["beta0"] == -1e-3
+    assert code == 0, err
+    assert json.loads(out)["beta0"] == -1e-3
+    p = argparse_values(["compare", "--beta0", "-2", "-1.5e0", "0"])
+    assert p.beta0 == [-2.0, -1.5, 0.0]
     code, out, err = cli(O[:5] + ["--beta0-mean", "-2.5E-1"] + O[7:] + ["--samples", "1000", "--json"])
     assert code == 0, err
     assert json.loads(out)["beta0_mean"] == -0.25
@@ -257,3 +276,61 @@ def test_divergence_is_reported_per_seed_and_exits_3(argv, cli):
     r = json.loads(out)
     assert r["status"] == ["diverged"] * len(r["status"]) and all("non-finite" in w for w in r["reasons"])
     assert all(t is None for t in r["t_icl"])
+
+
+def _api_cases():
+    from icl_kinetics.simulate.engine import TrainConfig, train
+    from icl_kinetics.simulate.sweeps import SweepStore, grid
+    from icl_kinetics.validate.report import run_validation, validate_table
+    from icl_kinetics.validate.schema import read_tables
+
+    tiny = dict(N=9, D=12, width=16, batch_size=16, eval_size=64, iterations=20, seeds=1)
+
+    def cfg(**kw):
+        return TrainConfig(**{**tiny, **kw})
+
+    return [
+        (lambda: cfg(model="bogus").validate(), "model"),
+        (lambda: cfg(K=7).validate(), "K"),
+        (lambda: cfg(K=-1).validate(), "K"),
+        (lambda: cfg(K="20").validate(), "K"),
+        (lambda: cfg(lr=float("nan")).validate(), "lr"),
+        (lambda: cfg(lr="0.1").validate(), "lr"),
+        (lambda: cfg(seeds=0).validate(), "seeds"),
+        (lambda: cfg(early_stop=2.0).validate(), "early_stop"),
+        (lambda: cfg(wd_attn=-1e-3).validate(), "wd_attn"),
+        (lambda: cfg(device="tpu").validate(), "device"),
+        (lambda: cfg(model="mlp").validate(), "K"),
+        (lambda: cfg(beta0=float("inf"), model="minimal").validate(), "beta0"),
+        (lambda: train(cfg(seeds=10 ** 8)), "seeds"),
+        (lambda: train(cfg(K=10 ** 12)), "K"),
+        (lambda: train(cfg(K=20), out="/proc/icl/x"), "out"),
+        (lambda: train({"model": "transformer"}), "cfg"),
+        (lambda: TrainConfig.from_dict({"modle": "transformer"}), "config"),
+        (lambda: grid("g", "small", cfg(K=20), {"K": [7]}), "K"),
+        (lambda: grid("g", "small", cfg(K=20), seeds=0), "seeds"),
+        (lambda: SweepStore("/nonexistent/sweep"), "sweep folder"),
+        (lambda: read_tables([]), "runs"),
+        (lambda: read_tables(["/nonexistent.csv"]), "runs"),
+        (lambda: validate_table("/nonexistent.csv"), "runs"),
+        (lambda: run_validation(preset="huge", run=False), "preset"),
+        (lambda: run_validation(preset="small", sweeps="/nonexistent/sweeps", run=False), "sweeps"),
+    ]
+
+
+@pytest.mark.parametrize("i", range(25))
+def test_simulate_and_validate_api_raise_one_parameter_error_naming_it(i):
+    from icl_kinetics.errors import ParameterError
+
+    fn, name = _api_cases()[i]
+    with pytest.raises(ParameterError) as e:
+        fn()
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and _names(name, msg), msg
+
+
+def test_integer_valued_floats_are_one_configuration():
+    from icl_kinetics.simulate.engine import TrainConfig
+
+    a, b = TrainConfig(K=20, N=9), TrainConfig(K=20.0, N=9.0)
+    assert a.config_hash() == b.config_hash() and isinstance(b.K, int)

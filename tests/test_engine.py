@@ -191,3 +191,12 @@ def test_malloc_tuning_is_in_effect_and_changes_no_number(tmp_path, monkeypatch)
                        env=dict(os.environ, ICL_KINETICS_MALLOC=mode))
     assert _read(tmp_path / "default" / "metrics.csv") == _read(tmp_path / "tuned" / "metrics.csv")
     assert len(_read(tmp_path / "tuned" / "metrics.csv")) > 0
+
+
+def test_a_cap_below_the_checkpoint_is_refused_and_the_checkpoint_kept(tmp_path):
+    cfg = TrainConfig(model="transformer", K=40, seeds=1, checkpoint_every=20, **{**TINY, "iterations": 60})
+    train(cfg, out=tmp_path, progress=False)
+    with pytest.raises(ParameterError) as e:
+        train(replace(cfg, iterations=40), out=tmp_path, progress=False)
+    assert e.value.name == "iterations" and "60" in str(e.value)
+    assert (tmp_path / "checkpoint.pt").exists() and not list(tmp_path.glob("checkpoint.pt.rejected-*"))

@@ -58,12 +58,32 @@ def _recover_and_compare(cli, d, reference):
     return json.loads(out)
 
 
-def _evil_checkpoint(path, marker):
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
+class _Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
 
-    torch.save({"config_hash": Evil(), "groups": []}, path)
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _evil_checkpoint(path, marker):
+    torch.save({"config_hash": _Evil(marker), "groups": []}, path)
+
+
+def test_the_crafted_checkpoint_really_runs_code_when_unpickled(tmp_path):
+    """Positive control: the payload works, so its absence below means it was never run."""
+    ck, marker = tmp_path / "checkpoint.pt", tmp_path / "code_ran"
+    _evil_checkpoint(ck, marker)
+    torch.load(ck, weights_only=False)
+    assert marker.exists()
+
+
+def _flip_payload_byte(ck):
+    """Damage one byte of the state inside the envelope, keeping the envelope's digest."""
+    env = torch.load(ck, weights_only=True)
+    env["payload"] = env["payload"].clone()
+    env["payload"][len(env["payload"]) // 2] ^= 0x01
+    torch.save(env, ck)
 
 
 @pytest.mark.parametrize("kind", ["pickle_with_code", "random_bytes", "cut_in_half", "flipped_byte"])
@@ -82,16 +102,60 @@ def test_bad_checkpoint_is_set_aside_never_run_and_the_run_restarts(kind, refere
     elif kind == "cut_in_half":
         ck.write_bytes(ck.read_bytes()[: ck.stat().st_size // 2])
     else:  # one flipped byte inside the payload: torch itself would load it without a word
-        b = bytearray(ck.read_bytes())
-        b[len(b) // 2] ^= 0x01
-        ck.write_bytes(bytes(b))
-    assert _status(cli, d)["pending"] == 1
+        _flip_payload_byte(ck)
+    st = _status(cli, d)
+    assert st["pending"] == 1 and rid in st["checkpoint_problems"]  # status names the problem
+    assert str(ck) in st["checkpoint_problems"][rid]
+    if kind == "flipped_byte":
+        assert "SHA-256" in st["checkpoint_problems"][rid]
     _recover_and_compare(cli, d, reference)
     assert not marker.exists()  # the pickle's code never ran
     aside = list(rd.glob("checkpoint.pt.rejected-*"))
     assert len(aside) == 1  # set aside, not deleted
     st = json.loads((rd / "status.json").read_text())
     assert st["status"] == "done" and any("set aside" in n and "checkpoint.pt" in n for n in st["notes"])
+    if kind == "flipped_byte":
+        assert any("SHA-256" in n for n in st["notes"])
+
+
+def test_a_failed_runs_metrics_are_verified_too(reference, tmp_path, cli):
+    d = _copy(reference, tmp_path)
+    rid = _run_ids(d)[3]
+    p, m = d / "runs" / rid / "status.json", d / "runs" / rid / "metrics.csv"
+    st = json.loads(p.read_text())
+    p.write_text(json.dumps({**st, "status": "failed", "reason": "seed 0: non-finite training loss at iteration 9"}))
+    m.write_text("".join(m.read_text().splitlines(keepends=True)[:-2]))
+    s = _status(cli, d)
+    assert s["damaged"] == 1 and "metrics.csv" in s["damaged_runs"][rid]
+
+
+@pytest.mark.parametrize("cut", ["middle_rows", "last_rows"])
+def test_runs_finished_by_the_previous_version_are_checked_for_missing_rows(cut, reference, tmp_path, cli):
+    d = _copy(reference, tmp_path)
+    for p in (d / "runs").glob("*/status.json"):  # as written before the metrics record existed
+        st = json.loads(p.read_text())
+        p.write_text(json.dumps({k: v for k, v in st.items() if k not in ("metrics", "notes")}))
+    assert _status(cli, d)["done"] == 6  # healthy old runs stay done
+    rid = _run_ids(d)[4]
+    m = d / "runs" / rid / "metrics.csv"
+    lines = m.read_text().splitlines(keepends=True)
+    m.write_text("".join(lines[:3] + lines[5:]) if cut == "middle_rows" else "".join(lines[:-1]))
+    s = _status(cli, d)
+    assert s["damaged"] == 1 and "rows are missing" in s["damaged_runs"][rid]
+    _recover_and_compare(cli, d, reference)
+
+
+def test_a_size_refused_for_memory_in_a_sweep_stays_pending(reference, tmp_path, monkeypatch):
+    import icl_kinetics.resources as res
+    from icl_kinetics.simulate.sweeps import execute_run
+
+    d = _copy(reference, tmp_path)
+    rid = _run_ids(d)[0]
+    (d / "runs" / rid / "status.json").unlink()
+    monkeypatch.setattr(res, "available_memory", lambda: 1024)  # a machine that is full right now
+    st = execute_run(str(d), rid)
+    assert st["status"] == "pending" and "memory" in st["reason"]
+    assert SweepStore(d).read_status(rid)["status"] == "pending"  # not failed for good
 
 
 def test_train_out_with_a_crafted_checkpoint_warns_in_one_line_and_runs_no_code(tmp_path, cli):

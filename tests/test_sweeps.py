@@ -146,6 +146,7 @@ def test_sigkill_and_resume_runs_every_run_exactly_once(tmp_path):
     assert len(keys) == len(set(keys)) == 6 * 2 * 16  # no duplicate, no missing row
     SweepStore(ref).collect()
     assert rows == _table(ref / "collected.csv")  # and identical to an uninterrupted sweep
+    assert open(path, "rb").read() == (ref / "collected.csv").read_bytes()  # byte for byte
 
 
 def test_submitit_executor_matches_local_executor(tmp_path):

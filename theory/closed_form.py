@@ -429,10 +429,17 @@ def k_star(N, beta0: float, amplitude: float, nu: float, w0: float = 0.0, c2: fl
                       "amplitude": (-sign * math.log(amplitude), amplitude)},
                      "overflowed to inf" if sign > 0 else "underflowed to 0", "N tau_star / amplitude")
     if Ns.size and not (np.all(np.isfinite(out)) and np.all(out > 0)):
-        what = "overflowed to inf" if not np.all(np.isfinite(out)) else "underflowed to 0"
+        over = not np.all(np.isfinite(out))
         i = int(np.flatnonzero(~np.isfinite(out) | (out <= 0))[0])
-        raise ParameterError("nu", nu, f"large enough that K* = (N tau_star / amplitude)^(1/nu) is a finite "
-                             f"float > 0 (it {what}: N tau_star / amplitude = {base[i]:.6g} at N = {Ns[i]})")
+        # log K* = log(base) + log(base) (1/nu - 1): N, tau_star and amplitude share the first
+        # term, nu owns the second (signed so that the largest share is to blame)
+        sign = 1.0 if over else -1.0
+        lb = math.log(base[i])
+        tau_name, tau_value = ("c2", c2) if (c2 > 1 and math.log(c2) > -beta0) else ("beta0", beta0)
+        shares = {tau_name: (sign * math.log(tau), tau_value), "N": (sign * math.log(float(Ns[i])), N),
+                  "amplitude": (-sign * math.log(amplitude), amplitude), "nu": (sign * lb * (1.0 / nu - 1.0), nu)}
+        raise _blame(shares, "overflowed to inf" if over else "underflowed to 0",
+                     f"K* = (N tau_star / amplitude)^(1/nu) (N tau_star / amplitude = {base[i]:.6g} at N = {Ns[i]})")
     return out if np.ndim(N) else float(out[0])
 
 

@@ -102,6 +102,16 @@ class OnsetDistribution:
         try:
             self._onset(ends, "beta0", ends)
         except ParameterError as e:
+            unit = np.array([self.beta0_mean - TABLE_SDS, self.beta0_mean + TABLE_SDS])
+            try:  # with a unit spread the table fits: the spread is to blame
+                self._onset(unit, "beta0", unit)
+            except ParameterError:  # even a unit spread does not fit: the scale (lr, N, c1) leaves no room
+                share = {"lr": abs(math.log(self.lr)), "N": math.log(self.N), "c1": abs(math.log(self.c1)),
+                         "beta0_mean": abs(self.beta0_mean)}
+                name = max(share, key=share.get)
+                raise ParameterError(name, getattr(self, name), f"such that the onset times of beta0 = "
+                                     f"{unit[0]:.4g} .. {unit[1]:.4g} (the mean +- {TABLE_SDS:g}) are finite "
+                                     f"floats ({e.name} must be {e.allowed})") from None
             raise ParameterError("beta0_std", self.beta0_std, f"small enough that every beta0 within "
                                  f"{TABLE_SDS:g} standard deviations of the mean ({ends[0]:.4g} .. {ends[1]:.4g}) "
                                  f"has a finite onset time ({e.name} must be {e.allowed})") from None

@@ -218,17 +218,20 @@ def training_curves_figure(rows, threshold: float | None = None, title: str | No
 
 
 def save(fig: Figure, path) -> str:
-    """Save a figure atomically (write to a temporary file, then rename)."""
-    import os
+    """Save a figure atomically (rendered in memory, then written to a temporary file and
+    renamed; a failure leaves no temporary file) and close it."""
+    import io
     from pathlib import Path
 
+    from icl_kinetics.io import atomic_write_bytes
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, dpi=130, format=p.suffix.lstrip(".") or "png")
-    os.replace(tmp, p)
-    plt.close(fig)
-    return str(p)
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=130, format=p.suffix.lstrip(".") or "png")
+        return atomic_write_bytes(p, buf.getvalue())
+    finally:
+        plt.close(fig)
 
 
 def _loglog(ax, xlabel: str, ylabel: str, title: str, legend_size: int = 7):

@@ -20,6 +20,7 @@ import time
 from collections import deque
 
 from icl_kinetics.errors import ParameterError, one_of
+from icl_kinetics.resources import is_memory_refusal
 from icl_kinetics.simulate.sweeps.store import SweepStore, metrics_record
 
 EXECUTORS = ("local", "slurm")
@@ -68,8 +69,17 @@ def execute_run(sweep_dir: str, rid: str, workers: int = 1) -> dict:
         notes = [f"re-run: {st['reason']}"] if st["status"] == "damaged" else []
         cfg = replace(store.runs[rid].config, workers=workers)
         t0 = time.time()
+        _clear_stale_temp_files(store.run_dir(rid))
         store.write_status(rid, {"status": "running", "pid": os.getpid(), "started": t0, "notes": notes})
         try:
+            try:
+                cfg.require_memory()
+            except ParameterError as e:  # not the run's fault: the machine is busy now; try again later
+                if not is_memory_refusal(e):
+                    raise
+                st = {"status": "pending", "reason": f"not started: {e}", "notes": notes}
+                store.write_status(rid, st)
+                return st
             res = train(cfg, out=store.run_dir(rid), progress=False, resume=True)
             bad = [f"seed {cfg.seed_offset + i}: {r}" for i, (s, r) in enumerate(zip(res.status, res.reasons))
                    if s == "diverged"]
@@ -82,6 +92,17 @@ def execute_run(sweep_dir: str, rid: str, workers: int = 1) -> dict:
         st.update(started=t0, finished=time.time(), pid=os.getpid(), notes=notes)
         store.write_status(rid, st)
         return st
+
+
+def _clear_stale_temp_files(d) -> None:
+    """Remove temporary files a killed process left in a run folder (``.NAME.tmpPID``)."""
+    from pathlib import Path
+
+    for p in Path(d).glob(".*.tmp*"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
 
 
 def run_local(store: SweepStore, processes: int | None = None, progress: bool = True,
@@ -136,7 +157,9 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
 
 
 def _worker_main(conn, threads: int) -> None:
-    """A pool worker: execute runs sent over ``conn`` until told to stop (None)."""
+    """A pool worker: execute runs sent over ``conn`` until told to stop (None).  Ctrl-C goes
+    to the driver, which stops the workers; a worker ignores it (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pool_init(threads)
     while True:
         try:
@@ -161,16 +184,19 @@ class _Worker:
         child.close()
         self.job = None  # (store, run, started)
 
-    def stop(self, timeout: float = 5.0):
+    def stop(self, deadline: float):
+        """Wait for the worker to exit until ``deadline`` (``time.monotonic``), then kill it."""
+        self.proc.join(max(0.0, deadline - time.monotonic()))
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(1.0)
+        self.conn.close()
+
+    def tell_stop(self):
         try:
             self.conn.send(None)
         except (OSError, ValueError):
             pass
-        self.proc.join(timeout)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout)
-        self.conn.close()
 
 
 def describe_exit(code) -> str:
@@ -189,18 +215,26 @@ def describe_exit(code) -> str:
     return f"exited with code {code}"
 
 
-def _worker_died(store: SweepStore, run, worker: _Worker, started: float) -> dict:
-    """Record a dead worker's run as pending with the cause (it resumes from its checkpoint)."""
+def _record_lost(store: SweepStore, run, why: str) -> dict:
+    """A run whose worker was lost: record it as pending with ``why`` (unless it finished:
+    a worker can die after writing its status) and say so on stderr."""
     import sys
 
-    what = describe_exit(worker.proc.exitcode)
-    why = (f"worker process {worker.proc.pid} {what} after {time.time() - started:.0f} s; "
-           "resumes from its last checkpoint on the next 'sweep run'")
     with store.lock(run.id) as mine:
         if mine:
-            store.write_status(run.id, {"status": "pending", "reason": why, "worker_exit": worker.proc.exitcode})
+            st = store.read_status(run.id)
+            if st["status"] in ("done", "failed"):
+                return st
+            store.write_status(run.id, {"status": "pending", "reason": why})
     sys.stderr.write(f"icl-kinetics: warning: run {store.spec.name}/{run.id}: {why}\n")
     return {"status": "pending", "reason": why}
+
+
+def _worker_died(store: SweepStore, run, worker: _Worker, started: float) -> dict:
+    """Record a dead worker's run as pending with the cause (it resumes from its checkpoint)."""
+    what = describe_exit(worker.proc.exitcode)
+    return _record_lost(store, run, f"worker process {worker.proc.pid} {what} after {time.time() - started:.0f} s; "
+                        "resumes from its last checkpoint on the next 'sweep run'")
 
 
 def _run_pool(todo, processes: int, bar) -> None:
@@ -218,11 +252,16 @@ def _run_pool(todo, processes: int, bar) -> None:
         while queue or any(w.job for w in workers):
             for i, w in enumerate(workers):
                 if w.job is None and queue:
-                    if not w.proc.is_alive():  # died while idle: replace it
-                        w.conn.close()
-                        workers[i] = w = _Worker(ctx)
                     store, r = queue.popleft()
-                    w.conn.send((str(store.root), r.id))
+                    try:
+                        if not w.proc.is_alive():
+                            raise BrokenPipeError
+                        w.conn.send((str(store.root), r.id))
+                    except (OSError, ValueError):  # died while idle: replace it, keep the run queued
+                        queue.appendleft((store, r))
+                        w.conn.close()
+                        workers[i] = _Worker(ctx)
+                        continue
                     w.job = (store, r, time.time())
             busy = [w for w in workers if w.job]
             ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
@@ -246,7 +285,7 @@ def _run_pool(todo, processes: int, bar) -> None:
                 else:
                     kind, res = msg
                     if kind != "ok":
-                        res = {"status": "pending", "reason": f"worker error: {res}"}
+                        res = _record_lost(store, r, f"the worker could not execute it: {res}")
                     w.job = None
                 store.write_index()
                 if bar is not None:
@@ -254,7 +293,10 @@ def _run_pool(todo, processes: int, bar) -> None:
                     bar.set_postfix_str(f"{store.spec.name}/{r.id}: {res['status']}")
     finally:
         for w in workers:
-            w.stop()
+            w.tell_stop()
+        deadline = time.monotonic() + 5.0
+        for w in workers:
+            w.stop(deadline)
 
 
 def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_failed: bool = False,

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from icl_kinetics.errors import ParameterError
+from icl_kinetics.errors import ParameterError, describe
 from icl_kinetics.io import atomic_write_text, sha256_file, write_csv, write_json
 from icl_kinetics.simulate.engine import METRIC_COLUMNS
 from icl_kinetics.simulate.sweeps.spec import GRID_COLUMNS, RunSpec, SweepSpec
@@ -54,9 +54,16 @@ def metrics_record(path) -> dict:
     return {"rows": rows, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
 
 
-def check_metrics_csv(path) -> str:
-    """'' if ``path`` is a complete engine metrics table, else why not (cut line, short row,
-    wrong header, non-number).  Used where no recorded hash exists (unfinished runs)."""
+def check_metrics_csv(path, eval_every: int | None = None, cap: int | None = None,
+                      ends: dict | None = None) -> str:
+    """'' if ``path`` is a complete engine metrics table, else why not.
+
+    Checks what needs no recorded hash (unfinished runs, and runs finished by a version
+    that kept none): a complete last line, the engine's header, the field count and
+    numbers in every row; with ``eval_every`` (and the cap ``cap``), that each seed's
+    evaluations are 0, eval_every, 2 eval_every, ... with none missing; with ``ends``
+    (seed -> its last iteration, from ``summary.json``), that no seed's tail is missing.
+    """
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -70,13 +77,25 @@ def check_metrics_csv(path) -> str:
         return f"{p} is not a readable CSV ({type(e).__name__})"
     if not rows or tuple(rows[0]) != METRIC_COLUMNS:
         return f"{p} does not have the engine's header"
+    last: dict = {}
     for i, r in enumerate(rows[1:], start=2):
         if len(r) != len(METRIC_COLUMNS):
             return f"{p} line {i} has {len(r)} fields, not {len(METRIC_COLUMNS)}"
         try:
+            seed, it = int(r[0]), int(r[1])
             [float(v) for v in r]
         except ValueError:
             return f"{p} line {i} holds a non-number"
+        if eval_every:  # the engine evaluates at 0, eval_every, 2 eval_every, ... and at the cap
+            want = 0 if seed not in last else last[seed] + eval_every
+            if cap is not None and seed in last:
+                want = min(want, cap)
+            if it != want:
+                return f"{p} line {i}: seed {seed} jumps from iteration {last.get(seed)} to {it} (rows are missing)"
+        last[seed] = it
+    for seed, end in (ends or {}).items():
+        if last.get(seed) != end:
+            return f"{p}: seed {seed} ends at iteration {last.get(seed)}, not {end} (rows are missing)"
     return ""
 
 
@@ -131,56 +150,92 @@ class SweepStore:
 
     def read_status(self, rid: str) -> dict:
         """The run's status, verified: ``damaged`` (with the reason, naming the file) when
-        ``status.json`` is unreadable or holds an unknown state, or when a finished run's
-        ``metrics.csv`` is missing or differs from what was recorded when it finished."""
+        ``status.json`` is unreadable, holds an unknown state or a field of the wrong type,
+        or when a run's ``metrics.csv`` differs from what was recorded when it finished
+        (or, with no record, is not a complete table)."""
         p = self.run_dir(rid) / "status.json"
         if not p.is_file():
             return {"status": "pending"}
         try:
             st = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            return {"status": "damaged", "reason": f"{p} cannot be read ({type(e).__name__}: {e}); re-run"}
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            why = " ".join(str(e).split())[:120]
+            return {"status": "damaged", "reason": f"{p} cannot be read ({type(e).__name__}: {why}); re-run"}
         if not isinstance(st, dict) or st.get("status") not in STATUSES or st.get("status") == "damaged":
             val = st.get("status") if isinstance(st, dict) else type(st).__name__
-            return {"status": "damaged", "reason": f"{p} holds an unknown state {val!r} "
+            return {"status": "damaged", "reason": f"{p} holds an unknown state {describe(val)} "
                     f"(allowed: {', '.join(STATUSES[:4])}); re-run"}
+        bad = _bad_field(st)
+        if bad:
+            return {"status": "damaged", "reason": f"{p}: {bad}; re-run"}
         if st["status"] == "running" and not self.is_locked(rid):
             st = {**st, "status": "pending", "reason": "interrupted; resumes from its last checkpoint"}
-        if st["status"] == "done":
-            why = self.verify_done(rid, st)
+        if st["status"] in ("done", "failed") and (st["status"] == "done" or isinstance(st.get("metrics"), dict)):
+            why = self.verify_finished(rid, st)
             if why:
                 st = {**st, "status": "damaged", "reason": why + "; re-run"}
         return st
 
-    def verify_done(self, rid: str, st: dict) -> str:
+    def verify_finished(self, rid: str, st: dict) -> str:
         """'' if a finished run's ``metrics.csv`` matches the record in its status, else why."""
         m = self.run_dir(rid) / "metrics.csv"
         if not m.is_file():
             return f"{m} is missing"
         rec = st.get("metrics")
         if not isinstance(rec, dict):  # finished by a version that kept no record: check its shape
-            return check_metrics_csv(m)
+            cfg = self.runs[rid].config
+            return check_metrics_csv(m, cfg.eval_every, cfg.iterations, self._seed_ends(rid))
         now = metrics_record(m)
         if now["sha256"] != rec.get("sha256"):
             return (f"{m} does not match the SHA-256 recorded when the run finished "
                     f"({now['rows']} rows now, {rec.get('rows')} recorded)")
         return ""
 
+    def _seed_ends(self, rid: str) -> dict:
+        """seed -> last evaluated iteration of seeds that trained to the end, from summary.json
+        (empty when it cannot be read: then only the rows' own sequence is checked)."""
+        try:
+            sm = json.loads((self.run_dir(rid) / "summary.json").read_text(encoding="utf-8"))
+            off, done = int(sm["config"]["seed_offset"]), int(sm["iterations_done"])
+            return {off + i: done for i, s in enumerate(sm["status"]) if s == "running"}
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return {}
+
+    def check_checkpoint(self, rid: str) -> str:
+        """'' if the run has no checkpoint or one that reads and verifies, else why (the run
+        will set it aside and restart from scratch).  Reads the file: used by ``status``."""
+        from icl_kinetics.simulate.engine import CheckpointError, _load_checkpoint
+
+        ck = self.run_dir(rid) / "checkpoint.pt"
+        if not ck.is_file():
+            return ""
+        try:
+            _load_checkpoint(ck)
+        except CheckpointError as e:
+            return f"{ck}: {e}; the run will set it aside and restart from iteration 0"
+        return ""
+
     def write_status(self, rid: str, status: dict) -> None:
         write_json(self.run_dir(rid) / "status.json", {**status, "updated": time.time()})
 
     @contextmanager
-    def lock(self, rid: str):
-        """Hold the run's lock (non-blocking); yields False if another process holds it."""
+    def lock(self, rid: str, wait: float = 2.0):
+        """Hold the run's lock; yields False if another process holds it for ``wait`` seconds
+        (a ``status`` probing the lock holds it for a moment: that is not a run executing)."""
         d = self.run_dir(rid)
         d.mkdir(parents=True, exist_ok=True)
         fd = os.open(d / "lock", os.O_CREAT | os.O_RDWR)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.05)
             try:
                 yield True
             finally:
@@ -222,7 +277,7 @@ class SweepStore:
         todo = ("pending", "damaged", "failed") if retry_failed else ("pending", "damaged")
         return [r for rid, r in self.runs.items() if self.read_status(rid)["status"] in todo]
 
-    def summary(self) -> dict:
+    def summary(self, check_checkpoints: bool = False) -> dict:
         """Counts by status, seed-iterations done and left, an estimate of the time left, and
         the time spent: ``run_seconds`` (summed over finished runs, process-seconds) and
         ``span_seconds`` (wall time from the first run's start to the last one's finish)."""
@@ -245,7 +300,10 @@ class SweepStore:
                 "estimated_seconds_left_per_process": None if rate is None else left_si / rate,
                 "failed_runs": {k: v["reason"] for k, v in idx.items() if v["status"] == "failed"},
                 "damaged_runs": {k: v["reason"] for k, v in idx.items() if v["status"] == "damaged"},
-                "pending_runs": {k: v["reason"] for k, v in idx.items() if v["status"] == "pending"}}
+                "pending_runs": {k: v["reason"] for k, v in idx.items() if v["status"] == "pending"},
+                **({"checkpoint_problems": {k: why for k in idx if idx[k]["status"] not in ("done", "failed")
+                                            for why in [self.check_checkpoint(k)] if why}}
+                   if check_checkpoints else {})}
 
     def collect(self, path=None) -> Collected:
         """Write one tidy table for the whole sweep (default ``DIR/collected.csv``).
@@ -268,7 +326,8 @@ class SweepStore:
                 res.unfinished[rid] = st["status"]
                 if not p.is_file():
                     continue
-                why = check_metrics_csv(p)
+                why = "" if isinstance(st.get("metrics"), dict) else check_metrics_csv(p, r.config.eval_every,
+                                                                                       r.config.iterations)
                 if why:
                     res.left_out[rid] = why + "; re-run with 'sweep run'"
                     continue
@@ -288,11 +347,27 @@ class SweepStore:
         return res
 
 
+def _bad_field(st: dict) -> str:
+    """'' if a status file's fields have their types, else which one does not."""
+    for k in ("seconds", "started", "finished", "updated"):
+        v = st.get(k)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)):
+            return f"field {k!r} holds {describe(v)}, not a number"
+    if not isinstance(st.get("reason", ""), str):
+        return "field 'reason' is not text"
+    for k in ("metrics",):
+        v = st.get(k)
+        if v is not None and not (isinstance(v, dict) and isinstance(v.get("sha256"), str)):
+            return f"field {k!r} is not a metrics record"
+    if not isinstance(st.get("notes", []), list):
+        return "field 'notes' is not a list"
+    return ""
+
+
 def _read_spec(p: Path) -> SweepSpec:
     """The sweep's specification from ``sweep.json``, or a ParameterError naming the file."""
     try:
         return SweepSpec.from_dict(json.loads(p.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError,
-            ParameterError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as e:
         raise ParameterError("sweep folder", str(p.parent), f"a folder with a readable sweep.json ({p}: "
                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
