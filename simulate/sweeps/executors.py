@@ -174,13 +174,33 @@ def _worker_main(conn, threads: int) -> None:
             conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
+def _ignore_sigint():
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _restore_sigint(old) -> None:
+    if old is not None:
+        signal.signal(signal.SIGINT, old)
+
+
 class _Worker:
     """One worker process of the local pool and the run it holds."""
 
     def __init__(self, ctx):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, 1), daemon=True)
-        self.proc.start()
+        # born with Ctrl-C ignored (an ignored signal stays ignored across exec, and Python
+        # then installs no KeyboardInterrupt handler): the driver alone handles it, and no
+        # worker prints a traceback while it is still importing
+        old = _ignore_sigint()
+        try:
+            self.proc.start()
+        finally:
+            _restore_sigint(old)
         child.close()
         self.job = None  # (store, run, started)
 
