@@ -806,8 +806,8 @@ def _check_outputs(a) -> None:
         a.out = f"runs/{a.preset}-{a.scale}"  # the default, checked like a given one
     if key in _OUT_DIRS and getattr(a, "out", None) is not None:
         check_output_dir("--out", a.out)
-    if key == ("sweep", "collect") and a.out is not None:
-        check_output_file("--out", a.out, (".csv",))
+    if key == ("sweep", "collect"):  # the default, DIR/collected.csv, is checked like a given path
+        check_output_file("--out", a.out if a.out is not None else str(Path(a.dir) / "collected.csv"), (".csv",))
 
 
 def _flag_message(cmd_parser, e) -> str:

@@ -269,7 +269,10 @@ class SweepStore:
             idx[rid] = {"status": st["status"], "reason": st.get("reason", ""), "seconds": st.get("seconds"),
                         "started": st.get("started"), "finished": st.get("finished"),
                         "seed_iterations": r.seed_iterations, "point": r.point}
-        write_json(self.root / "index.json", idx)
+        try:
+            write_json(self.root / "index.json", idx)
+        except OSError:  # a read-only copy of a sweep: the index is derived, so reading goes on
+            pass
         return idx
 
     def pending(self, retry_failed: bool = False) -> list[RunSpec]:
