@@ -692,9 +692,11 @@ def cmd_sweep(a) -> dict:
         res["failure"] = {"exit_code": 3, "message": f"{len(c.left_out)} damaged run(s) left out of {c.path}: "
                           f"{rid}: {why}"}
     elif c.unfinished:
-        res["failure"] = {"exit_code": 3, "message": f"{c.path} is partial: {len(c.unfinished)} of {c.runs} runs "
-                          "are unfinished (their rows so far are in it, with their status); run 'icl-kinetics "
-                          "sweep run' to finish them"}
+        nf = sum(v == "failed" for v in c.unfinished.values())
+        res["failure"] = {"exit_code": 3, "message": f"{c.path} is partial: {len(c.unfinished) - nf} of {c.runs} "
+                          f"runs are unfinished and {nf} failed (their rows are in it, with their status); run "
+                          "'icl-kinetics sweep run' to finish them"
+                          + (" (--retry-failed runs failed ones again)" if nf else "")}
     return res
 
 
@@ -850,7 +852,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     run, show = COMMANDS[a.command]
-    from icl_kinetics.errors import ParameterError
+    from icl_kinetics.errors import EnvironmentFailure, ParameterError
 
     try:
         _check_outputs(a)
@@ -862,6 +864,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"icl-kinetics {a.command}: interrupted\n")
         return 130
+    except EnvironmentFailure as e:
+        sys.stderr.write(f"icl-kinetics {a.command}: error: {' '.join(str(e).split())}\n")
+        return 1
     except MemoryError:
         if _debug():
             raise

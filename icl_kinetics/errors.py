@@ -33,6 +33,12 @@ class ParameterError(ValueError):
         super().__init__(f"{name}={describe(value)} is not allowed: {name} must be {allowed}")
 
 
+class EnvironmentFailure(RuntimeError):
+    """The machine or the installation cannot do what was asked (not bad input, not a bug):
+    e.g. worker processes that die at start, a torch too old to read a checkpoint safely.
+    The CLI prints its message on one line with exit code 1."""
+
+
 def describe(value, limit: int = 80) -> str:
     """A one-line, bounded ``repr`` of a parameter value (arrays are summarized, numpy
     scalars shown as plain numbers; a path, a string naming a file, is shown whole up to

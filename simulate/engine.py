@@ -776,8 +776,11 @@ def _load_checkpoint(path: Path) -> dict:
     import torch
 
     if _torch_version() < (2, 10):  # weights_only could still run code or corrupt memory before 2.10
-        raise CheckpointError(f"torch {torch.__version__} cannot read an untrusted checkpoint safely "
-                              "(weights_only loading is sound from torch 2.10 on)")
+        from icl_kinetics.errors import EnvironmentFailure
+
+        raise EnvironmentFailure(f"torch {torch.__version__} cannot read the checkpoint {path} safely "
+                                 "(weights_only loading is sound from torch 2.10 on): upgrade torch, or start "
+                                 "afresh with --no-resume")
     try:
         env = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a pickle with code in it, random bytes, a cut file ...
@@ -817,10 +820,8 @@ def _check_state(st, cfg: TrainConfig, groups) -> None:
 
     need(isinstance(st, dict), "not a dict")
     need(st.get("config_hash") == cfg.config_hash(), "it belongs to another configuration")
-    need(isinstance(st.get("iteration"), int) and st["iteration"] >= 0, "its iteration is not a count")
-    if st["iteration"] > cfg.iterations:  # a healthy checkpoint past a lowered cap: the user's call
-        raise ParameterError("iterations", cfg.iterations, f">= {st['iteration']}, the iteration of the checkpoint "
-                             "in this folder (or start afresh with --no-resume)")
+    need(isinstance(st.get("iteration"), int) and not isinstance(st["iteration"], bool) and st["iteration"] >= 0,
+         "its iteration is not a count")
     gs, si = st.get("groups"), st.get("seed_index")
     need(isinstance(gs, list) and isinstance(si, list) and len(gs) == len(si) and gs, "no seed groups")
     seeds = [i for idx in si for i in (idx if isinstance(idx, list) else [None])]
@@ -842,7 +843,8 @@ def _check_state(st, cfg: TrainConfig, groups) -> None:
         need(all(s in ("running", "stopped", "diverged") for s in g["status"]), "unknown seed status")
         need(all(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 for x in g["gens"]),
              "bad generator states")
-        need(all(isinstance(x, int) and 0 <= x <= st["iteration"] for x in g["its"]), "bad iteration counts")
+        need(all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= st["iteration"] for x in g["its"]),
+             "bad iteration counts")
         need(all(t is None or (isinstance(t, int) and 0 <= t <= st["iteration"]) for t in g["t_icl"]),
              "bad t_ICL values")
         need(isinstance(g["active"], list) and all(isinstance(a, int) and 0 <= a < n for a in g["active"]),
@@ -850,6 +852,9 @@ def _check_state(st, cfg: TrainConfig, groups) -> None:
         need(isinstance(g["loss_sum"], torch.Tensor) and tuple(g["loss_sum"].shape) == (n,), "bad loss sums")
         need(isinstance(g["rows"], list) and all(isinstance(r, dict) and set(r) == set(METRIC_COLUMNS)
                                                  for r in g["rows"]), "bad metric rows")
+    if st["iteration"] > cfg.iterations:  # a healthy checkpoint past a lowered cap: the user's call
+        raise ParameterError("iterations", cfg.iterations, f">= {st['iteration']}, the iteration of the checkpoint "
+                             "in this folder (or start afresh with --no-resume)")
 
 
 def _set_aside(path: Path, why: str) -> str:

@@ -291,3 +291,32 @@ def test_ctrl_c_is_one_line_and_the_sweep_resumes(reference, tmp_path):
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     assert main(["sweep", "collect", str(d), "--json"]) == 0
     assert (d / "collected.csv").read_bytes() == (reference / "collected.csv").read_bytes()
+
+
+ONE_WORKER_SCRIPT = WORKER_KILL_SCRIPT.replace("iterations=1200", "iterations=300").replace(
+    '{"K": [20, 40, 60, 80]}', '{"K": [20, 40, 60]}').replace("processes=2", "processes=1")
+
+
+def test_a_worker_killed_between_runs_never_hangs_the_driver(tmp_path):
+    """With one worker, kill it right after its first run: the driver replaces it and goes
+    on (the run it may have started is named), and never waits on an empty pool."""
+    d = tmp_path / "one"
+    proc = subprocess.Popen([sys.executable, "-c", ONE_WORKER_SCRIPT, str(d)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    pid, deadline = None, time.time() + 300
+    while pid is None and time.time() < deadline:
+        for p in (d / "runs").glob("*/status.json") if (d / "runs").exists() else []:
+            try:
+                st = json.loads(p.read_text())
+            except (json.JSONDecodeError, OSError):
+                continue
+            if st.get("status") == "done":
+                pid = st["pid"]
+        time.sleep(0.01)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)  # a hang fails here
+    res = json.loads(out)
+    assert proc.returncode in (0, 3) and res["done"] + res["pending"] == 3 and res["done"] >= 1
+    again = subprocess.run([sys.executable, "-c", ONE_WORKER_SCRIPT, str(d)], timeout=600, capture_output=True)
+    assert again.returncode == 0, again.stderr

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections import deque
 
-from icl_kinetics.errors import ParameterError, one_of
+from icl_kinetics.errors import EnvironmentFailure, ParameterError, one_of
 from icl_kinetics.resources import is_memory_refusal
 from icl_kinetics.simulate.sweeps.store import SweepStore, metrics_record
 
@@ -203,6 +204,7 @@ class _Worker:
             _restore_sigint(old)
         child.close()
         self.job = None  # (store, run, started)
+        self.born, self.done_any = time.time(), False
 
     def stop(self, deadline: float):
         """Wait for the worker to exit until ``deadline`` (``time.monotonic``), then kill it."""
@@ -257,6 +259,12 @@ def _worker_died(store: SweepStore, run, worker: _Worker, started: float) -> dic
                         "resumes from its last checkpoint on the next 'sweep run'")
 
 
+#: a worker that dies within this many seconds of starting, before finishing a run, died "at start"
+START_GRACE = 20.0
+#: that many such deaths in a row abort the sweep: the installation, not a run, is at fault
+MAX_FAILED_STARTS = 3
+
+
 def _run_pool(todo, processes: int, bar) -> None:
     """Execute ``todo`` [(store, run)] in ``processes`` spawned worker processes, in order.
 
@@ -268,22 +276,44 @@ def _run_pool(todo, processes: int, bar) -> None:
     ctx = mp.get_context("spawn")  # fresh interpreters: no torch state inherited through fork
     queue = deque(todo)
     workers = [_Worker(ctx) for _ in range(processes)]
+    failed_starts = [0]  # consecutive workers that died before finishing any run
+
+    def replace(i: int, why: str) -> None:
+        """Replace dead worker ``i``; abort the sweep when new workers keep dying at start."""
+        w = workers[i]
+        w.conn.close()
+        if not w.done_any and time.time() - w.born < START_GRACE:
+            failed_starts[0] += 1
+            if failed_starts[0] >= MAX_FAILED_STARTS:
+                raise EnvironmentFailure(f"{failed_starts[0]} worker processes in a row died at start "
+                                         f"({describe_exit(w.proc.exitcode)}): this installation cannot run them "
+                                         f"(try: {sys.executable} -c 'import icl_kinetics.simulate')")
+        else:
+            failed_starts[0] = 0
+        if why:
+            sys.stderr.write(f"icl-kinetics: warning: {why}\n")
+        workers[i] = _Worker(ctx)
+
     try:
         while queue or any(w.job for w in workers):
-            for i, w in enumerate(workers):
-                if w.job is None and queue:
-                    store, r = queue.popleft()
+            for i in range(len(workers)):
+                while workers[i].job is None and queue:  # retry this slot until a worker takes the run
+                    w = workers[i]
+                    store, r = queue[0]
                     try:
                         if not w.proc.is_alive():
                             raise BrokenPipeError
                         w.conn.send((str(store.root), r.id))
                     except (OSError, ValueError):  # died while idle: replace it, keep the run queued
-                        queue.appendleft((store, r))
-                        w.conn.close()
-                        workers[i] = _Worker(ctx)
+                        w.proc.join()
+                        replace(i, f"idle worker process {w.proc.pid} {describe_exit(w.proc.exitcode)}; "
+                                   "starting a new one")
                         continue
+                    queue.popleft()
                     w.job = (store, r, time.time())
             busy = [w for w in workers if w.job]
+            if not busy:
+                continue
             ready = set(wait([w.conn for w in busy] + [w.proc.sentinel for w in busy]))
             for i, w in enumerate(workers):
                 if w.job is None or (w.conn not in ready and w.proc.sentinel not in ready):
@@ -300,13 +330,14 @@ def _run_pool(todo, processes: int, bar) -> None:
                         continue
                     w.proc.join()
                     res = _worker_died(store, r, w, started)
-                    w.conn.close()
-                    workers[i] = _Worker(ctx)
+                    replace(i, "")
                 else:
                     kind, res = msg
                     if kind != "ok":
                         res = _record_lost(store, r, f"the worker could not execute it: {res}")
                     w.job = None
+                    w.done_any = True
+                    failed_starts[0] = 0
                 store.write_index()
                 if bar is not None:
                     bar.update(r.seed_iterations)

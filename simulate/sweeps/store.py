@@ -63,6 +63,8 @@ def check_metrics_csv(path, eval_every: int | None = None, cap: int | None = Non
     numbers in every row; with ``eval_every`` (and the cap ``cap``), that each seed's
     evaluations are 0, eval_every, 2 eval_every, ... with none missing; with ``ends``
     (seed -> its last iteration, from ``summary.json``), that no seed's tail is missing.
+    A run extended by raising its cap has an evaluation at the old cap too; sweeps never
+    do that (the cap is part of a run's id), so this check does not allow for it.
     """
     p = Path(path)
     try:
@@ -128,6 +130,7 @@ class SweepStore:
                                  "(it has no sweep.json)")
         self.spec = _read_spec(p)
         self.runs = {r.id: r for r in self.spec.runs}
+        self._verified: dict = {}  # (run, mtime, size, recorded hash) -> verdict of verify_finished
 
     @classmethod
     def create(cls, root, spec: SweepSpec) -> "SweepStore":
@@ -185,11 +188,17 @@ class SweepStore:
         if not isinstance(rec, dict):  # finished by a version that kept no record: check its shape
             cfg = self.runs[rid].config
             return check_metrics_csv(m, cfg.eval_every, cfg.iterations, self._seed_ends(rid))
+        st_ = m.stat()
+        key = (rid, st_.st_mtime_ns, st_.st_size, rec.get("sha256"))
+        if key in self._verified:  # hashed before and unchanged since (write_index runs after every run)
+            return self._verified[key]
         now = metrics_record(m)
+        why = ""
         if now["sha256"] != rec.get("sha256"):
-            return (f"{m} does not match the SHA-256 recorded when the run finished "
-                    f"({now['rows']} rows now, {rec.get('rows')} recorded)")
-        return ""
+            why = (f"{m} does not match the SHA-256 recorded when the run finished "
+                   f"({now['rows']} rows now, {rec.get('rows')} recorded)")
+        self._verified[key] = why
+        return why
 
     def _seed_ends(self, rid: str) -> dict:
         """seed -> last evaluated iteration of seeds that trained to the end, from summary.json
@@ -204,6 +213,7 @@ class SweepStore:
     def check_checkpoint(self, rid: str) -> str:
         """'' if the run has no checkpoint or one that reads and verifies, else why (the run
         will set it aside and restart from scratch).  Reads the file: used by ``status``."""
+        from icl_kinetics.errors import EnvironmentFailure
         from icl_kinetics.simulate.engine import CheckpointError, _load_checkpoint
 
         ck = self.run_dir(rid) / "checkpoint.pt"
@@ -211,6 +221,8 @@ class SweepStore:
             return ""
         try:
             _load_checkpoint(ck)
+        except EnvironmentFailure as e:
+            return str(e)
         except CheckpointError as e:
             return f"{ck}: {e}; the run will set it aside and restart from iteration 0"
         return ""
@@ -247,7 +259,10 @@ class SweepStore:
         p = self.run_dir(rid) / "lock"
         if not p.exists():
             return False
-        fd = os.open(p, os.O_RDWR)
+        try:
+            fd = os.open(p, os.O_RDONLY)  # flock needs no write access: a read-only copy works
+        except OSError:
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
