@@ -672,7 +672,7 @@ def cmd_sweep(a) -> dict:
         check_scale_preset(a.preset, a.scale)
         _require_device(a.device)
         spec = preset(a.preset, a.scale, device=a.device)
-        out = a.out or f"runs/{a.preset}-{a.scale}"
+        out = a.out  # _check_outputs has filled in and checked the default, runs/PRESET-SCALE
         slurm = {"timeout_min": a.slurm_time, "gpus_per_node": a.slurm_gpus}
         if a.slurm_partition:
             slurm["slurm_partition"] = a.slurm_partition

@@ -47,17 +47,6 @@ def _unlink_quietly(p: Path) -> None:
         pass
 
 
-def sha256_file(path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 #: figure formats matplotlib's Agg backend writes (``--plot`` must end in one of them)
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
 

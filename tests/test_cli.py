@@ -10,48 +10,7 @@ import pytest
 from icl_kinetics.theory import OnsetDistribution, k_star
 
 
-BAD = [
-    (["threshold", "--N", "0", "--nu", "0.7", "--amplitude", "1"], "N"),
-    (["threshold", "--N", "-5", "--nu", "0.7", "--amplitude", "1"], "N"),
-    (["threshold", "--N", "1.5", "--nu", "0.7", "--amplitude", "1"], "N"),
-    (["threshold", "--N", "ten", "--nu", "0.7", "--amplitude", "1"], "N"),
-    (["threshold", "--N", "50", "--nu", "0", "--amplitude", "1"], "nu"),
-    (["threshold", "--N", "50", "--nu", "-0.7", "--amplitude", "1"], "nu"),
-    (["threshold", "--N", "50", "--nu", "0.7", "--amplitude", "0"], "amplitude"),
-    (["threshold", "--N", "50", "--nu", "0.7", "--amplitude", "1", "--bogus"], "--bogus"),
-    (["onset", "--N", "0", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1"], "N"),
-    (["onset", "--N", "50", "--lr", "0", "--beta0-mean", "0", "--beta0-std", "1"], "lr"),
-    (["onset", "--N", "50", "--lr", "-1", "--beta0-mean", "0", "--beta0-std", "1"], "lr"),
-    (["onset", "--N", "50", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "-1"], "beta0-std"),
-    (["onset", "--N", "50", "--lr", "0.1", "--beta0-mean", "nan", "--beta0-std", "1"], "beta0-mean"),
-    (["onset", "--N", "50", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1", "--samples", "0"],
-     "samples"),
-    (["minimal", "--N", "0"], "N"),
-    (["minimal", "--N", "2.5"], "N"),
-    (["minimal", "--lr", "0"], "lr"),
-    (["minimal", "--seeds", "0"], "seeds"),
-    (["minimal", "--seeds", "-3"], "seeds"),
-    (["minimal", "--K", "7"], "K"),
-    (["minimal", "--K", "1"], "K"),
-    (["minimal", "--N", "7", "--equalize"], "N"),
-    (["minimal", "--frobnicate"], "--frobnicate"),
-    (["transience", "--lam", "0", "--c3-power", "1", "100", "1"], "lam"),
-    (["transience", "--lam", "1e-3", "--c3-power", "1", "100", "1", "--N", "0"], "N"),
-    (["transience", "--lam", "1e-3", "--c3-table", "/nonexistent.csv"], "c3-table"),
-    (["transience", "--lam", "1e-3"], "c3"),
-    (["compare", "--seeds", "0"], "seeds"),
-    (["nonsense"], "nonsense"),
-]
-
-
-@pytest.mark.parametrize("argv,name", BAD)
-def test_bad_input_gives_one_line_error_and_exit_2(argv, name, cli):
-    code, out, err = cli(argv)
-    assert code == 2
-    lines = [ln for ln in err.strip().splitlines() if ln]
-    assert len(lines) == 1, err
-    assert name in lines[0]
-    assert "Traceback" not in err
+# Bad input to every subcommand (exit 2, one line naming the parameter): tests/test_bad_input.py.
 
 
 def test_bad_input_subprocess_has_no_traceback():
