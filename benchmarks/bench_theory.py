@@ -32,7 +32,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    from icl_kinetics.theory import OnsetDistribution, escape_time, escape_time_reference, k_star
+    from icl_kinetics.theory import OnsetDistribution, escape_time, k_star
+    from icl_kinetics.theory.closed_form import escape_time_reference
 
     Ns5 = np.array([50, 100, 150, 200, 250])
     res = {}

@@ -18,12 +18,15 @@ import pytest
 import icl_kinetics.resources as resources
 from icl_kinetics.errors import ParameterError
 from icl_kinetics.theory import (
-    Constant, OnsetDistribution, PowerLaw, Tabulated, averaged_gradient, averaged_loss, critical_beta0,
-    escape_condition, escape_time, escape_time_reference, i_k, icl_accuracy, icl_loss_from_iwl_loss,
-    icl_threshold_beta, k_star, mlp_coefficients, n_plus_distribution, p_icl, quasi_static_state, readout,
-    rhs_linear, rhs_reduced, scaled_escape_time, solve_flow, t_icl, t_icl_loss, trajectory_invariant,
-    transience_flow, w_tr,
+    Constant, OnsetDistribution, PowerLaw, Tabulated, averaged_loss, critical_beta0, escape_condition,
+    escape_time, head_escaped, i_k, icl_accuracy, icl_loss_from_iwl_loss, icl_threshold_beta, k_star,
+    mlp_coefficients, p_icl, solve_flow, t_icl, t_icl_loss, transience_flow, w_tr,
 )
+from icl_kinetics.theory.closed_form import escape_time_reference, scaled_escape_time, trajectory_invariant
+from icl_kinetics.theory.flow import rhs_linear, rhs_reduced
+from icl_kinetics.theory.loss import averaged_gradient
+from icl_kinetics.theory.minimal import n_plus_distribution, readout
+from icl_kinetics.theory.transience import quasi_static_state
 
 NAN, INF = float("nan"), float("inf")
 
@@ -112,6 +115,13 @@ CASES = [
     case(icl_threshold_beta, 10, NAN, name="accuracy", id="threshold accuracy nan"),
     case(icl_threshold_beta, 10, 1.5, name="accuracy", id="threshold accuracy above 1"),
     case(icl_threshold_beta, 0, name="N", id="threshold N zero"),
+    case(head_escaped, NAN, 1.0, 10, name="w", id="head_escaped w nan"),
+    case(head_escaped, 1.0, [0.0, NAN], 10, name="beta", contains="beta[1]", id="head_escaped beta nan"),
+    case(head_escaped, "1", 1.0, 10, name="w", id="head_escaped w str"),
+    case(head_escaped, [1.0, 2.0], [1.0, 2.0, 3.0], 10, name="beta", id="head_escaped shapes"),
+    case(head_escaped, 1.0, 1.0, 0, name="N", id="head_escaped N zero"),
+    case(head_escaped, 1.0, 1.0, 7, contexts="equalized", name="N", id="head_escaped odd N equalized"),
+    case(head_escaped, 1.0, 1.0, 10, contexts="bogus", name="contexts", id="head_escaped contexts"),
     # --- loss and flows
     case(averaged_loss, NAN, 1.0, 10, name="w", id="loss w nan"),
     case(averaged_loss, 1.0, 800.0, 10, name="beta", id="loss beta too large"),
@@ -136,6 +146,15 @@ CASES = [
     case(mlp_coefficients, [], name="phi_plus", id="mlp_coefficients empty"),
     case(mlp_coefficients, [800.0, 900.0], name="phi_plus", contains="c1", id="mlp_coefficients c1 zero"),
     case(mlp_coefficients, [0.0, -800.0], name="phi_plus", contains="c3", id="mlp_coefficients c3 inf"),
+    case(mlp_coefficients, [[0.0, 1.0]], axis=2, name="axis", id="mlp_coefficients axis out of range"),
+    case(mlp_coefficients, [[0.0, 1.0]], axis=1.0, name="axis", id="mlp_coefficients axis float"),
+    case(mlp_coefficients, [[0.0, 1.0]], axis=True, name="axis", id="mlp_coefficients axis bool"),
+    case(mlp_coefficients, [[0.0, NAN]], axis=1, name="phi_plus", contains="phi_plus[0, 1]",
+         id="mlp_coefficients batched nan"),
+    case(mlp_coefficients, [[0.0], [800.0]], axis=1, name="phi_plus", contains="c1",
+         id="mlp_coefficients batched c1 zero"),
+    case(mlp_coefficients, [[0.0], [-800.0]], axis=1, name="phi_plus", contains="c3",
+         id="mlp_coefficients batched c3 inf"),
     case(Constant, True, name="value", id="Constant bool"),
     case(Constant, -0.5, name="value", id="Constant negative"),
     case(PowerLaw, NAN, name="c0", id="PowerLaw c0 nan"),
@@ -174,11 +193,12 @@ CASES = [
     # --- transience
     case(w_tr, -1, 1e-3, name="c3", id="w_tr c3 negative"),
     case(w_tr, [1.0, NAN], 1e-3, name="c3", contains="c3[1]", id="w_tr c3 array nan"),
-    case(w_tr, 1.0, 0.0, name="lam", id="w_tr lam zero"),
-    case(w_tr, 1.0, 1e-320, name="lam", contains="overflowed", id="w_tr overflow"),
+    case(w_tr, 1.0, 0.0, name="wd_attn", id="w_tr wd_attn zero"),
+    case(w_tr, 1.0, 1e-320, name="wd_attn", contains="overflowed", id="w_tr overflow"),
+    case(w_tr, 1.0, 1e-3, lam=1e-3, name="lam", contains="wd_attn", id="w_tr lam and wd_attn"),
     case(w_tr, 1.0, 1e-3, kappa=NAN, name="kappa", id="w_tr kappa nan"),
-    case(icl_loss_from_iwl_loss, -0.1, 1e-3, name="l_iwl", id="icl_loss l_iwl negative"),
-    case(icl_loss_from_iwl_loss, NAN, 1e-3, name="l_iwl", id="icl_loss l_iwl nan"),
+    case(icl_loss_from_iwl_loss, -0.1, 1e-3, name="iwl_loss", id="icl_loss iwl_loss negative"),
+    case(icl_loss_from_iwl_loss, NAN, 1e-3, name="iwl_loss", id="icl_loss iwl_loss nan"),
     case(quasi_static_state, 0.0, 1e-3, 20, name="c3", id="quasi_static c3 zero"),
     case(quasi_static_state, NAN, 1e-3, 20, name="c3", id="quasi_static c3 nan"),
     case(transience_flow, 0.5, 1e-3, 20, NAN, name="s_max", id="transience s_max nan"),

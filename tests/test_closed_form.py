@@ -1,15 +1,18 @@
 """Closed forms of the reduced model against independent numeric references."""
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 
 from icl_kinetics.theory import (
-    critical_beta0, escape_condition, escape_time, escape_time_reference, k_star, p_icl,
-    scaled_escape_time, solve_flow, t_icl, trajectory_invariant,
+    T_ICL_THRESHOLD, critical_beta0, escape_condition, escape_time, head_escaped, icl_accuracy,
+    icl_threshold_beta, k_star, p_icl, solve_flow, t_icl,
 )
-from icl_kinetics.theory.closed_form import _scaled_escape
+from icl_kinetics.theory.closed_form import (
+    _scaled_escape, escape_time_reference, scaled_escape_time, trajectory_invariant,
+)
 
 
 @pytest.mark.parametrize("beta0", [-2.0, -1.0, 0.0, 1.0, 2.5])
@@ -108,3 +111,36 @@ def test_critical_beta0_and_p_icl():
     ps = [p_icl(i, N, 0.0, 1.0) for i in (10.0, 100.0, 1000.0)]
     assert ps[0] < ps[1] < ps[2]
     assert p_icl(np.inf, N, 0.0, 1.0) == 1.0
+
+
+def test_one_acquisition_threshold_is_every_default():
+    assert T_ICL_THRESHOLD == 0.95
+    for fn in (icl_threshold_beta, solve_flow):
+        assert inspect.signature(fn).parameters["accuracy"].default == T_ICL_THRESHOLD, fn.__name__
+    assert icl_threshold_beta(99) == icl_threshold_beta(99, 0.95)
+
+
+def test_a_tiny_e_beta_is_not_rounded_away():
+    # N = 1: the readout is e^beta / (2 e^beta) = 1/2 for every beta, so the accuracy is 1 and
+    # beta_c = -inf (it came out +inf when 2 e^beta + N - 1 rounded to 0)
+    assert icl_accuracy(-50.0, 1) == 1.0 and icl_threshold_beta(1) == -np.inf
+    # N = 3: xi = 2 n_plus - 4 in {-2, 0, 2} w.p. 1/4, 1/2, 1/4; for e^beta -> 0+ the readout is
+    # positive iff xi >= 0 (xi = 0 is a win, not a tie)
+    assert icl_accuracy(-50.0, 3) == pytest.approx(0.75, abs=1e-12) and icl_threshold_beta(3, 0.6) == -np.inf
+
+
+@pytest.mark.parametrize("N,contexts", [(1, "iid"), (2, "iid"), (20, "iid"), (99, "iid"), (20, "equalized")])
+def test_head_escaped_is_w_positive_and_accuracy_above_threshold(N, contexts):
+    # reference: the large-D ICL accuracy itself (no bisection), on a grid that avoids its steps
+    beta = np.linspace(-6.0, 12.0, 1801) + 1e-7
+    w = np.where(np.arange(beta.size) % 3 == 0, -0.4, 0.8)
+    ref = (w > 0) & (icl_accuracy(beta, N, contexts) > T_ICL_THRESHOLD)
+    got = head_escaped(w, beta, N, contexts=contexts)
+    assert got.dtype == bool and got.shape == beta.shape
+    assert np.array_equal(got, ref)
+    if contexts == "iid" and N > 1:
+        assert got.any() and not got.all()  # both outcomes occur on the grid
+    # broadcasting, scalars, a blown-up head and w = 0 (not escaped)
+    assert head_escaped(1.0, np.inf, N, contexts).ndim == 0 and bool(head_escaped(1.0, np.inf, N, contexts))
+    assert not bool(head_escaped(0.0, np.inf, N, contexts))
+    assert head_escaped(np.array([[1.0], [-1.0]]), np.array([0.0, 50.0]), N, contexts).shape == (2, 2)

@@ -1,6 +1,8 @@
 """Memorization curves, the onset distribution and transience, against references."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,8 +12,9 @@ from scipy.special import expit
 from icl_kinetics.errors import ParameterError
 from icl_kinetics.theory import (
     Constant, OnsetDistribution, PowerLaw, Tabulated, i_k, icl_loss_from_iwl_loss,
-    mlp_coefficients, quasi_static_state, t_icl, transience_flow, w_tr,
+    mlp_coefficients, t_icl, transience_flow, w_tr,
 )
+from icl_kinetics.theory.transience import quasi_static_state
 
 
 @pytest.mark.parametrize("alpha", [0.3, 1.0, 1.7])
@@ -46,6 +49,55 @@ def test_mlp_coefficients_definitions():
     assert z == {"c1": 0.5, "c2": 0.5, "c3": 1.0}
 
 
+def test_batched_mlp_coefficients_on_torch_are_the_engine_formula_bit_for_bit():
+    import torch  # the test only: the theory layer never imports torch
+
+    g = torch.Generator().manual_seed(11)
+    p = 3.0 * torch.randn(5, 257, generator=g, dtype=torch.float64) + 1.0
+    # the engine's expressions, written out here as the reference
+    s = torch.sigmoid(-p)
+    c1 = s.mean(1)
+    ref = {"c1": c1, "c2": 1 - (s * s).mean(1) / c1, "c3": torch.exp(-p).mean(1)}
+    got = mlp_coefficients(p, axis=1)
+    assert set(got) == {"c1", "c2", "c3"}
+    for k in ref:
+        assert isinstance(got[k], torch.Tensor) and got[k].dtype == torch.float64 and got[k].shape == (5,)
+        assert torch.equal(got[k], ref[k]), k
+    # float32 in, float32 out; a negative axis reduces the same axis
+    g32 = mlp_coefficients(p.float(), axis=-1)
+    assert all(v.dtype == torch.float32 for v in g32.values())
+    assert torch.allclose(g32["c2"].double(), ref["c2"], rtol=1e-5)
+    # a tensor is checked without reading its values: dtype, shape and axis
+    for bad, axis, name in ((torch.zeros(3, dtype=torch.int64), 0, "phi_plus"), (torch.zeros(0, 4), 1, "phi_plus"),
+                            (p, 2, "axis"), (torch.tensor(1.0), 0, "axis")):
+        with pytest.raises(ParameterError) as e:
+            mlp_coefficients(bad, axis=axis)
+        assert e.value.name == name and "\n" not in str(e.value)
+
+
+def test_batched_mlp_coefficients_on_numpy_match_the_scalar_definition():
+    p = np.random.default_rng(5).normal(0.5, 2.0, (4, 300))
+    for axis in (0, 1, -1):
+        got = mlp_coefficients(p, axis=axis)
+        rows = np.moveaxis(p, axis, -1)
+        for j, row in enumerate(rows):
+            one = mlp_coefficients(row)
+            for k in one:  # per-slice means against the flattened mean: summation order only
+                assert got[k].shape == (rows.shape[0],)
+                assert abs(got[k][j] / one[k] - 1) < 1e-13, (axis, j, k)
+    # a 3-D batch reduces one axis and keeps the others
+    assert mlp_coefficients(p.reshape(2, 2, 300), axis=2)["c3"].shape == (2, 2)
+
+
+def test_theory_with_batched_coefficients_never_imports_torch():
+    code = ("import sys, numpy as np; import icl_kinetics.theory as T;"
+            "import icl_kinetics.theory.flow, icl_kinetics.theory.transience, icl_kinetics.theory.onset;"
+            "T.mlp_coefficients(np.zeros((2, 3)), axis=1); T.head_escaped(1.0, 5.0, 20);"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_onset_samples_follow_closed_form_distribution():
     d = OnsetDistribution(N=100, lr=0.1, beta0_mean=-0.5, beta0_std=0.8)
     x = d.sample(20000, seed=7)
@@ -77,8 +129,8 @@ def test_w_tr_solves_its_equation_and_relation_is_inverse():
     for lam in (1e-3, 3e-2):
         w = w_tr(c3, lam)
         assert np.max(np.abs(0.5 * c3 * np.exp(-0.5 * w) - lam * w)) < 1e-12
-    l_iwl = np.array([0.5, 0.1, 0.02, 0.004])
-    l_icl = icl_loss_from_iwl_loss(l_iwl, 3e-3)
+    iwl_loss = np.array([0.5, 0.1, 0.02, 0.004])
+    l_icl = icl_loss_from_iwl_loss(iwl_loss, 3e-3)
     assert np.all(np.diff(l_icl) > 0)  # as the IWL loss falls, the ICL loss rises
 
 
@@ -101,8 +153,34 @@ def test_quasi_static_state_is_a_fixed_point():
     assert abs(sol.w[-1] - w) < 1e-5 and abs(sol.beta[-1] - b) < 1e-5
 
 
+def test_lam_is_a_deprecated_alias_of_wd_attn():
+    from icl_kinetics.theory import solve_flow
+
+    c3 = np.array([2.0, 0.3])
+    with pytest.warns(DeprecationWarning, match="'lam' is deprecated.*use 'wd_attn'"):
+        old = w_tr(c3, lam=1e-3)
+    assert np.array_equal(old, w_tr(c3, wd_attn=1e-3)) and np.array_equal(old, w_tr(c3, 1e-3))
+    with pytest.warns(DeprecationWarning, match="wd_attn"):
+        a = solve_flow(20, 0.0, 0.1, stage="reduced", lam=1e-3, n_points=5)
+    b = solve_flow(20, 0.0, 0.1, stage="reduced", wd_attn=1e-3, n_points=5)
+    assert a.t_icl == b.t_icl and np.array_equal(a.beta, b.beta)
+    with pytest.warns(DeprecationWarning):
+        assert quasi_static_state(0.5, lam=1e-3, N=100) == quasi_static_state(0.5, 1e-3, 100)
+    iwl = np.array([0.3, 0.01])
+    with pytest.warns(DeprecationWarning, match="'l_iwl' is deprecated.*use 'iwl_loss'"):
+        assert np.array_equal(icl_loss_from_iwl_loss(l_iwl=iwl, wd_attn=1e-3), icl_loss_from_iwl_loss(iwl, 1e-3))
+    d = OnsetDistribution(N=20, lr=0.1)
+    with pytest.warns(DeprecationWarning, match="'n' is deprecated.*use 'samples'"):
+        assert np.array_equal(d.sample(n=50, seed=3), d.sample(samples=50, seed=3))
+    # the alias and the new name together: refused, naming the alias
+    for call in (lambda: w_tr(c3, 1e-3, lam=1e-3), lambda: w_tr(c3, wd_attn=1e-3, lam=1e-3)):
+        with pytest.raises(ParameterError) as e:
+            call()
+        assert e.value.name == "lam" and "wd_attn" in str(e.value)
+
+
 def test_bad_inputs_name_the_parameter():
-    with pytest.raises(ParameterError, match="lam"):
+    with pytest.raises(ParameterError, match="wd_attn"):
         w_tr(1.0, 0.0)
     with pytest.raises(ParameterError, match="N"):
         OnsetDistribution(N=0, lr=0.1)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from icl_kinetics.theory import averaged_gradient, averaged_loss, rhs_linear, rhs_reduced
-from icl_kinetics.theory import symbolic
+from icl_kinetics.theory import averaged_loss, symbolic
+from icl_kinetics.theory.flow import rhs_linear, rhs_reduced
+from icl_kinetics.theory.loss import averaged_gradient
 
 RNG = np.random.default_rng(1234)
 

@@ -1,20 +1,27 @@
 """The theory layer: the reduced model of two independent sub-circuits, solved
 analytically and numerically.  numpy / scipy / sympy only, never torch.
 
-Public surface (each quantity has one name; see ``docs/theory.md``):
+Public surface (each quantity has one name, listed with its unit in the glossary of
+``docs/theory.md``):
 
-* definitions: :func:`readout`, :func:`n_plus_distribution`, :func:`icl_accuracy`,
-  :func:`icl_threshold_beta`;
-* loss: :func:`averaged_loss`, :func:`averaged_gradient`;
-* flows: :func:`solve_flow` (full / linear / reduced), :func:`rhs_linear`, :func:`rhs_reduced`;
-* closed forms: :func:`trajectory_invariant`, :func:`escape_time`,
-  :func:`scaled_escape_time`, :func:`escape_condition`, :func:`t_icl`, :func:`k_star`,
-  :func:`critical_beta0`, :func:`p_icl`;
-* memorization: :func:`mlp_coefficients`, :func:`i_k`, curve models
-  :class:`Constant`, :class:`PowerLaw`, :class:`Tabulated`;
+* the acquisition event: :data:`T_ICL_THRESHOLD` (0.95), :func:`icl_accuracy`,
+  :func:`icl_threshold_beta` (``beta_c``), :func:`head_escaped`;
+* the loss: :func:`averaged_loss`;
+* flows: :func:`solve_flow` (full / linear / reduced) returning :class:`FlowSolution`;
+* closed forms: :func:`escape_time`, :func:`escape_condition`, :func:`t_icl`,
+  :func:`k_star`, :func:`critical_beta0`, :func:`p_icl`;
+* memorization: :func:`mlp_coefficients` (numpy arrays or torch tensors), :func:`i_k`,
+  curve models :class:`Constant`, :class:`PowerLaw`, :class:`Tabulated`;
 * onset distribution: :class:`OnsetDistribution`;
 * transience: :func:`w_tr`, :func:`icl_loss_from_iwl_loss`, :func:`transience_flow`,
   :func:`t_icl_loss`.
+
+Internals stay in their submodules: the right-hand sides ``flow.rhs_linear`` and
+``flow.rhs_reduced``, ``loss.averaged_gradient``, ``closed_form.escape_time_reference``,
+``closed_form.scaled_escape_time``, ``closed_form.trajectory_invariant``,
+``minimal.readout``, ``minimal.n_plus_distribution`` and
+``transience.quasi_static_state`` (e.g. ``from icl_kinetics.theory.flow import
+rhs_reduced``).
 
 Errors: every public function and class refuses a bad argument with
 :class:`icl_kinetics.errors.ParameterError` (a ValueError) whose one-line message names
@@ -27,35 +34,20 @@ The sympy derivation lives in :mod:`icl_kinetics.theory.symbolic` (imported on d
 it takes a few seconds).
 """
 
-from icl_kinetics.theory.closed_form import (
-    critical_beta0,
-    escape_condition,
-    escape_time,
-    escape_time_reference,
-    k_star,
-    p_icl,
-    scaled_escape_time,
-    t_icl,
-    trajectory_invariant,
-)
-from icl_kinetics.theory.flow import FlowSolution, rhs_linear, rhs_reduced, solve_flow
-from icl_kinetics.theory.loss import averaged_gradient, averaged_loss
+from icl_kinetics.theory.closed_form import critical_beta0, escape_condition, escape_time, k_star, p_icl, t_icl
+from icl_kinetics.theory.flow import FlowSolution, solve_flow
+from icl_kinetics.theory.loss import averaged_loss
 from icl_kinetics.theory.memorization import Constant, PowerLaw, Tabulated, i_k, mlp_coefficients
-from icl_kinetics.theory.minimal import icl_accuracy, icl_threshold_beta, n_plus_distribution, readout
+from icl_kinetics.theory.minimal import T_ICL_THRESHOLD, head_escaped, icl_accuracy, icl_threshold_beta
 from icl_kinetics.theory.onset import OnsetDistribution
-from icl_kinetics.theory.transience import (
-    icl_loss_from_iwl_loss,
-    quasi_static_state,
-    t_icl_loss,
-    transience_flow,
-    w_tr,
-)
+from icl_kinetics.theory.transience import icl_loss_from_iwl_loss, t_icl_loss, transience_flow, w_tr
 
 __all__ = [
-    "Constant", "FlowSolution", "OnsetDistribution", "PowerLaw", "Tabulated",
-    "averaged_gradient", "averaged_loss", "critical_beta0", "escape_condition", "escape_time",
-    "escape_time_reference", "i_k", "icl_accuracy", "icl_loss_from_iwl_loss",
-    "icl_threshold_beta", "k_star", "mlp_coefficients", "n_plus_distribution", "p_icl",
-    "quasi_static_state", "readout", "rhs_linear", "rhs_reduced", "scaled_escape_time",
-    "solve_flow", "t_icl", "t_icl_loss", "trajectory_invariant", "transience_flow", "w_tr",
+    "T_ICL_THRESHOLD", "head_escaped", "icl_accuracy", "icl_threshold_beta",
+    "averaged_loss",
+    "FlowSolution", "solve_flow",
+    "critical_beta0", "escape_condition", "escape_time", "k_star", "p_icl", "t_icl",
+    "Constant", "PowerLaw", "Tabulated", "i_k", "mlp_coefficients",
+    "OnsetDistribution",
+    "icl_loss_from_iwl_loss", "t_icl_loss", "transience_flow", "w_tr",
 ]

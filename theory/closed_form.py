@@ -191,42 +191,42 @@ def scaled_escape_time(gamma):
     return np.where(x < g[0], low, np.where(x > g[-1], high, inside))
 
 
-def _tau(b0, w0, c2, regime, s_c, name, value):
+def _tau(beta0, w0, c2, regime, s_c, name, value):
     """The escape time for validated inputs (the computation of :func:`escape_time`);
-    ``name``/``value`` is what a refusal of ``b0`` calls it."""
+    ``name``/``value`` is what a refusal of the validated float array ``beta0`` calls it."""
     if regime == "signal" or c2 == 0:
-        return _signal_tau(b0, w0, s_c)
+        return _signal_tau(beta0, w0, s_c)
     if regime == "noise":
         a_c = np.exp(-2 * np.maximum(s_c, 0.0))  # v^2 goes from v0^2 to v_c^2
-        return 0.5 * c2 * np.exp(-2 * b0) * (1 - a_c)
+        return 0.5 * c2 * np.exp(-2 * beta0) * (1 - a_c)
     if w0 == 0 and np.all(np.isposinf(s_c)):
-        gamma = c2 * np.exp(-b0)
+        gamma = c2 * np.exp(-beta0)
         if not np.all(np.isfinite(gamma)):  # e^-beta0 overflowed, and so does tau_star there
-            out = np.full(b0.shape, np.inf)
+            out = np.full(beta0.shape, np.inf)
             ok = np.isfinite(gamma)
-            out[ok] = np.exp(-b0[ok]) * scaled_escape_time(gamma[ok])
+            out[ok] = np.exp(-beta0[ok]) * scaled_escape_time(gamma[ok])
             return out
-        return np.exp(-b0) * scaled_escape_time(c2 * np.exp(-b0))
-    gamma = c2 * np.exp(-b0)
+        return np.exp(-beta0) * scaled_escape_time(c2 * np.exp(-beta0))
+    gamma = c2 * np.exp(-beta0)
     if np.any(gamma > GAMMA_NUMERIC_MAX):
         lo = math.log(c2 / GAMMA_NUMERIC_MAX)
         raise ParameterError(name, value, f">= {lo:.4g} with c2={c2:g} for regime='exact' with w0 > 0 or a "
                              f"finite beta_c: gamma = c2 e^-beta0 must be <= {GAMMA_NUMERIC_MAX:g} for the "
-                             "numerical integration" + first_bad(name, b0, gamma > GAMMA_NUMERIC_MAX, " ({})")
+                             "numerical integration" + first_bad(name, beta0, gamma > GAMMA_NUMERIC_MAX, " ({})")
                              + "; regime='noise' is accurate there (relative error ~ ln(gamma)/gamma^2)")
-    flat = b0.ravel()
-    uniq, inv = np.unique(np.stack([flat, np.broadcast_to(s_c, b0.shape).ravel()]), axis=1, return_inverse=True)
+    flat = beta0.ravel()
+    uniq, inv = np.unique(np.stack([flat, np.broadcast_to(s_c, beta0.shape).ravel()]), axis=1, return_inverse=True)
     T = _scaled_escape(c2 * np.exp(-uniq[0]), w0, uniq[1])
-    return (np.exp(-uniq[0]) * T)[inv.ravel()].reshape(b0.shape)
+    return (np.exp(-uniq[0]) * T)[inv.ravel()].reshape(beta0.shape)
 
 
-def _checked_tau(b0, w0, c2, regime, bc, name="beta0", value=None):
+def _checked_tau(beta0, w0, c2, regime, beta_c, name="beta0", value=None):
     """:func:`_tau` with its result checked: finite everywhere, and > 0 wherever
     beta0 < beta_c (0 there is an underflow, not an escape)."""
-    value = b0 if value is None else value
-    s_c = bc - b0
+    value = beta0 if value is None else value
+    s_c = beta_c - beta0
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        tau = _tau(b0, w0, c2, regime, s_c, name, value)
+        tau = _tau(beta0, w0, c2, regime, s_c, name, value)
         t = np.asarray(tau, float)
         zero = (t <= 0) & (s_c > 0)
     bad = ~np.isfinite(t) | zero
@@ -242,7 +242,7 @@ def _checked_tau(b0, w0, c2, regime, bc, name="beta0", value=None):
             lim = "above ~ -709" if signal else "above ~ -354 (tau_star ~ c2 e^(-2 beta0) / 2)"
         else:
             lim = "below ~ 372 (tau_star ~ c2 e^(-2 beta0) / 2)" if regime == "noise" else "below ~ 745"
-        b_show = np.broadcast_to(b0, bad.shape)
+        b_show = np.broadcast_to(beta0, bad.shape)
         raise ParameterError(name, value, f"{lim}: the escape time tau_star {what}"
                              + first_bad(name, b_show, bad, " at {}"))
     return tau
@@ -259,7 +259,8 @@ def escape_time(beta0, w0: float = 0.0, c2: float = 0.5, regime: str = "exact", 
         regime: ``'exact'`` (numeric, noise included), ``'signal'`` or ``'noise'``
             (closed forms, see module docstring).
         beta_c: stop when beta reaches ``beta_c`` instead of at blow-up (e.g. the
-            beta at which the ICL accuracy reaches 0.95, :func:`icl_threshold_beta`);
+            beta at which the ICL accuracy reaches the acquisition threshold
+            ``T_ICL_THRESHOLD`` = 0.95, :func:`icl_threshold_beta`);
             where ``beta0 >= beta_c`` the escape time is 0.
 
     Returns:
@@ -278,10 +279,10 @@ def escape_time(beta0, w0: float = 0.0, c2: float = 0.5, regime: str = "exact", 
             numerically and needs ``gamma = c2 e^-beta0 <= 1e12``.
     """
     w0, c2, regime = _check_regime(w0, c2, regime)
-    b0 = finite_array("beta0", beta0)
-    bc = finite_array("beta_c", beta_c, allow_inf=True)
-    broadcast_shape(beta0=b0, beta_c=bc)
-    return _checked_tau(b0, w0, c2, regime, bc, "beta0", beta0)
+    beta0_a = finite_array("beta0", beta0)
+    beta_c_a = finite_array("beta_c", beta_c, allow_inf=True)
+    broadcast_shape(beta0=beta0_a, beta_c=beta_c_a)
+    return _checked_tau(beta0_a, w0, c2, regime, beta_c_a, "beta0", beta0)
 
 
 def escape_time_reference(beta0: float, w0: float = 0.0, c2: float = 0.5, beta_stop: float = 20.0,
@@ -501,8 +502,8 @@ def p_icl(i_k_inf, N: int, beta0_mean: float, beta0_std: float, w0: float = 0.0,
 
     beta0_mean = finite_float("beta0_mean", beta0_mean)
     beta0_std = positive_float("beta0_std", beta0_std, allow_zero=True)
-    bc = critical_beta0(i_k_inf, N, w0=w0, c2=c2, regime=regime)
+    beta0_c = critical_beta0(i_k_inf, N, w0=w0, c2=c2, regime=regime)
     if beta0_std == 0:
-        return np.where(beta0_mean > bc, 1.0, 0.0) if np.ndim(bc) else float(beta0_mean > bc)
-    p = ndtr((beta0_mean - np.asarray(bc, float)) / beta0_std)
-    return p if np.ndim(bc) else float(p)
+        return np.where(beta0_mean > beta0_c, 1.0, 0.0) if np.ndim(beta0_c) else float(beta0_mean > beta0_c)
+    p = ndtr((beta0_mean - np.asarray(beta0_c, float)) / beta0_std)
+    return p if np.ndim(beta0_c) else float(p)

@@ -10,8 +10,8 @@ Three stages of the same flow, from most to least exact (``docs/theory.md`` §2-
 * ``'reduced'``: leading order in 1/N, the paper's Eq. 6, with c1(s), c2(s).
 
 Time ``t`` is in **iterations**; the curves c1, c2 are functions of learning-rate
-time ``s = lr * t``.  ``lam`` adds L2 weight decay on (w, beta) (the in-context
-pathway only): ``d theta/dt -= lr * lam * theta``.  The numeric right-hand sides
+time ``s = lr * t``.  ``wd_attn`` adds L2 weight decay on (w, beta) (the in-context
+pathway only): ``d theta/dt -= lr * wd_attn * theta``.  The numeric right-hand sides
 here are written by hand and tested against the sympy derivation.
 """
 
@@ -26,9 +26,12 @@ from icl_kinetics.errors import (
     probability, real_float,
 )
 from icl_kinetics.resources import require_memory
+from icl_kinetics.theory._compat import renamed_keywords
 from icl_kinetics.theory.loss import _gradient, _phi_nodes, _xi_nodes
 from icl_kinetics.theory.memorization import as_curve
-from icl_kinetics.theory.minimal import BETA_MAX, check_beta, check_n, icl_accuracy, icl_threshold_beta
+from icl_kinetics.theory.minimal import (
+    BETA_MAX, T_ICL_THRESHOLD, check_beta, check_n, icl_accuracy, icl_threshold_beta,
+)
 
 STAGES = ("full", "linear", "reduced")
 
@@ -110,9 +113,10 @@ class FlowSolution:
                          for wv, b in zip(self.w, self.beta)])
 
 
+@renamed_keywords(lam="wd_attn")
 def solve_flow(N: int, beta0: float, lr: float, *, w0: float = 0.0, stage: str = "full",
-               c1=0.5, c2=0.5, phi_plus=0.0, contexts: str = "iid", lam: float = 0.0,
-               t_max: float | None = None, accuracy: float = 0.95, beta_escape: float | None = None,
+               c1=0.5, c2=0.5, phi_plus=0.0, contexts: str = "iid", wd_attn: float = 0.0,
+               t_max: float | None = None, accuracy: float = T_ICL_THRESHOLD, beta_escape: float | None = None,
                n_points: int = 400) -> FlowSolution:
     """Integrate the flow of (w, beta) from (w0, beta0) with ``solve_ivp``.
 
@@ -125,15 +129,15 @@ def solve_flow(N: int, beta0: float, lr: float, *, w0: float = 0.0, stage: str =
         phi_plus: MLP correct-label logit for ``'full'``: scalar, samples, or a
             callable ``s -> samples`` of learning-rate time.
         contexts: ``'iid'`` or ``'equalized'``.
-        lam: L2 weight decay on w and beta (per unit learning-rate time).
+        wd_attn: L2 weight decay on w and beta (per unit learning-rate time).
         t_max: horizon in iterations (default: 20x the signal-regime escape time).
-        accuracy: ICL accuracy that defines ``t_icl``.
+        accuracy: ICL accuracy that defines ``t_icl`` (default :data:`T_ICL_THRESHOLD`, 0.95).
         beta_escape: beta at which the run counts as escaped and stops
             (default ``beta_c + 12``).
 
     Raises:
         ParameterError: ``N`` not an integer >= 1 (even for equalized contexts);
-            ``beta0``, ``w0`` not finite; ``lr`` not a finite number > 0; ``lam`` not a
+            ``beta0``, ``w0`` not finite; ``lr`` not a finite number > 0; ``wd_attn`` not a
             finite number >= 0; unknown ``stage`` or ``contexts``; ``c1``, ``c2`` not
             finite numbers >= 0 or curve models; ``phi_plus`` not a finite number, a
             non-empty 1-D array of them or a callable; ``t_max`` not None or a finite
@@ -151,7 +155,7 @@ def solve_flow(N: int, beta0: float, lr: float, *, w0: float = 0.0, stage: str =
     beta0 = finite_float("beta0", beta0)
     w0 = finite_float("w0", w0)
     lr = positive_float("lr", lr)
-    lam = positive_float("lam", lam, allow_zero=True)
+    wd_attn = positive_float("wd_attn", wd_attn, allow_zero=True)
     one_of("stage", stage, STAGES)
     c1c, c2c = as_curve(c1, "c1"), as_curve(c2, "c2")
     if not callable(phi_plus):
@@ -180,14 +184,14 @@ def solve_flow(N: int, beta0: float, lr: float, *, w0: float = 0.0, stage: str =
         def rhs(t, y):
             phi = _phi_nodes(phi_plus(lr * t)) if phi_fixed is None else phi_fixed
             gw, gb = _gradient(y[0], y[1], N, xi, pw, phi)
-            return [-lr * (gw + lam * y[0]), -lr * (gb + lam * y[1])]
+            return [-lr * (gw + wd_attn * y[0]), -lr * (gb + wd_attn * y[1])]
     else:
         f = _rhs_linear if stage == "linear" else _rhs_reduced
 
         def rhs(t, y):
             s = lr * t
             dw, db = f(y[0], y[1], N, lr, float(c1c._at(s)), float(c2c._at(s)), contexts)
-            return [dw - lr * lam * y[0], db - lr * lam * y[1]]
+            return [dw - lr * wd_attn * y[0], db - lr * wd_attn * y[1]]
 
     def hit_acc(t, y):
         return y[1] - beta_c if y[0] > 0 else -1.0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
-from icl_kinetics.errors import ParameterError, finite_array, one_of, positive_float, real_float
+from icl_kinetics.errors import ParameterError, finite_array, first_bad, one_of, positive_float, real_float
 
 
 def _times(s):
@@ -31,15 +31,62 @@ def _times(s):
     return finite_array("s", s, minimum=0.0, allow_inf=True)
 
 
-def mlp_coefficients(phi_plus) -> dict:
+def mlp_coefficients(phi_plus, axis: int | None = None) -> dict:
     """c1, c2, c3 of a sample of correct-label logits ``phi_plus`` (dimensionless).
+
+    ``c1 = <sigma(-phi_plus)>``, ``c2 = 1 - <sigma(-phi_plus)^2> / c1``,
+    ``c3 = <exp(-phi_plus)>``: the one definition (the engine computes its logged c1, c2,
+    c3 columns with this function).
+
+    Args:
+        phi_plus: correct-label logits: an array-like, or a floating-point tensor (any
+            object with ``.sigmoid()``, ``.exp()`` and ``.mean(axis)``, e.g. a torch
+            tensor; the theory layer never imports torch).
+        axis: None: average over all of ``phi_plus`` and return Python floats.  An int:
+            average along that axis only and return arrays of the remaining shape, of
+            the input's kind (a tensor stays a tensor, on its device and in its dtype)::
+
+                s = sigmoid(-p); c1 = s.mean(axis)
+                c2 = 1 - (s * s).mean(axis) / c1;  c3 = exp(-p).mean(axis)
+
+            (for a float64 tensor bit-identical to those torch expressions).
+
+    Returns:
+        ``{"c1": ..., "c2": ..., "c3": ...}``.
 
     Raises:
         ParameterError: ``phi_plus`` not a non-empty array of finite numbers, or so
             extreme that a coefficient is not a finite float: c1 underflows to 0 when
             every logit is above ~745 (c2 would be 0/0), c3 = <e^-phi_plus> overflows when
-            a logit is below ~ -709.
+            a logit is below ~ -709 (with ``axis``: checked for each slice).  ``axis`` not
+            None or an integer in [-ndim, ndim).  A tensor's values are not checked (that
+            would synchronize its device): it must be a non-empty floating-point tensor of
+            at least one dimension, and non-finite logits give non-finite coefficients.
     """
+    if axis is None:
+        return _coefficients_all(phi_plus)
+    if _is_tensor(phi_plus):
+        return _coefficients_tensor(phi_plus, axis)
+    p = finite_array("phi_plus", phi_plus, allow_empty=False,
+                     allowed="a non-empty array of finite numbers")
+    ax = _check_axis(axis, p.ndim)
+    s = expit(-p)
+    c1 = s.mean(ax)
+    if np.any(c1 == 0):
+        raise ParameterError("phi_plus", phi_plus, "logits not all above ~745 along any slice (c1 = "
+                             "<sigma(-phi_plus)> underflowed to 0, so c2 is undefined)")
+    with np.errstate(over="ignore"):
+        c3 = np.exp(-p).mean(ax)
+    if not np.all(np.isfinite(c3)):
+        raise ParameterError("phi_plus", phi_plus, "logits above ~ -709 (c3 = <exp(-phi_plus)> "
+                             "overflowed" + first_bad("phi_plus", p, p < -709.0, "; {}") + ")")
+    return {"c1": c1, "c2": 1.0 - (s * s).mean(ax) / c1, "c3": c3}
+
+
+def _coefficients_all(phi_plus) -> dict:
+    """:func:`mlp_coefficients` with ``axis=None``: Python floats over all logits."""
+    if _is_tensor(phi_plus):
+        phi_plus = phi_plus.detach().cpu().numpy()
     p = finite_array("phi_plus", phi_plus, allow_empty=False,
                      allowed="a non-empty array of finite numbers").ravel()
     s = expit(-p)
@@ -53,6 +100,30 @@ def mlp_coefficients(phi_plus) -> dict:
         raise ParameterError("phi_plus", phi_plus, "logits above ~ -709 (c3 = <exp(-phi_plus)> "
                              "overflowed" + _first_below(p, -709.0) + ")")
     return {"c1": c1, "c2": float(1.0 - np.mean(s * s) / c1), "c3": c3}
+
+
+def _is_tensor(x) -> bool:
+    """A tensor-like (torch) array, recognized without importing torch."""
+    return not isinstance(x, np.ndarray) and all(hasattr(x, m) for m in ("sigmoid", "exp", "mean", "dim"))
+
+
+def _check_axis(axis, ndim: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < ndim:
+        raise ParameterError("axis", axis, f"None or an integer in [{-ndim}, {ndim}) for phi_plus of "
+                             f"{ndim} dimension(s)")
+    return int(axis)
+
+
+def _coefficients_tensor(p, axis) -> dict:
+    """The batched coefficients of a tensor, computed with its own methods."""
+    if not p.is_floating_point():
+        raise ParameterError("phi_plus", p, f"a floating-point tensor (got dtype {p.dtype})")
+    ax = _check_axis(axis, p.dim())
+    if p.numel() == 0:
+        raise ParameterError("phi_plus", p, f"a non-empty tensor (got shape {tuple(p.shape)})")
+    s = (-p).sigmoid()
+    c1 = s.mean(ax)
+    return {"c1": c1, "c2": 1 - (s * s).mean(ax) / c1, "c3": (-p).exp().mean(ax)}
 
 
 def _first_below(p, limit):

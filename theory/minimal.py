@@ -24,6 +24,7 @@ i.i.d. labels; ``xi = -1`` for equalized contexts) this is
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -34,6 +35,12 @@ from icl_kinetics.resources import require_memory
 
 CONTEXTS = ("iid", "equalized")
 BETA_MAX = 700.0  # e^beta (and 2 e^beta + N - 1) must stay a finite float: e^700 ~ 1e304
+T_ICL_THRESHOLD = 0.95
+"""The acquisition accuracy (dimensionless): a seed has acquired ICL at the first
+evaluation whose ICL accuracy exceeds this value; its ``t_icl`` (iterations) is that
+evaluation's iteration, and ``beta_c = icl_threshold_beta(N)`` the beta above which the
+large-D accuracy does.  The one definition: the engine, the sweeps and the validation
+layer import it from here."""
 
 
 def check_beta(name: str, beta):
@@ -53,7 +60,9 @@ def check_n(N, contexts: str = "iid") -> int:
 
 
 def _readout(a, n_plus, N):
-    return (a + 2.0 * np.asarray(n_plus) - N - 1.0) / (2.0 * a + N - 1.0)
+    # xi = 2 n_plus - N - 1 and N - 1 are exact integers: add e^beta to them, not to 2 n_plus,
+    # so that a tiny e^beta is not rounded away (the sign of a + xi decides the accuracy)
+    return (a + (2.0 * np.asarray(n_plus) - N - 1.0)) / (2.0 * a + (N - 1.0))
 
 
 def _n_plus_distribution(N: int, contexts: str):
@@ -135,8 +144,9 @@ def icl_accuracy(beta, N: int, contexts: str = "iid", w_sign: float = 1.0):
     return _accuracy(b, values, probs, N, w_sign)
 
 
-def icl_threshold_beta(N: int, accuracy: float = 0.95, contexts: str = "iid") -> float:
-    """Smallest beta at which the large-D ICL accuracy (w > 0) reaches ``accuracy``.
+def icl_threshold_beta(N: int, accuracy: float = T_ICL_THRESHOLD, contexts: str = "iid") -> float:
+    """Smallest beta at which the large-D ICL accuracy (w > 0) reaches ``accuracy``
+    (default :data:`T_ICL_THRESHOLD`, 0.95: then this is ``beta_c``).
 
     The accuracy is a step function of e^beta; this returns the log of the step at
     which it first exceeds ``accuracy`` (``inf`` if it never does, as for
@@ -170,3 +180,40 @@ def icl_threshold_beta(N: int, accuracy: float = 0.95, contexts: str = "iid") ->
         return np.inf
     s = steps[lo]
     return float(np.log(s)) if s > 0 else -np.inf
+
+
+def head_escaped(w, beta, N: int, contexts: str = "iid"):
+    """Whether the induction head has escaped its plateau: ``w > 0`` and
+    ``beta > beta_c``, with ``beta_c = icl_threshold_beta(N, contexts=contexts)`` the beta
+    at which the large-D ICL accuracy reaches :data:`T_ICL_THRESHOLD` (0.95).
+
+    The one definition of the theory's own acquisition event, used where the runs log
+    the head (w, beta): the minimal model's MLP logit on novel items can hold the measured
+    accuracy down although the head has escaped.
+
+    Args:
+        w: readout weight(s) of the head (dimensionless, array-like).
+        beta: inverse temperature(s) of item matching (dimensionless, array-like;
+            ``+inf``, a blown-up head, is allowed).
+        N: context tokens (target not counted).
+        contexts: ``'iid'`` or ``'equalized'``.
+
+    Returns:
+        A bool array of the broadcast shape of ``w`` and ``beta`` (0-d for scalars).
+
+    Raises:
+        ParameterError: ``w`` or ``beta`` NaN or not numbers (infinities are allowed;
+            filter non-finite rows of a diverged run first), shapes that do not
+            broadcast; ``N`` not an integer >= 1 (even for equalized contexts); unknown
+            ``contexts``.
+    """
+    N = check_n(N, contexts)
+    w_a = finite_array("w", w, allow_inf=True)
+    b_a = finite_array("beta", beta, allow_inf=True)
+    broadcast_shape(w=w_a, beta=b_a)
+    return np.asarray((w_a > 0) & (b_a > _beta_c(N, contexts)))
+
+
+@lru_cache(maxsize=256)
+def _beta_c(N: int, contexts: str) -> float:
+    return icl_threshold_beta(N, T_ICL_THRESHOLD, contexts)

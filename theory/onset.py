@@ -24,6 +24,7 @@ from icl_kinetics.errors import (
     ParameterError, finite_array, finite_float, positive_float, positive_int, real_float,
 )
 from icl_kinetics.resources import require_memory
+from icl_kinetics.theory._compat import renamed_keywords
 from icl_kinetics.theory.closed_form import _check_regime, _check_scaled, _checked_tau, escape_time
 
 TABLE_SDS = 9.0  # the beta0 -> t table (cdf, pdf, beta0_of) spans beta0_mean +- 9 standard deviations
@@ -117,10 +118,10 @@ class OnsetDistribution:
                                  f"has a finite onset time ({e.name} must be {e.allowed})") from None
 
     # -- the map beta0 -> t and its inverse ---------------------------------------------
-    def _onset(self, b0, name, value):
-        """Checked onsets (iterations) of the beta0 values ``b0``, refusals naming ``name``."""
-        b0 = finite_array(name, b0)
-        tau = _checked_tau(b0, self.w0, self.c2, self.regime, np.asarray(self.beta_c, float), name, value)
+    def _onset(self, beta0, name, value):
+        """Checked onsets (iterations) of the beta0 values ``beta0``, refusals naming ``name``."""
+        beta0 = finite_array(name, beta0)
+        tau = _checked_tau(beta0, self.w0, self.c2, self.regime, np.asarray(self.beta_c, float), name, value)
         with np.errstate(over="ignore", under="ignore"):
             t = self.N * tau / (self.lr * self.c1)
         _check_scaled(t, tau, {"N": self.N, "lr": self.lr, "c1": self.c1}, value, "t_ICL", beta0_name=name)
@@ -216,23 +217,24 @@ class OnsetDistribution:
         of the class)."""
         return float(self._median)
 
-    def sample(self, n: int, seed: int = 0):
-        """``n`` onset times (iterations) from ``beta0`` drawn with ``numpy`` seed ``seed``.
+    @renamed_keywords(n="samples")
+    def sample(self, samples: int, seed: int = 0):
+        """``samples`` onset times (iterations) from ``beta0`` drawn with ``numpy`` seed ``seed``.
 
         Raises:
-            ParameterError: ``n`` not an integer >= 1 or too large for memory (named
-                ``samples``: about 16 float64 arrays of ``n`` are alive at the peak of the
-                tabulated exact regime, 8 for the closed forms, and ~8500 per sample where
-                the exact regime integrates every sample, with ``w0 > 0`` or a finite
-                ``beta_c``); ``seed`` not an integer >= 0.
+            ParameterError: ``samples`` not an integer >= 1 or too large for memory (about
+                16 float64 arrays of ``samples`` are alive at the peak of the tabulated exact
+                regime, 8 for the closed forms, and ~8500 per sample where the exact regime
+                integrates every sample, with ``w0 > 0`` or a finite ``beta_c``); ``seed``
+                not an integer >= 0.
         """
-        n = positive_int("samples", n)
+        n = positive_int("samples", samples)
         seed = positive_int("seed", seed, 0)
         require_memory("samples", n, self._floats_per_sample() * 8.0 * n, f"sampling {n} onset times")
         rng = np.random.default_rng(seed)
-        b0 = rng.normal(self.beta0_mean, self.beta0_std, n)
+        beta0 = rng.normal(self.beta0_mean, self.beta0_std, n)
         try:
-            return self.onset_of(b0)
+            return self.onset_of(beta0)
         except ParameterError as e:  # a draw beyond the checked +- 9 sd (p ~ 1e-19 per draw)
             raise ParameterError("beta0_std", self.beta0_std, f"small enough that every sampled seed has a "
                                  f"finite onset ({e.name} must be {e.allowed})") from None
