@@ -13,11 +13,14 @@ from icl_kinetics.validate.fits import (
     REASON_OUTSIDE_RANGE,
     bimodality_coefficient,
     censored_quantile,
+    is_linear,
     kaplan_meier,
     ks_compare,
     linear_fit,
     power_law_fit,
+    sd_interval,
     sigmoid_fit,
+    wilson_interval,
 )
 
 # --------------------------------------------------------------------------- sigmoid
@@ -302,3 +305,112 @@ def test_same_seed_same_ci_different_seed_different_ci():
     obs = rng.random(200) < 0.8
     qa, qb, qc = (censored_quantile(times, obs, n_boot=200, seed=s).ci for s in (1, 1, 2))
     assert qa == qb and qa != qc
+
+
+# --------------------------------------------------------------------------- scipy against the former code
+# The Kaplan-Meier estimate and its quantiles now come from scipy.stats.ecdf on
+# scipy.stats.CensoredData; the hand-written implementation they replace is copied here as an
+# independent reference.  Survival values agree to round-off (the products are formed in
+# another order: differences of a few ulps, tolerance 1e-12); the quantiles are data values
+# and agree exactly, bootstrap CIs included (same resampling indices).
+
+
+def _old_km_sorted(t_sorted, obs_sorted):
+    n = t_sorted.size
+    ev = t_sorted[obs_sorted]
+    if ev.size == 0:
+        return np.empty(0), np.empty(0)
+    ut, d = np.unique(ev, return_counts=True)
+    at_risk = n - np.searchsorted(t_sorted, ut, side="left")
+    return ut.astype(float), np.cumprod(1.0 - d / at_risk)
+
+
+def _old_km_quantile(t_sorted, obs_sorted, q):
+    ut, surv = _old_km_sorted(t_sorted, obs_sorted)
+    hit = np.nonzero(1.0 - surv >= q - 1e-12)[0]
+    return float(ut[hit[0]]) if hit.size else math.inf
+
+
+def _old_censored_quantile(times, observed, q, n_boot, seed):
+    t, obs = np.asarray(times, float), np.asarray(observed, bool)
+    order = np.argsort(t, kind="stable")
+    ts, os_ = t[order], obs[order]
+    est = _old_km_quantile(ts, os_, q)
+    value = est if math.isfinite(est) else None
+    lower = None if value is not None else (float(ts[~os_].max()) if (~os_).any() else float(ts.max()))
+    boot = []
+    for idx in np.random.default_rng(seed).integers(0, t.size, size=(n_boot, t.size)):
+        idx.sort()
+        boot.append(_old_km_quantile(ts[idx], os_[idx], q))
+    # the former levels, (1 - 0.95) / 2 = 0.025000000000000022 and 0.975: with inverted_cdf the
+    # last digit matters where n_boot * level is a whole number (200 * 0.025 = 5)
+    lo, hi = np.quantile(boot, [(1 - 0.95) / 2, 1 - (1 - 0.95) / 2], method="inverted_cdf")
+    return value, lower, tuple(float(v) if math.isfinite(v) else None for v in (lo, hi))
+
+
+def _survival_cases():
+    rng = np.random.default_rng(13)
+    yield rng.integers(1, 40, size=150).astype(float), rng.random(150) < 0.6  # many ties
+    yield rng.exponential(100.0, size=60), np.ones(60, bool)  # no censoring
+    yield np.array([5.0, 5.0, 5.0, 7.0, 7.0, 9.0]), np.array([1, 0, 1, 0, 1, 0], bool)  # censored at event times
+    t = np.concatenate([rng.exponential(50.0, 30), np.full(20, 80.0)])  # a common cap
+    yield t, np.concatenate([t[:30] < 80.0, np.zeros(20, bool)])
+    yield np.array([3.0, 1.0, 2.0]), np.zeros(3, bool)  # all censored
+
+
+def test_kaplan_meier_on_scipy_matches_the_former_implementation():
+    for times, observed in _survival_cases():
+        t, s = kaplan_meier(times, observed)
+        order = np.argsort(times, kind="stable")
+        rt, rs = _old_km_sorted(times[order], observed[order])
+        np.testing.assert_array_equal(t, rt)
+        np.testing.assert_allclose(s, rs, rtol=0, atol=1e-12)
+
+
+def test_censored_quantile_on_scipy_matches_the_former_implementation():
+    for times, observed in _survival_cases():
+        for q in (0.1, 0.25, 0.5, 0.75):
+            for seed in (0, 5):
+                r = censored_quantile(times, observed, q=q, n_boot=200, seed=seed)
+                value, lower, ci = _old_censored_quantile(times, observed, q, 200, seed)
+                assert (r.value, r.lower_bound, r.ci) == (value, lower, ci), (q, seed)
+
+
+def test_wilson_interval_on_scipy_against_the_score_formula():
+    """scipy's Wilson interval uses the exact normal quantile z = 1.959964..., the former
+    formula z = 1.96: the ends agree with the score formula at the exact z to 1e-12 and with
+    the z = 1.96 formula to 5e-5 (the 3.6e-5 change in z moves them by at most ~3e-5)."""
+    def score(k, n, z):
+        centre = (k + z * z / 2) / (n + z * z)
+        half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+        return centre - half, centre + half
+
+    z = stats.norm.ppf(0.975)
+    for n in (1, 8, 40, 200):
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0
+            np.testing.assert_allclose((lo, hi), score(k, n, z), rtol=0, atol=1e-12)
+            np.testing.assert_allclose((lo, hi), score(k, n, 1.96), rtol=0, atol=5e-5)
+
+
+def test_sd_interval_covers_the_true_sd_95_percent_of_the_time():
+    """2000 Normal samples of 10: the chi-square interval holds the true sd in 95 % of them
+    (binomial sd 0.005; tolerance 3 sd)."""
+    rng = np.random.default_rng(14)
+    hits = 0
+    for _ in range(2000):
+        lo, hi = sd_interval(rng.normal(0.0, 2.0, 10))
+        hits += lo <= 2.0 <= hi
+    assert abs(hits / 2000 - 0.95) < 0.015
+    with pytest.raises(ParameterError) as e:
+        sd_interval([1.0])
+    assert e.value.name == "x"
+
+
+def test_is_linear():
+    x = np.arange(1.0, 11.0)
+    assert is_linear(linear_fit(x, 3 * x + 1, n_boot=0))
+    assert not is_linear(linear_fit(x, x**2, n_boot=0))  # significant curvature
+    rng = np.random.default_rng(15)
+    assert not is_linear(linear_fit(x, 0.1 * x + rng.normal(0, 1, x.size), n_boot=0))  # R^2 < 0.9

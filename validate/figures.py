@@ -1,8 +1,14 @@
 """Figures.  Each function takes tidy data and returns a ``matplotlib.figure.Figure``.
 
 Tidy data is a table: either a mapping of column name -> sequence, or a list of row
-mappings (one row per observation).  Theory is drawn dashed, measurements as points
-or solid lines, on log axes where the paper used them.  Nothing here imports torch.
+mappings (one row per observation), or the per-panel data that a prediction module
+computes (e.g. :func:`icl_kinetics.validate.equalized.acquisition_by_k`): the statistics
+live there, a figure only draws.  Theory is drawn dashed, measurements as points or solid
+lines, on log axes where the paper used them.  Nothing here imports torch.
+
+Figures are made with :class:`matplotlib.figure.Figure` directly, so no pyplot backend is
+chosen (none is set at import time, and none is needed on a machine without a display);
+:func:`save` renders with Agg.
 """
 
 from __future__ import annotations
@@ -11,31 +17,34 @@ from collections.abc import Mapping, Sequence
 
 import matplotlib
 import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from icl_kinetics.validate.core import columns
+
+__all__ = [
+    "accuracy_vs_k_figure", "bimodality_figure", "c1_power_law_figure", "columns", "drive_figure",
+    "equalized_figure", "icl_vs_iwl_figure", "k_star_figure", "k_star_prediction_figure", "k_star_scaling_figure",
+    "memorization_figure", "mlp_coefficients_figure", "onset_comparison_figure", "onset_figure",
+    "onset_shape_figure", "onset_times_figure", "save", "sigmoid_fits_figure", "training_curves_figure",
+    "transience_figure", "transience_runs_figure",
+]
 
 
-def columns(table) -> dict[str, np.ndarray]:
-    """Normalize a tidy table (mapping of columns or list of rows) to a dict of arrays."""
-    if isinstance(table, Mapping):
-        return {k: np.asarray(v) for k, v in table.items()}
-    if isinstance(table, Sequence) and (len(table) == 0 or isinstance(table[0], Mapping)):
-        keys = list(table[0].keys()) if table else []
-        return {k: np.asarray([r.get(k) for r in table]) for k in keys}
-    raise TypeError("a tidy table is a mapping of columns or a list of row mappings")
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
+    """A new constrained-layout :class:`Figure` (no pyplot) and its axes (``Figure.subplots``)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _colors(n):
-    return plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(n, 1)))
+    return matplotlib.colormaps["viridis"](np.linspace(0.1, 0.85, max(n, 1)))
 
 
 def k_star_figure(table, nu: float | None = None) -> Figure:
     """K* against N (log-log).  Columns: ``N``, ``k_star``; optional ``label``."""
     c = columns(table)
-    fig, ax = plt.subplots(figsize=(4.6, 3.6), constrained_layout=True)
+    fig, ax = _subplots(figsize=(4.6, 3.6))
     labels = c.get("label", np.array(["theory"] * len(c["N"])))
     for lab, col in zip(dict.fromkeys(labels), _colors(len(set(labels)))):
         m = labels == lab
@@ -67,7 +76,7 @@ def onset_figure(samples, curves=None) -> Figure:
     c = columns(samples)
     Ns = sorted(set(c["N"].tolist()))
     cols = _colors(len(Ns))
-    fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8), constrained_layout=True)
+    fig, (ax, ax2, ax3) = _subplots(1, 3, figsize=(13, 3.8))
     logt = np.log10(c["t_icl"].astype(float))
     per_n = logt.size / max(1, len(Ns))
     bins = np.linspace(np.nanpercentile(logt, 0.2), np.nanpercentile(logt, 99.8),
@@ -117,10 +126,11 @@ def onset_comparison_figure(measured, theory) -> Figure:
         theory: tidy table ``N``, ``beta0``, ``t_icl``, ``model`` (e.g. 'exact',
             'signal', 'noise'), evaluated on a fine beta0 grid.
     """
+    from icl_kinetics.validate.compare import censored_median
+
     m, th = columns(measured), columns(theory)
     Ns = sorted(set(m["N"].tolist()))
-    fig, axes = plt.subplots(1, len(Ns), figsize=(3.6 * len(Ns), 3.5), sharey=True,
-                             constrained_layout=True, squeeze=False)
+    fig, axes = _subplots(1, len(Ns), figsize=(3.6 * len(Ns), 3.5), sharey=True, squeeze=False)
     styles = {"exact": ("k", "--"), "signal": ("tab:blue", ":"), "noise": ("tab:red", ":")}
     for ax, N in zip(axes[0], Ns):
         for model in dict.fromkeys(th["model"].tolist()):
@@ -138,10 +148,9 @@ def onset_comparison_figure(measured, theory) -> Figure:
             cap = m["max_iterations"][sel].astype(float)[~ok]
             ax.plot(b[~ok] + jitter[~ok], cap, "^", ms=5, color="tab:orange", label="not acquired (censored)")
         for bb in sorted(set(b.tolist())):
-            tt = t[b == bb]
-            if np.sum(np.isfinite(tt)) > tt.size / 2:
-                ax.plot([bb], [np.median(np.where(np.isfinite(tt), tt, np.inf))], "s", ms=7,
-                        mfc="none", mec="tab:green", mew=1.5)
+            med = censored_median(t[b == bb])  # the median of compare's table, drawn
+            if med is not None:
+                ax.plot([bb], [med], "s", ms=7, mfc="none", mec="tab:green", mew=1.5)
         ax.set_yscale("log")
         ax.set_title(f"N = {N}", fontsize=10)
         ax.set_xlabel("beta0")
@@ -155,7 +164,7 @@ def transience_figure(table) -> Figure:
     """A post-acquisition trajectory.  Columns: ``t`` (iterations), ``w``, ``w_tr``,
     ``beta``, ``icl_accuracy``; optional ``t_loss`` (constant column)."""
     c = columns(table)
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.5), constrained_layout=True)
+    fig, (ax, ax2) = _subplots(1, 2, figsize=(9, 3.5))
     t = c["t"].astype(float)
     keep = t > 0
     c = {k: v[keep] for k, v in c.items()}
@@ -193,7 +202,7 @@ def training_curves_figure(rows, threshold: float | None = None, title: str | No
     panels = [("icl_acc", "ICL accuracy (novel items)"), ("iwl_acc", "IWL accuracy (target absent)"),
               ("train_loss", "training loss (nats)")]
     panels = [pn for pn in panels if pn[0] in c and np.isfinite(c[pn[0]].astype(float)).any()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4), constrained_layout=True,
+    fig, axes = _subplots(1, len(panels), figsize=(4.3 * len(panels), 3.4),
                              squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         for s, col in zip(seeds, cols):
@@ -231,7 +240,10 @@ def save(fig: Figure, path) -> str:
         fig.savefig(buf, dpi=130, format=p.suffix.lstrip(".") or "png")
         return atomic_write_bytes(p, buf.getvalue())
     finally:
-        plt.close(fig)
+        if getattr(fig.canvas, "manager", None) is not None:  # made by pyplot: let pyplot forget it
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
 
 
 def _loglog(ax, xlabel: str, ylabel: str, title: str, legend_size: int = 7):
@@ -256,7 +268,7 @@ def memorization_figure(i_k: Mapping, fit: Mapping | None = None, fitted=None) -
     mem = np.zeros(K.size, bool)
     if fitted is not None:
         mem[list(fitted)] = True
-    fig, ax = plt.subplots(figsize=(4.6, 3.6), constrained_layout=True)
+    fig, ax = _subplots(figsize=(4.6, 3.6))
     ax.errorbar(K[mem], y[mem], yerr=sd[mem], fmt="o", color="tab:blue", ms=5, label="memorized (fitted)")
     if (~mem).any():
         ax.errorbar(K[~mem], y[~mem], yerr=sd[~mem], fmt="o", mfc="none", color="tab:blue", ms=5,
@@ -274,11 +286,11 @@ def k_star_prediction_figure(panels: Sequence[Mapping]) -> Figure:
     the measured K* with its CI (shaded) and the K* predicted from c1(t) (dashed), one
     panel per N.  Each panel: ``N``, ``seeds`` [(K, final acc)], ``fit`` (sigmoid),
     ``predicted`` [K* low, K* high]."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), constrained_layout=True,
+    fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4),
                              squeeze=False)
     for ax, p in zip(axes[0], panels):
-        K = np.array([s[0] for s in p["seeds"]], float)
-        acc = np.array([s[1] for s in p["seeds"]], float)
+        K = np.array([k for k, _ in p["seeds"]], float)
+        acc = np.array([a for _, a in p["seeds"]], float)
         jitter = np.exp((np.random.default_rng(0).random(K.size) - 0.5) * 0.1)
         ax.plot(K * jitter, acc, "o", ms=4, alpha=0.6, color="tab:green", label="seeds")
         f = p["fit"]
@@ -303,13 +315,13 @@ def drive_figure(panels: Sequence[Mapping]) -> Figure:
     """The head's drive I = lr int c1 dt (learning-rate time) of each finite-K seed against
     K: at its ICL onset (filled) or, for seeds that never acquired, at its last evaluation
     (crosses), one panel per N.  The theory's K-independent threshold is the K = inf onset
-    drive: its median (dashed) and its 10-90 % band (shaded).  Each panel:
-    ``N``, ``K``, ``drive``, ``acquired`` (per seed), ``inf`` (K = inf onset drives),
-    ``median`` (their Kaplan-Meier median)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), constrained_layout=True,
+    drive: its median (dashed) and its 10-90 % band (shaded).  Each panel (``drive_at_onset``'s
+    ``figure_data``): ``N``, ``K``, ``i_k`` (the drive I_K of each seed), ``acquired`` (per
+    seed), ``inf`` (K = inf onset drives), ``median`` (their Kaplan-Meier median)."""
+    fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5),
                              squeeze=False, sharey=True)
     for ax, p in zip(axes[0], panels):
-        K, I = np.asarray(p["K"], float), np.asarray(p["drive"], float)
+        K, I = np.asarray(p["K"], float), np.asarray(p["i_k"], float)
         acq = np.asarray(p["acquired"], bool)
         jitter = np.exp((np.random.default_rng(0).random(K.size) - 0.5) * 0.12)
         ax.plot(K[acq] * jitter[acq], I[acq], "o", ms=4, alpha=0.7, color="tab:green", label="at ICL onset")
@@ -338,7 +350,7 @@ def k_star_scaling_figure(N, k_star, k_star_ci, predicted_slope: float, slope: f
     k = np.asarray(k_star, float)
     ci = np.asarray(k_star_ci, float)
     ok = np.isfinite(k)
-    fig, ax = plt.subplots(figsize=(4.6, 3.6), constrained_layout=True)
+    fig, ax = _subplots(figsize=(4.6, 3.6))
     ax.errorbar(N[ok], k[ok], yerr=[k[ok] - ci[ok, 0], ci[ok, 1] - k[ok]], fmt="o", color="tab:blue",
                 label="measured K*" + (f" (slope {slope:.2f})" if slope is not None else ""))
     if ok.sum():
@@ -353,11 +365,11 @@ def onset_times_figure(samples: Mapping, medians: Mapping, fit: Mapping | None =
     """Paper Fig. 6b: t_ICL per seed against N at K = inf (points; censored seeds as open
     triangles at their last iteration), Kaplan-Meier medians (squares) and the linear fit
     of the medians (dashed)."""
-    fig, ax = plt.subplots(figsize=(5.0, 3.7), constrained_layout=True)
+    fig, ax = _subplots(figsize=(5.0, 3.7))
     rng = np.random.default_rng(0)
     for N, rows in samples.items():
-        t = np.array([r[0] for r in rows], float)
-        obs = np.array([r[1] for r in rows], bool)
+        t = np.array([time for time, _ in rows], float)
+        obs = np.array([o for _, o in rows], bool)
         x = N + (rng.random(t.size) - 0.5) * 0.15 * max(1.0, min(samples) if samples else 1.0)
         ax.plot(x[obs], t[obs], "o", ms=3, alpha=0.5, color="tab:green")
         if (~obs).any():
@@ -382,7 +394,7 @@ def onset_shape_figure(resid, sd_beta0: float) -> Figure:
     """The spread of log t_ICL around each N's median (histogram) against the theory's
     Normal(0, sd(beta0_eff)) (dashed), the signal-regime push-forward of the beta0 spread."""
     r = np.asarray(resid, float)
-    fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(4.6, 3.4))
     ax.hist(r, bins=max(8, int(np.sqrt(r.size)) + 2), density=True, color="tab:green", alpha=0.6,
             label=f"measured (sd {np.std(r, ddof=1):.2f})")
     xx = np.linspace(min(r.min(), -3 * sd_beta0), max(r.max(), 3 * sd_beta0), 200)
@@ -400,7 +412,7 @@ def bimodality_figure(acc, observed, N, K, xlabel: str = "final ICL accuracy") -
     every seed at one (N, K) near K* (histogram; seeds that acquired ICL in green)."""
     a = np.asarray(acc, float)
     o = np.asarray(observed, bool)
-    fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(4.6, 3.4))
     lo, hi = (min(0.4, a.min()), 1.0) if xlabel == "final ICL accuracy" else (a.min(), a.max())
     bins = np.linspace(lo, hi + 1e-9, 25)
     ax.hist([a[o], a[~o]], bins=bins, stacked=True, color=["tab:green", "tab:gray"],
@@ -416,7 +428,7 @@ def transience_runs_figure(rows) -> Figure:
     """Paper Fig. A6: iteration at which ICL was lost against the attention weight decay;
     seeds that kept ICL are drawn at their last iteration (open), seeds that never
     acquired it at the bottom (crosses).  ``rows``: (wd, t_loss or None, acquired, lost)."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(4.6, 3.4))
     rng = np.random.default_rng(0)
     for wd, t, acq, lost in rows:
         x = wd * np.exp((rng.random() - 0.5) * 0.08)
@@ -438,33 +450,19 @@ def transience_runs_figure(rows) -> Figure:
     return fig
 
 
-def _final_by(table, key):
-    """Final (last-iteration) row of every (run, seed) of a tidy table, grouped by ``key``."""
-    c = columns(table)
-    run = c["run_id"] if "run_id" in c else np.array([str(v) for v in zip(*(c[k] for k in ("N", "K") if k in c))])
-    last = {}
-    for i in range(len(c["seed"])):
-        k = (run[i], c["seed"][i])
-        if k not in last or float(c["iteration"][i]) > float(c["iteration"][last[k]]):
-            last[k] = i
-    out = {}
-    for i in last.values():
-        out.setdefault(c[key][i] if not isinstance(key, tuple) else tuple(c[kk][i] for kk in key), []).append(i)
-    return c, out
-
-
-def accuracy_vs_k_figure(table, title: str = "ICL and IWL accuracy against K") -> Figure:
+def accuracy_vs_k_figure(by_k: Mapping, title: str = "ICL and IWL accuracy against K") -> Figure:
     """Paper Fig. 2b and 2c: final ICL accuracy (novel items) and IWL accuracy (training
-    items, target absent) against K, one point per seed and the mean per K."""
-    c, by = _final_by(table, "K")
-    Ks = sorted(float(k) for k in by if np.isfinite(float(k)))
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), constrained_layout=True)
+    items, target absent) against K, one point per seed and the mean per K.  ``by_k``:
+    {K: {"icl_acc": [...], "iwl_acc": [...]}}
+    (:func:`icl_kinetics.validate.k_star.final_accuracy_by_k`)."""
+    Ks = sorted(float(k) for k in by_k if np.isfinite(float(k)))
+    fig, axes = _subplots(1, 2, figsize=(8.4, 3.4))
     for ax, key, lab in zip(axes, ("icl_acc", "iwl_acc"), ("ICL accuracy", "IWL accuracy")):
         m = []
         for K in Ks:
-            v = np.array([float(c[key][i]) for i in by[K] if key in c], float)
+            v = np.asarray(by_k[K][key], float)
             ax.plot(np.full(v.size, K), v, "o", ms=3, alpha=0.4, color="tab:green" if key == "icl_acc" else "tab:blue")
-            m.append(np.nanmean(v) if v.size else np.nan)
+            m.append(np.nanmean(v) if v.size and np.isfinite(v).any() else np.nan)
         ax.plot(Ks, m, "-", color="k", lw=1.2, label="mean over seeds")
         ax.set_xscale("log")
         ax.set_xlabel("K (items)")
@@ -476,43 +474,33 @@ def accuracy_vs_k_figure(table, title: str = "ICL and IWL accuracy against K") -
     return fig
 
 
-def equalized_figure(table, ceiling: float | None = None, ceiling_label: str = "",
+def equalized_figure(arms: Mapping, ceiling: float | None = None, ceiling_label: str = "",
                      title: str = "Fig. 6e: equalized against i.i.d. contexts") -> Figure:
     """Paper Fig. 6e: the fraction of seeds acquiring ICL (accuracy above 0.95 at any
     evaluation; 95% Wilson intervals) and the mean final ICL accuracy against K,
-    equalized contexts against i.i.d. ones.
+    equalized contexts against i.i.d. ones.  ``arms``: {arm: [{"K", "fraction", "ci",
+    "mean_final_icl_acc"}, ...]} (:func:`icl_kinetics.validate.equalized.acquisition_by_k`).
 
     ``ceiling``: the theory's bound on the equalized fraction, drawn dashed (equalized
     contexts put a saddle at beta = 0, so at most the seeds with beta0 > 0 can escape;
     docs/theory.md section 7).  Only meaningful where beta0 is the reduced model's."""
-    from icl_kinetics.validate.predictions import seed_summaries, wilson_interval
-
-    c = columns(table)
-    seeds = seed_summaries(table)  # one per (run, seed): acquired = ICL accuracy above 0.95 at some evaluation
-    fig, (ax_f, ax_a) = plt.subplots(1, 2, figsize=(9.6, 3.6), constrained_layout=True)
+    fig, (ax_f, ax_a) = _subplots(1, 2, figsize=(9.6, 3.6))
     for ctx, col in (("iid", "tab:blue"), ("equalized", "tab:red")):
-        sc = [s for s in seeds if s.get("contexts") == ctx]
-        Ks = sorted({float(s["K"]) for s in sc})
-        if not Ks:
+        rows = arms.get(ctx, [])
+        if not rows:
             continue
-        frac, lo, hi, acc = [], [], [], []
-        for K in Ks:
-            sk = [s for s in sc if float(s["K"]) == K]
-            n, a = len(sk), sum(s["observed"] for s in sk)
-            w = wilson_interval(a, n)
-            frac.append(a / n)
-            lo.append(a / n - w[0])
-            hi.append(w[1] - a / n)
-            acc.append(np.mean([s["final_icl_acc"] for s in sk]))
-        ax_f.errorbar(Ks, frac, yerr=[lo, hi], fmt="o-", color=col, capsize=3, label=f"{ctx} (measured)")
-        ax_a.plot(Ks, acc, "o-", color=col, label=ctx)
+        Ks = [r["K"] for r in rows]
+        frac = np.array([r["fraction"] for r in rows])
+        lo, hi = np.array([r["ci"][0] for r in rows]), np.array([r["ci"][1] for r in rows])
+        ax_f.errorbar(Ks, frac, yerr=[frac - lo, hi - frac], fmt="o-", color=col, capsize=3, label=f"{ctx} (measured)")
+        ax_a.plot(Ks, [r["mean_final_icl_acc"] for r in rows], "o-", color=col, label=ctx)
     if ceiling is not None:
         ax_f.axhline(ceiling, color="tab:red", ls="--", lw=1.2, label=ceiling_label or f"theory: equalized <= {ceiling:.2f}")
     ax_f.set_ylabel("fraction of seeds acquiring ICL")
     ax_f.set_ylim(-0.05, 1.05)
     ax_a.set_ylabel("mean final ICL accuracy")
     ax_a.set_ylim(0.4, 1.02)
-    grid_k = sorted({float(k) for k in c["K"]})
+    grid_k = sorted({float(r["K"]) for rows in arms.values() for r in rows})
     for ax in (ax_f, ax_a):
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -525,24 +513,18 @@ def equalized_figure(table, ceiling: float | None = None, ceiling_label: str = "
     return fig
 
 
-def mlp_coefficients_figure(table) -> Figure:
+def mlp_coefficients_figure(curves: Sequence[Mapping]) -> Figure:
     """Paper Fig. A2: c1, 1 - c2 and c3 of the memorizing MLP against iterations, one line
-    per K (log-log), mean over seeds."""
-    c = columns(table)
-    Ks = sorted({float(k) for k in c["K"]})
-    cols = _colors(len(Ks))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
-    for K, col in zip(Ks, cols):
-        m = c["K"].astype(float) == K
-        it = c["iteration"][m].astype(float)
-        for ax, key in zip(axes, ("c1", "c2", "c3")):
-            v = c[key][m].astype(float)
-            if key == "c2":
-                v = 1 - v
-            order = np.unique(it)
-            mean = np.array([np.nanmean(v[it == t]) for t in order])
-            ok = (order > 0) & (mean > 0)
-            ax.plot(order[ok], mean[ok], "-", color=col, lw=1, label=f"K = {K:g}")
+    per K (log-log), mean over seeds.  ``curves``: one {"K", "iteration", "c1", "1 - c2",
+    "c3"} per K (:func:`icl_kinetics.validate.memorization.coefficient_curves`)."""
+    cols = _colors(len(curves))
+    fig, axes = _subplots(1, 3, figsize=(12, 3.4))
+    for cv, col in zip(curves, cols):
+        it = np.asarray(cv["iteration"], float)
+        for ax, key in zip(axes, ("c1", "1 - c2", "c3")):
+            mean = np.asarray(cv[key], float)
+            ok = (it > 0) & (mean > 0)
+            ax.plot(it[ok], mean[ok], "-", color=col, lw=1, label=f"K = {cv['K']:g}")
     for ax, lab in zip(axes, ("c1", "1 - c2", "c3")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -558,7 +540,7 @@ def sigmoid_fits_figure(panels: Mapping) -> Figure:
     """Paper Fig. A7: per-N final ICL accuracy against K with the sigmoid fit and K*.
     ``panels``: N -> {"K": [...], "acc": [...], "fit": SigmoidFit dict}."""
     Ns = sorted(panels)
-    fig, axes = plt.subplots(1, len(Ns), figsize=(3.6 * len(Ns), 3.2), constrained_layout=True, squeeze=False)
+    fig, axes = _subplots(1, len(Ns), figsize=(3.6 * len(Ns), 3.2), squeeze=False)
     for ax, N in zip(axes[0], Ns):
         p = panels[N]
         K = np.asarray(p["K"], float)
@@ -582,7 +564,7 @@ def icl_vs_iwl_figure(table, title: str = "ICL against IWL accuracy along traini
     """Paper Fig. 6d: ICL accuracy against IWL accuracy at every evaluation of a run
     (colour: iteration), one trajectory per seed."""
     c = columns(table)
-    fig, ax = plt.subplots(figsize=(4.6, 3.8), constrained_layout=True)
+    fig, ax = _subplots(figsize=(4.6, 3.8))
     sc = None
     for s in sorted(set(c["seed"].tolist())):
         m = c["seed"] == s
@@ -599,27 +581,20 @@ def icl_vs_iwl_figure(table, title: str = "ICL against IWL accuracy along traini
     return fig
 
 
-def c1_power_law_figure(table, tail_below: float = 0.1) -> Figure:
+def c1_power_law_figure(tails: Sequence[Mapping]) -> Figure:
     """Paper Fig. A3: the memorizing MLP's residual error c1(t) against iterations
-    (log-log, mean over seeds), with a power law c1 ~ t^-p fitted (dashed) to each K's
-    tail, where c1 < ``tail_below``; the exponents are in the legend."""
-    c = columns(table)
-    Ks = sorted({float(k) for k in c["K"]})
-    cols = _colors(len(Ks))
-    fig, ax = plt.subplots(figsize=(5.2, 3.8), constrained_layout=True)
-    for K, col in zip(Ks, cols):
-        m = c["K"].astype(float) == K
-        it = c["iteration"][m].astype(float)
-        c1 = c["c1"][m].astype(float)
-        ts = np.unique(it[it > 0])
-        mean = np.array([np.nanmean(c1[it == t]) for t in ts])
+    (log-log, mean over seeds), with the power law c1 ~ t^-p fitted (dashed) to each K's
+    tail; the exponents are in the legend.  ``tails``: one {"K", "iteration", "c1", "tail",
+    "fit"} per K (:func:`icl_kinetics.validate.memorization.c1_tails`)."""
+    cols = _colors(len(tails))
+    fig, ax = _subplots(figsize=(5.2, 3.8))
+    for tl, col in zip(tails, cols):
+        ts, mean, tail, fit = np.asarray(tl["iteration"], float), np.asarray(tl["c1"], float), tl["tail"], tl["fit"]
         ax.plot(ts, mean, "-", color=col, lw=1)
-        tail = (mean < tail_below) & (mean > 0)
-        label = f"K = {K:g}"
-        if tail.sum() >= 3:
-            p = np.polyfit(np.log(ts[tail]), np.log(mean[tail]), 1)
-            ax.plot(ts[tail], np.exp(np.polyval(p, np.log(ts[tail]))), "--", color="k", lw=0.8)
-            label += f": c1 ~ t^{p[0]:.2f}"
+        label = f"K = {tl['K']:g}"
+        if fit is not None:
+            ax.plot(ts[tail], fit.amplitude * ts[tail] ** fit.exponent, "--", color="k", lw=0.8)
+            label += f": c1 ~ t^{fit.exponent:.2f}"
         ax.plot([], [], "-", color=col, label=label)
     _loglog(ax, "iteration", "c1", "residual error of the MLP alone (tails fitted)", 6)
     return fig

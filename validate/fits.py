@@ -33,13 +33,20 @@ Fits
     term (nested OLS) -- small means the data are curved.
 ``kaplan_meier(times, observed)`` / ``censored_quantile(times, observed, q)``
     Right-censored Kaplan--Meier survival of the event time (t in iterations; a
-    censored run never acquired ICL before its cap).  The q-quantile is the smallest
+    censored run never acquired ICL before its cap), by ``scipy.stats.ecdf`` on
+    ``scipy.stats.CensoredData``.  The q-quantile is the smallest
     event time t with ``1 - S(t) >= q``; ``ci`` is the bootstrap CI over
     (time, observed) pairs, whose ends are ``None`` when censored.
 ``ks_compare(samples, cdf)``
     One-sample Kolmogorov--Smirnov test against a vectorized CDF (``scipy.stats.kstest``).
 ``bimodality_coefficient(x)``
     Sarle's bimodality coefficient; values above 5/9 suggest bimodality.
+``wilson_interval(k, n)``
+    95 % Wilson score interval of a fraction (``scipy.stats.binomtest``).
+``sd_interval(x)``
+    95 % chi-square interval of a Normal sample's standard deviation.
+``is_linear(fit)``
+    The linearity verdict on a ``linear_fit``: R^2 >= 0.9 and quadratic-term p >= 0.01.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 from scipy import optimize, special, stats
@@ -68,6 +75,9 @@ __all__ = [
     "censored_quantile",
     "ks_compare",
     "bimodality_coefficient",
+    "wilson_interval",
+    "is_linear",
+    "sd_interval",
     "REASON_NO_TRANSITION",
     "REASON_OUTSIDE_RANGE",
     "REASON_NO_CONVERGENCE",
@@ -223,8 +233,13 @@ def _sigmoid_bounds(x: np.ndarray):
     return lo, hi
 
 
-def _fit_sigmoid_once(x, y, p0, bounds):
-    """One bounded least-squares fit; returns (params, sse) or None on failure."""
+class _Fit(NamedTuple):
+    params: np.ndarray
+    sse: float
+
+
+def _fit_sigmoid_once(x, y, p0, bounds) -> "_Fit | None":
+    """One bounded least-squares fit; None on failure."""
     lo, hi = bounds
     p0 = np.clip(np.asarray(p0, dtype=float), lo, hi)
     try:
@@ -237,8 +252,7 @@ def _fit_sigmoid_once(x, y, p0, bounds):
         return None
     if not np.all(np.isfinite(popt)):
         return None
-    sse = float(((y - _sigmoid(x, *popt)) ** 2).sum())
-    return popt, sse
+    return _Fit(popt, float(((y - _sigmoid(x, *popt)) ** 2).sum()))
 
 
 def _sigmoid_starts(ux: np.ndarray, means: np.ndarray):
@@ -259,6 +273,22 @@ def _sigmoid_starts(ux: np.ndarray, means: np.ndarray):
     a_list = sorted({float(np.clip(a, 0.5, _A_MAX)) for a in (a_slope, 2.0, 8.0, 25.0)})
     b_list = [b0, float(0.5 * (ux[0] + ux[-1]))]
     return [(a, b, c0, d0) for b in b_list for a in a_list]
+
+
+def _bootstrap_midpoints(x, y, popt, bounds, n_boot: int, rng) -> list:
+    """The midpoint b refitted on ``n_boot`` resamples of the observations (from ``popt``);
+    resamples with < 3 distinct x, or whose fit fails, are skipped."""
+    b_boot = []
+    if n_boot > 0:
+        n = x.size
+        for idx in rng.integers(0, n, size=(n_boot, n)):
+            xb, yb = x[idx], y[idx]
+            if np.unique(xb).size < 3:
+                continue
+            res = _fit_sigmoid_once(xb, yb, popt, bounds)
+            if res is not None:
+                b_boot.append(res.params[1])
+    return b_boot
 
 
 def sigmoid_fit(log10_k, acc, n_boot: int = 200, seed: int = 0) -> SigmoidFit:
@@ -287,7 +317,8 @@ def sigmoid_fit(log10_k, acc, n_boot: int = 200, seed: int = 0) -> SigmoidFit:
     means = np.bincount(inv, weights=y) / np.bincount(inv)
 
     def empty(reason: str, r2: float = _NAN) -> SigmoidFit:
-        return SigmoidFit(_NAN, _NAN, _NAN, _NAN, _NAN, (_NAN, _NAN), r2, n, n_boot, 0, reason)
+        return SigmoidFit(a=_NAN, b=_NAN, c=_NAN, d=_NAN, k_star=_NAN, k_star_ci=(_NAN, _NAN), r2=r2, n=n,
+                          n_boot=n_boot, n_boot_ok=0, reason=reason)
 
     if means.max() - means.min() < 0.1:
         return empty(REASON_NO_TRANSITION)
@@ -296,30 +327,21 @@ def sigmoid_fit(log10_k, acc, n_boot: int = 200, seed: int = 0) -> SigmoidFit:
     best = None
     for p0 in _sigmoid_starts(ux, means):
         res = _fit_sigmoid_once(x, y, p0, bounds)
-        if res is not None and (best is None or res[1] < best[1]):
+        if res is not None and (best is None or res.sse < best.sse):
             best = res
     if best is None:
         return empty(REASON_NO_CONVERGENCE)
-    popt, _ = best
+    popt = best.params
     a, b, c, d = (float(v) for v in popt)
     r2 = _r2(y, y - _sigmoid(x, *popt))
 
-    rng = np.random.default_rng(seed)
-    b_boot = []
-    if n_boot > 0:
-        idx_all = rng.integers(0, n, size=(n_boot, n))
-        for idx in idx_all:
-            xb, yb = x[idx], y[idx]
-            if np.unique(xb).size < 3:
-                continue
-            res = _fit_sigmoid_once(xb, yb, popt, bounds)
-            if res is not None:
-                b_boot.append(res[0][1])
+    b_boot = _bootstrap_midpoints(x, y, popt, bounds, n_boot, np.random.default_rng(seed))
     b_lo, b_hi = _percentile_ci(np.asarray(b_boot))
     k_ci = (10.0**b_lo, 10.0**b_hi) if math.isfinite(b_lo) else (_NAN, _NAN)
 
     reason = "" if x.min() <= b <= x.max() else REASON_OUTSIDE_RANGE
-    return SigmoidFit(a, b, c, d, 10.0**b, k_ci, r2, n, n_boot, len(b_boot), reason)
+    return SigmoidFit(a=a, b=b, c=c, d=d, k_star=10.0**b, k_star_ci=k_ci, r2=r2, n=n, n_boot=n_boot,
+                      n_boot_ok=len(b_boot), reason=reason)
 
 
 # --------------------------------------------------------------------------- power law
@@ -375,7 +397,8 @@ def power_law_fit(x, y, n_boot: int = 1000, seed: int = 0) -> PowerLawFit:
     p_ci = _percentile_ci(pb)
     lnA_ci = _percentile_ci(lnAb)
     A_ci = (math.exp(lnA_ci[0]), math.exp(lnA_ci[1])) if math.isfinite(lnA_ci[0]) else (_NAN, _NAN)
-    return PowerLawFit(p, math.exp(lnA), p_ci, A_ci, r2, n, n_boot, int(pb.size))
+    return PowerLawFit(exponent=p, amplitude=math.exp(lnA), exponent_ci=p_ci, amplitude_ci=A_ci, r2=r2, n=n,
+                       n_boot=n_boot, n_boot_ok=int(pb.size))
 
 
 # --------------------------------------------------------------------------- linear
@@ -449,7 +472,8 @@ def linear_fit(x, y, n_boot: int = 1000, seed: int = 0) -> LinearFit:
         sb = sb[np.isfinite(sb)]
     else:
         sb = np.empty(0)
-    return LinearFit(s, i0, r2, _percentile_ci(sb), linearity, n, n_boot, int(sb.size))
+    return LinearFit(slope=s, intercept=i0, r2=r2, slope_ci=_percentile_ci(sb), linearity=linearity, n=n,
+                     n_boot=n_boot, n_boot_ok=int(sb.size))
 
 
 # --------------------------------------------------------------------------- survival
@@ -472,24 +496,21 @@ def _survival_inputs(times, observed):
     return t, obs
 
 
-def _km_sorted(t_sorted: np.ndarray, obs_sorted: np.ndarray):
-    """Kaplan--Meier on data sorted by time: (distinct event times, S at those times).
-
-    Ties: everyone with time >= t_j is at risk at t_j (a run censored at t_j counts as
-    at risk for events at t_j).
-    """
-    n = t_sorted.size
-    ev = t_sorted[obs_sorted]
-    if ev.size == 0:
+def _km(t: np.ndarray, obs: np.ndarray):
+    """Kaplan--Meier (``scipy.stats.ecdf`` on ``scipy.stats.CensoredData``): (distinct event
+    times, S just after each).  Ties: a run censored at t_j counts as at risk for the events
+    at t_j (scipy's convention, and the usual one)."""
+    if not obs.any():
         return np.empty(0), np.empty(0)
-    ut, d = np.unique(ev, return_counts=True)
-    at_risk = n - np.searchsorted(t_sorted, ut, side="left")
-    surv = np.cumprod(1.0 - d / at_risk)
-    return ut.astype(float), surv
+    sf = stats.ecdf(stats.CensoredData(uncensored=t[obs], right=t[~obs])).sf
+    ut = np.unique(t[obs])
+    # sf.quantiles holds every distinct time, censoring times too: keep the event times
+    return ut.astype(float), sf.probabilities[np.searchsorted(sf.quantiles, ut)]
 
 
 def kaplan_meier(times, observed) -> tuple[np.ndarray, np.ndarray]:
-    """Right-censored Kaplan--Meier estimate of the survival S(t) = P(T > t).
+    """Right-censored Kaplan--Meier estimate of the survival S(t) = P(T > t)
+    (``scipy.stats.ecdf`` with ``scipy.stats.CensoredData``).
 
     ``times``: event or censoring time of each run (iterations, >= 0).  ``observed``:
     True when the event (ICL acquired) happened at that time, False when the run was
@@ -499,8 +520,7 @@ def kaplan_meier(times, observed) -> tuple[np.ndarray, np.ndarray]:
     both events and censorings, the censored runs count as at risk for those events.
     """
     t, obs = _survival_inputs(times, observed)
-    order = np.argsort(t, kind="stable")
-    return _km_sorted(t[order], obs[order])
+    return _km(t, obs)
 
 
 @dataclass(frozen=True)
@@ -528,9 +548,9 @@ class CensoredQuantile(_ToDict):
 _KM_TOL = 1e-12
 
 
-def _km_quantile(t_sorted, obs_sorted, q: float) -> float:
+def _km_quantile(t, obs, q: float) -> float:
     """KM q-quantile, +inf when censored."""
-    ut, surv = _km_sorted(t_sorted, obs_sorted)
+    ut, surv = _km(t, obs)
     hit = np.nonzero(1.0 - surv >= q - _KM_TOL)[0]
     return float(ut[hit[0]]) if hit.size else math.inf
 
@@ -544,9 +564,9 @@ def censored_quantile(times, observed, q: float = 0.5, n_boot: int = 500, seed: 
     ``numpy.quantile(times, q, method="inverted_cdf")``; for q = 0.5 that is the *lower*
     median (``method="lower"``), not numpy's averaged ``median``.  ``value`` is ``None``
     when the quantile is censored.  The CI resamples (time, observed) pairs ``n_boot``
-    times with ``numpy.random.default_rng(seed)`` and takes the 2.5 % and 97.5 %
-    order-statistic percentiles (``method="inverted_cdf"``) of the bootstrap quantiles,
-    censored ones counting as +infinity (reported as ``None``).
+    times with ``numpy.random.default_rng(seed)`` (indices into the pairs sorted by time)
+    and takes the 2.5 % and 97.5 % order-statistic percentiles (``method="inverted_cdf"``)
+    of the bootstrap quantiles, censored ones counting as +infinity (reported as ``None``).
     """
     t, obs = _survival_inputs(times, observed)
     q = probability("q", q)
@@ -563,15 +583,35 @@ def censored_quantile(times, observed, q: float = 0.5, n_boot: int = 500, seed: 
 
     n = int(t.size)
     if n_boot > 0:
-        boot = np.empty(n_boot)
-        for k, idx in enumerate(rng.integers(0, n, size=(n_boot, n))):
-            idx.sort()  # t is sorted, so sorted indices give sorted times
-            boot[k] = _km_quantile(ts[idx], os_[idx], q)
+        boot = np.array([_km_quantile(ts[idx], os_[idx], q) for idx in rng.integers(0, n, size=(n_boot, n))])
         lo, hi = np.quantile(boot, [_Q_LO, _Q_HI], method="inverted_cdf")
         ci = tuple(float(v) if math.isfinite(v) else None for v in (lo, hi))
     else:
         ci = (_NAN, _NAN)
-    return CensoredQuantile(q, value, lower_bound, ci, n, int(obs.sum()), n_boot)
+    return CensoredQuantile(q=q, value=value, lower_bound=lower_bound, ci=ci, n=n, n_observed=int(obs.sum()),
+                            n_boot=n_boot)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a fraction k/n (k successes of n trials) at ``confidence``
+    (``scipy.stats.binomtest(k, n).proportion_ci(confidence, method="wilson")``, with the
+    exact normal quantile: z = 1.95996... at 95 %)."""
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def is_linear(fit: "LinearFit") -> bool:
+    """The linearity verdict on a :func:`linear_fit`: R^2 >= 0.9 and no significant quadratic
+    term (p >= 0.01; untestable, NaN, with 3 points)."""
+    return fit.r2 >= 0.9 and (not np.isfinite(fit.linearity) or fit.linearity >= 0.01)
+
+
+def sd_interval(x) -> tuple[float, float]:
+    """The 95 % chi-square interval of the standard deviation of a Normal sample ``x``
+    (around the sample sd, ddof = 1; needs >= 2 values)."""
+    xa = _array("x", x, min_n=2)
+    n, sd = xa.size, float(np.std(xa, ddof=1))
+    return (sd * math.sqrt((n - 1) / stats.chi2.ppf(0.975, n - 1)), sd * math.sqrt((n - 1) / stats.chi2.ppf(0.025, n - 1)))
 
 
 # --------------------------------------------------------------------------- KS, bimodality
@@ -596,7 +636,7 @@ def ks_compare(samples, cdf: Callable[[np.ndarray], np.ndarray]) -> KSResult:
     if not callable(cdf):
         raise ParameterError("cdf", cdf, "a callable CDF")
     res = stats.kstest(s, cdf)
-    return KSResult(float(res.statistic), float(res.pvalue), int(s.size))
+    return KSResult(statistic=float(res.statistic), pvalue=float(res.pvalue), n=int(s.size))
 
 
 def bimodality_coefficient(x) -> float:

@@ -214,16 +214,9 @@ def _decode(name: str, where: str, data: bytes) -> str:
     return text
 
 
-def read_table(path, name: str = "runs") -> dict:
-    """Read a tidy CSV into columns (name -> list), typed by :data:`COLUMNS`.
-
-    The file is untrusted input: anything that is not a UTF-8 CSV table whose rows each
-    have the header's fields, with every value allowed in its column (:data:`_RULES`;
-    docs/validation.md), raises :class:`ParameterError`.  A file-level fault is named
-    ``name`` (the option that gave the file) with the path; a bad value is named by its
-    column, with the file, line and value in the message.  Unknown columns are kept as
-    strings.
-    """
+def _file_text(path, name: str) -> tuple[str, str, bool]:
+    """(the path as text, the file's text, whether its bytes end with a line break), or a
+    :class:`ParameterError` saying why the file cannot be read as a CSV's text."""
     where = str(path)
     try:
         p = Path(path)
@@ -242,55 +235,79 @@ def read_table(path, name: str = "runs") -> dict:
         raise path_error(name, where, f"a readable CSV file ({e.strerror or type(e).__name__})") from None
     if not data.strip():
         raise path_error(name, where, "a CSV with a header and at least one row (the file is empty)")
-    text = _decode(name, where, data)
-    ends_with_newline = data.endswith((b"\n", b"\r"))
-    del data
+    return where, _decode(name, where, data), data.endswith((b"\n", b"\r"))
+
+
+def _bad_line(name: str, where: str, reader, what: str) -> ParameterError:
+    return path_error(name, where, f"a well-formed CSV table (line {reader.line_num}: {what})")
+
+
+def _header(reader, name: str, where: str) -> list[str]:
+    """The column names of the first non-blank line, checked (named, unique, REQUIRED present)."""
+    header = next((r for r in reader if any(f.strip() for f in r)), None)
+    if header is None:
+        raise path_error(name, where, "a CSV with a header and at least one row (the file holds no fields)")
+    names = [h.strip() for h in header]
+    if "" in names:
+        raise _bad_line(name, where, reader, f"column {names.index('') + 1} of the header has no name")
+    dup = [c for c in dict.fromkeys(names) if names.count(c) > 1]
+    if dup:
+        raise _bad_line(name, where, reader, "the header names " + ", ".join(describe(c, 40) for c in dup[:3])
+                        + " more than once")
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise path_error(name, where, "a table with the required columns " + ", ".join(REQUIRED)
+                         + f" (missing: {', '.join(missing)}; see docs/validation.md)")
+    return names
+
+
+def _cells(reader, names: list, name: str, where: str, ends_with_newline: bool) -> list[list]:
+    """The rows after the header as typed columns (:data:`_RULES`); blank lines skipped."""
+    convs = [_RULES.get(c) or _text() for c in names]
+    cols = [[] for _ in names]
+    ncol = len(names)
+    for row in reader:
+        if len(row) != ncol:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            line = reader.line_num
+            last = next(reader, None) is None
+            why = f"{len(row)} fields, the header has {ncol}"
+            if len(row) < ncol and last and not ends_with_newline:
+                why += "; the last line is cut short: is the file truncated?"
+            elif len(row) > ncol and not any(f.strip() for f in row[ncol:]):
+                why += " (trailing commas?)"
+            raise path_error(name, where, f"a well-formed CSV table (line {line}: {why})")
+        j = 0
+        try:
+            for j in range(ncol):
+                cols[j].append(convs[j](row[j]))
+        except _Bad as e:
+            raise ParameterError(names[j], row[j], f"{e.allowed} (in {_one_line(where)}, line {reader.line_num}, "
+                                 f"column {names[j]})") from None
+    return cols
+
+
+def read_table(path, name: str = "runs") -> dict:
+    """Read a tidy CSV into columns (name -> list), typed by :data:`COLUMNS`.
+
+    The file is untrusted input: anything that is not a UTF-8 CSV table whose rows each
+    have the header's fields, with every value allowed in its column (:data:`_RULES`;
+    docs/validation.md), raises :class:`ParameterError`.  A file-level fault is named
+    ``name`` (the option that gave the file) with the path; a bad value is named by its
+    column, with the file, line and value in the message.  Unknown columns are kept as
+    strings.
+    """
+    where, text, ends_with_newline = _file_text(path, name)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-
-    def bad(what: str):
-        return path_error(name, where, f"a well-formed CSV table (line {reader.line_num}: {what})")
-
     try:
-        header = next((r for r in reader if any(f.strip() for f in r)), None)
-        if header is None:
-            raise path_error(name, where, "a CSV with a header and at least one row (the file holds no fields)")
-        names = [h.strip() for h in header]
-        if "" in names:
-            raise bad(f"column {names.index('') + 1} of the header has no name")
-        dup = [c for c in dict.fromkeys(names) if names.count(c) > 1]
-        if dup:
-            raise bad("the header names " + ", ".join(describe(c, 40) for c in dup[:3]) + " more than once")
-        missing = [c for c in REQUIRED if c not in names]
-        if missing:
-            raise path_error(name, where, "a table with the required columns " + ", ".join(REQUIRED)
-                             + f" (missing: {', '.join(missing)}; see docs/validation.md)")
-        convs = [_RULES.get(c) or _text() for c in names]
-        cols = [[] for _ in names]
-        ncol = len(names)
-        for row in reader:
-            if len(row) != ncol:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # a blank line
-                line = reader.line_num
-                last = next(reader, None) is None
-                why = f"{len(row)} fields, the header has {ncol}"
-                if len(row) < ncol and last and not ends_with_newline:
-                    why += "; the last line is cut short: is the file truncated?"
-                elif len(row) > ncol and not any(f.strip() for f in row[ncol:]):
-                    why += " (trailing commas?)"
-                raise path_error(name, where, f"a well-formed CSV table (line {line}: {why})")
-            j = 0
-            try:
-                for j in range(ncol):
-                    cols[j].append(convs[j](row[j]))
-            except _Bad as e:
-                raise ParameterError(names[j], row[j], f"{e.allowed} (in {_one_line(where)}, line {reader.line_num}, "
-                                     f"column {names[j]})") from None
+        names = _header(reader, name, where)
+        cols = _cells(reader, names, name, where, ends_with_newline)
     except csv.Error as e:
         why = str(e)
         if "unexpected end of data" in why:
             why += " (a quoted field is never closed: is the file truncated?)"
-        raise bad(why) from None
+        raise _bad_line(name, where, reader, why) from None
     if not cols[0]:
         raise path_error(name, where, "a CSV with a header and at least one row (it has a header only)")
     return dict(zip(names, cols))
