@@ -1,18 +1,29 @@
 """The simulation layer (requires torch).
 
-* :mod:`~icl_kinetics.simulate.data`: the seeded data generator (every sequence mode).
+What users call:
+
+* :func:`train` with :class:`TrainConfig`, returning :class:`TrainResult` (per-seed
+  t_ICL in iterations, status, and the tidy metrics rows of :data:`METRIC_COLUMNS`);
+  ``backend="auto"`` runs the minimal model without MLP at K -> infinity on the exact
+  overlap sampler, everything else on the autograd models.
+
+Submodules (imported on demand):
+
+* :mod:`~icl_kinetics.simulate.engine`: the training loop, checkpoints, parallelism,
+  :func:`~icl_kinetics.simulate.engine.time_steps` for benchmarks.
+* :mod:`~icl_kinetics.simulate.overlaps`: the exact K -> infinity overlap sampler of
+  the minimal model (the ``"overlaps"`` backend).
+* :mod:`~icl_kinetics.simulate.data`: the seeded data generator (every sequence mode)
+  and every seed -> stream rule.
 * :mod:`~icl_kinetics.simulate.models`: the seed-batched models (the paper's transformer
   with its naive oracle and fast path, the two-layer control, the minimal model, the MLP).
-* :mod:`~icl_kinetics.simulate.engine`: :func:`train` with :class:`TrainConfig`.
-* :mod:`~icl_kinetics.simulate.minimal`: a fast exact SGD simulator of the minimal model
-  (:func:`run_minimal`), overlaps sampled in distribution.
 * :mod:`~icl_kinetics.simulate.bench`: the engine benchmark.
+* :mod:`~icl_kinetics.simulate.sweeps`: grids of runs.
 
 N counts context tokens only throughout (the paper's code counts the target too).
+Time is in iterations; learning rates and weight decays are per iteration.
 """
 
 from .engine import METRIC_COLUMNS, TrainConfig, TrainResult, train
-from .minimal import MinimalConfig, MinimalResult, run_minimal
 
-__all__ = ["METRIC_COLUMNS", "MinimalConfig", "MinimalResult", "TrainConfig", "TrainResult", "run_minimal",
-           "train"]
+__all__ = ["METRIC_COLUMNS", "TrainConfig", "TrainResult", "train"]

@@ -25,14 +25,6 @@ def mlp_flops(batch: int, token_dim: int, width: int) -> float:
     return float(fwd + bwd)
 
 
-def _threads(n: int, fn):
-    ths = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
-    for t in ths:
-        t.start()
-    for t in ths:
-        t.join()
-
-
 def matmul_peak(seeds: int, workers: int, batch: int, width: int, seconds: float = 1.0, device="cpu") -> float:
     """Peak float32 GFLOP/s of the engine's largest matmul shape, (S/W, B, w) x (S/W, w, w),
     run the way the engine runs it: ``workers`` threads with one intra-op thread each."""
@@ -79,32 +71,23 @@ def bench_engine(quick: bool = False, seeds: int = 16, workers: int | None = Non
 
     from icl_kinetics.simulate import data as dm
     from icl_kinetics.simulate import models as mm
-    from icl_kinetics.simulate.engine import TrainConfig, _Group, _resolve_workers, _Shared
+    from icl_kinetics.simulate.engine import TrainConfig, time_steps
 
     cfg = TrainConfig(model="transformer", N=N, K=K, width=width, batch_size=batch_size, seeds=seeds,
                       lr=0.01, workers=workers, device=device, eval_size=256)
     cfg.validate()
-    W = _resolve_workers(cfg)
     dev = torch.device(device)
     old = torch.get_num_threads()
     fast_iters = 5 if quick else 60
     naive_iters = 3 if quick else 10
     try:
-        # -- fast engine: S seeds in W single-threaded worker groups -------------------------
-        torch.set_num_threads(1 if (W > 1 and device == "cpu") else old)
-        shared = _Shared(cfg, dev)
-        parts = [list(map(int, p)) for p in __import__("numpy").array_split(range(seeds), W)]
-        groups = [_Group(cfg, shared, p, dev) for p in parts]
-        _threads(W, lambda i: [groups[i].step() for _ in range(2)])  # warm up
-        if device != "cpu":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        _threads(W, lambda i: [groups[i].step() for _ in range(fast_iters)])
-        if device != "cpu":
-            torch.cuda.synchronize()
-        fast_s = time.perf_counter() - t0
+        # -- fast engine: S seeds in W single-threaded worker groups, as train() runs them ----
+        timed = time_steps(cfg, fast_iters, warmup=2)
+        W = timed["workers"]
+        fast_s = timed["seconds"]
         fast_rate = seeds * fast_iters / fast_s
         # -- matmul floor, measured the same way ---------------------------------------------
+        torch.set_num_threads(1 if (W > 1 and device == "cpu") else old)
         peak = matmul_peak(seeds, W, batch_size, width, seconds=0.5 if quick else 2.0, device=dev)
         flops = mlp_flops(batch_size, cfg.model_config().token_dim, width)
         floor_ms = flops / (peak * 1e9) * 1e3
@@ -115,7 +98,8 @@ def bench_engine(quick: bool = False, seeds: int = 16, workers: int | None = Non
         p = mm.stack_params([mm.init_params(mcfg, dm.seed_generators(cfg.seed, 0)["init"])], device=dev)
         for v in p.values():
             v.requires_grad_(True)
-        sampler = dm.SequenceSampler(shared.dcfg, shared.items, shared.labels, gens["data"], device=dev)
+        items, labels = dm.make_item_set(K, cfg.D, dm.item_generator(cfg.item_seed, device=dev), device=dev)
+        sampler = dm.SequenceSampler(cfg.data_config(), items, labels, gens["data"], device=dev)
 
         def naive_step():
             b = sampler.sample(batch_size)

@@ -43,10 +43,13 @@ Sequences are stored compactly (:class:`Batch`: an item table plus int64 indices
   K - 1 items (item distribution restricted to indices != target), so the target is
   absent from the context.
 
-**Seeding.**  All randomness comes from explicit ``torch.Generator`` objects.
-:func:`seed_generators` gives run ``index`` of base seed ``seed`` its own "init",
-"data" and "eval" generators from ``numpy.random.SeedSequence([seed, index]).spawn(3)``
-(independent of how many runs exist).  The training item set is shared by every run of a
+**Seeding.**  All randomness comes from explicit generators, and every rule that
+turns a seed into a stream is in this module.  :func:`seed_generators` gives run
+``index`` of base seed ``seed`` its own "init", "data" and "eval" torch generators from
+``numpy.random.SeedSequence([seed, index]).spawn(3)`` (independent of how many runs
+exist).  :func:`overlap_streams` gives the same run the two numpy SFC64 streams of the
+exact K -> infinity overlap sampler (:mod:`~icl_kinetics.simulate.overlaps`), children 2
+and 3 of ``SeedSequence([seed, index]).spawn(4)``.  The training item set is shared by every run of a
 sweep: it comes from :func:`item_generator` (``torch.Generator().manual_seed(item_seed)``),
 as the paper's code uses one fixed seed for it.  Same seeds => bitwise identical output
 on CPU; CPU and CUDA streams differ from each other.  The Zipf and non-equal-class-size
@@ -93,7 +96,9 @@ __all__ = [
     "icl_test_set",
     "iwl_test_set",
     "seed_generators",
+    "overlap_streams",
     "item_generator",
+    "ItemSampler",
     "n_from_len_context",
     "LABEL_ENCODINGS",
     "CONTEXT_MODES",
@@ -554,6 +559,43 @@ def seed_generators(seed: int, index: int, device="cpu") -> dict:
         s = int(child.generate_state(1, dtype=np.uint64)[0]) & (2**63 - 1)
         out[key] = torch.Generator(device=torch.device(device)).manual_seed(s)
     return out
+
+
+def overlap_streams(seed: int, index: int) -> dict:
+    """The numpy streams ``{"data", "eval"}`` of run ``index`` of base seed ``seed`` for
+    the exact K -> infinity overlap sampler (:mod:`~icl_kinetics.simulate.overlaps`).
+
+    ``numpy.random.SeedSequence([seed, index]).spawn(4)``: child 2 drives the training
+    draws ("data"), child 3 the run's own evaluation set ("eval"), each through
+    ``numpy.random.Generator(numpy.random.SFC64(child))``.  (Children 0 and 1 are unused;
+    they were the former simulator's "init" and "items" streams, and the numbering is
+    kept so that its runs reproduce bit for bit.)  Like :func:`seed_generators`, a run's
+    streams do not depend on how many other runs exist."""
+    seed = positive_int("seed", seed, 0)
+    index = positive_int("index", index, 0)
+    children = np.random.SeedSequence([seed, index]).spawn(4)
+    return {"data": np.random.Generator(np.random.SFC64(children[2])),
+            "eval": np.random.Generator(np.random.SFC64(children[3]))}
+
+
+class ItemSampler:
+    """Item indices drawn from the item distribution of a finite item set, for models
+    that read bare items (the standalone MLP): uniform over the K items, or Zipf
+    p(k) ~ (k + 1)^(-zipf_alpha) by inverse CDF, exactly as :class:`SequenceSampler`
+    draws its target items.  All draws use ``generator``; output lives on ``device``."""
+
+    def __init__(self, K: int, zipf_alpha: float, generator: torch.Generator, device="cpu"):
+        self.K = _even_int("K", K, 2)
+        alpha = positive_float("zipf_alpha", zipf_alpha, allow_zero=True)
+        self.gen = generator
+        self.device = torch.device(device)
+        zeros = torch.zeros(self.K, dtype=torch.int64, device=self.device)
+        self._dist = _ItemDist(_zipf_weights(self.K, alpha, self.device), zeros, self.device)
+
+    def sample(self, n: int) -> torch.Tensor:
+        """(n,) int64 item indices in [0, K)."""
+        n = positive_int("n", n, 1)
+        return self._dist.draw(1, n, self.gen)[0]
 
 
 def item_generator(item_seed: int, device="cpu") -> torch.Generator:

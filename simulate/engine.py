@@ -1,24 +1,38 @@
 """The seed-batched training engine: S independent seeds trained in one process.
 
 :func:`train` runs plain SGD (per-group coupled L2 weight decay, logistic loss) on
-one of the models of :mod:`icl_kinetics.simulate.models`, fed by the data generator
-of :mod:`icl_kinetics.simulate.data`, and logs a tidy metrics table (one row per
-seed x evaluation).  It checkpoints atomically and resumes after a kill with no lost
-progress and the same numbers.
+one of the models of :mod:`icl_kinetics.simulate.models`, and logs a tidy metrics
+table (one row per seed x logged evaluation).  It checkpoints atomically and resumes
+after a kill with no lost progress and the same numbers.
+
+**Backends** (``TrainConfig.backend``).  ``"autograd"``: the model of
+:mod:`~icl_kinetics.simulate.models` on sequences from the data generator of
+:mod:`~icl_kinetics.simulate.data`, gradients by torch autograd.  ``"overlaps"``: the
+exact K -> infinity overlap sampler of :mod:`~icl_kinetics.simulate.overlaps`, valid for
+``model="minimal"``, ``K=None``, ``width=0`` on the CPU, where it is two orders of
+magnitude faster.  ``"auto"`` (the default) picks ``"overlaps"`` where it is valid.  Both
+go through the one loop here (:func:`_run_group`): the same evaluation, t_ICL, early
+stop, divergence handling, logging, checkpoints and result.
 
 **Seeds.**  Seed index ``i`` of base seed ``seed`` draws its initialization and its
 training-data stream from generators derived only from ``(seed, i)``
-(:func:`~icl_kinetics.simulate.data.seed_generators`), so a seed gives the same
-numbers alone or inside any batch.  The item set and the test sets come from
-``item_seed`` and are shared by every seed (as in the paper's code, whose training
-items use a fixed seed).
+(:func:`~icl_kinetics.simulate.data.seed_generators`,
+:func:`~icl_kinetics.simulate.data.overlap_streams`), so a seed gives the same numbers
+alone or inside any batch.  With autograd the item set and the test sets come from
+``item_seed`` and are shared by every seed (as in the paper's code, whose training items
+use a fixed seed); the overlap sampler draws each seed's own test set from its own
+stream.
 
 **Parallelism.**  On CPU the seeds are split into ``workers`` groups; each group runs
 in its own thread with one intra-op thread (small matmuls run much slower with two
-threads each than with two single-threaded workers).  On CUDA one group holds all
-seeds.
+threads each than with two single-threaded workers).  The overlap sampler's groups run
+in forked worker processes instead for runs of >= 2e5 seed-iterations on Linux (its
+step is short and GIL-bound: two threads lose 10-30 % to each other); a process runs
+its group for one checkpoint segment and sends the group's state back through a pipe.
+The numbers are the same either way.  On CUDA one group holds all seeds.
 
-**Time** is counted in iterations (one SGD step on ``batch_size`` sequences each).
+**Time** is counted in iterations (one SGD step on ``batch_size`` sequences each);
+``lr`` and the weight decays are per iteration (learning-rate time is lr * t).
 """
 
 from __future__ import annotations
@@ -34,10 +48,20 @@ from pathlib import Path
 
 import numpy as np
 
-from icl_kinetics.errors import ParameterError, one_of, positive_float, positive_int, probability
+from icl_kinetics.errors import ParameterError, finite_float, one_of, positive_float, positive_int, probability
 from icl_kinetics.simulate.workers import run_in_threads
+from icl_kinetics.theory import T_ICL_THRESHOLD
 
-__all__ = ["TrainConfig", "TrainResult", "train", "METRIC_COLUMNS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "time_steps", "METRIC_COLUMNS", "BACKENDS"]
+
+#: the engine's backends (``TrainConfig.backend``)
+BACKENDS = ("auto", "overlaps", "autograd")
+#: fields added after runs were stored: left out of :meth:`TrainConfig.identity` (and so of
+#: ``config_hash`` and the sweep ``run_id``) while at these defaults, so existing runs keep
+#: their ids
+_OMITTED_AT_DEFAULT = {"w0": 0.0, "log_every": None, "backend": "auto"}
+#: the overlap sampler runs its groups in forked processes from this many seed-iterations on
+_PROCESS_MIN_SEED_ITERATIONS = 200_000
 
 #: columns of the tidy metrics table, in order (units in docs/engine.md)
 METRIC_COLUMNS = ("seed", "iteration", "train_loss", "icl_acc", "icl_loss", "iwl_acc", "iwl_loss",
@@ -54,7 +78,11 @@ class TrainConfig:
             (standalone memorization, Fig. 5).
         width: MLP width (paper 512).  D: item dimension (paper 63).
         labels: token label encoding, ``"onehot"`` (paper code, T = D + 2) or ``"pm1"``.
-        beta0: initial beta of the minimal model (None: N(0, 1) per seed).
+        beta0: initial beta of the minimal model (1/overlap): a number, a tuple of one
+            number per seed (position i of this batch), or None (N(0, 1) per seed, from
+            the seed's "init" stream).
+        w0: initial w of the minimal model (default 0).
+        backend: ``"auto"``, ``"overlaps"`` or ``"autograd"`` (module docstring).
     Data:
         N: context tokens, NOT counting the target (paper code ``len_context - 1``).
         K: training items (even), None for K -> infinity.
@@ -66,8 +94,14 @@ class TrainConfig:
     Runs:
         seeds: number of seeds; seed, seed_offset: seed index i is ``(seed, seed_offset + i)``.
         iterations: iteration cap.  eval_every: iterations between evaluations.
+        log_every: iterations between logged metric rows, a multiple of ``eval_every``
+            (None: every evaluation).  t_ICL and early stopping are still decided at
+            every evaluation, and the evaluation at which a seed acquires ICL or stops is
+            always logged; a logged row is the row the run logs with ``log_every=None``
+            (the overlap sampler's up to float rounding).
         early_stop: stop a seed once its ICL accuracy exceeds this (None: never).
-        t_icl_threshold: ICL accuracy that defines t_ICL (first evaluation above it).
+        t_icl_threshold: ICL accuracy that defines t_ICL (first evaluation above it;
+            default :data:`icl_kinetics.theory.T_ICL_THRESHOLD`).
         checkpoint_every: iterations between checkpoints (with ``out``).
         device: ``"cpu"`` or ``"cuda"``.  workers: CPU worker threads (None: all cores).
     """
@@ -93,21 +127,31 @@ class TrainConfig:
     eval_every: int = 100
     eval_size: int = 2000
     early_stop: float | None = 0.99
-    t_icl_threshold: float = 0.95
+    t_icl_threshold: float = T_ICL_THRESHOLD
     checkpoint_every: int = 5000
     device: str = "cpu"
     workers: int | None = None
+    w0: float = 0.0
+    log_every: int | None = None
+    backend: str = "auto"
 
     def __post_init__(self):
+        # per-seed beta0 as a tuple of floats (a list from a JSON file is the same config)
+        if isinstance(self.beta0, (list, tuple, np.ndarray)):
+            b = np.asarray(self.beta0, dtype=object).ravel()
+            object.__setattr__(self, "beta0", tuple(float(v) if isinstance(v, (int, float, np.number))
+                                                    and not isinstance(v, bool) else v for v in b))
         # an integer-valued float (K=20.0, from a JSON or YAML file) is that integer: one
         # configuration, one hash
         for f in ("N", "K", "D", "width", "batch_size", "seeds", "seed", "seed_offset", "item_seed", "iterations",
-                  "eval_every", "eval_size", "checkpoint_every", "workers"):
+                  "eval_every", "eval_size", "checkpoint_every", "workers", "log_every"):
             v = getattr(self, f)
             if isinstance(v, (float, np.floating)) and not isinstance(v, bool) and float(v).is_integer():
                 object.__setattr__(self, f, int(v))
             elif isinstance(v, np.integer):
                 object.__setattr__(self, f, int(v))
+        if isinstance(self.w0, (int, np.number)) and not isinstance(self.w0, bool):
+            object.__setattr__(self, "w0", float(self.w0))
 
     def validate(self) -> None:
         """Raise :class:`ParameterError` naming the first bad parameter."""
@@ -132,11 +176,30 @@ class TrainConfig:
         if self.early_stop is not None:
             probability("early_stop", self.early_stop, open_interval=False)
         probability("t_icl_threshold", self.t_icl_threshold, open_interval=False)
-        if self.beta0 is not None:
-            from icl_kinetics.errors import finite_float
-
+        if isinstance(self.beta0, tuple):
+            if len(self.beta0) != self.seeds:
+                raise ParameterError("beta0", self.beta0, f"a number, None, or a tuple of seeds = {self.seeds} "
+                                     "numbers (one per seed)")
+            for v in self.beta0:
+                finite_float("beta0", v)
+        elif self.beta0 is not None:
             finite_float("beta0", self.beta0)
+        finite_float("w0", self.w0)
+        if self.w0 != 0 and self.model != "minimal":
+            raise ParameterError("w0", self.w0, "0 unless model='minimal' (w0 is the minimal model's initial w)")
+        if self.log_every is not None:
+            positive_int("log_every", self.log_every, 1)
+            if self.log_every % self.eval_every:
+                raise ParameterError("log_every", self.log_every,
+                                     f"None or a multiple of eval_every = {self.eval_every}")
         one_of("device", self.device, ("cpu", "cuda"))
+        one_of("backend", self.backend, BACKENDS)
+        if self.backend == "overlaps":
+            from icl_kinetics.simulate import overlaps
+
+            if not overlaps.valid_for(self):
+                raise ParameterError("backend", "overlaps", "'auto' or 'autograd' here: the overlap sampler is "
+                                     "exact only for model='minimal' with K=None and width=0, on device='cpu'")
         if self.device == "cuda":
             import torch
 
@@ -144,6 +207,14 @@ class TrainConfig:
                 raise ParameterError("device", "cuda", "'cpu': no CUDA GPU is available on this machine")
         if self.workers is not None:
             positive_int("workers", self.workers, 1)
+
+    def resolve_backend(self) -> str:
+        """The backend this configuration runs on: ``"overlaps"`` or ``"autograd"``."""
+        if self.backend != "auto":
+            return self.backend
+        from icl_kinetics.simulate import overlaps
+
+        return "overlaps" if overlaps.valid_for(self) else "autograd"
 
     def estimate_bytes(self) -> tuple[float, str]:
         """Estimated peak memory of :func:`train` in bytes, and the parameter that dominates it.
@@ -156,7 +227,10 @@ class TrainConfig:
         the test sets (eval_size x (N + 1) indices, or items for K = inf) and their
         250-sequence evaluation chunks.  It is for refusing sizes that cannot fit, up front;
         ordinary runs use a fraction of it (``benchmarks/bench_engine.py`` reports max RSS).
+        The overlap sampler's estimate is :func:`icl_kinetics.simulate.overlaps.peak_bytes`.
         """
+        if self.resolve_backend() == "overlaps":
+            return self._overlaps_bytes()
         T = self.D + (2 if self.labels == "onehot" else 1)
         L, W, B, S = self.N + 1, max(self.width, 1), self.batch_size, self.seeds
         d = max(T, self.D)
@@ -182,6 +256,20 @@ class TrainConfig:
         top = max(ref, key=lambda k: (getattr(self, k) or 0) / ref[k])
         return total, top
 
+    def _overlaps_bytes(self) -> tuple[float, str]:
+        """The overlap sampler's estimate, and the size whose reset to an ordinary run's
+        value (100 seeds x 10^4 iterations at N = 100) lowers it the most."""
+        from dataclasses import replace
+
+        from icl_kinetics.simulate import overlaps
+
+        procs = _use_processes(self, _resolve_workers(self))
+        need = overlaps.peak_bytes(self, processes=procs)
+        ref = {"seeds": 100, "batch_size": 128, "N": 100, "eval_size": 2000, "iterations": 10_000}
+        drop = {k: need - overlaps.peak_bytes(replace(self, **{k: min(v, getattr(self, k))}), processes=procs)
+                for k, v in ref.items()}
+        return float(need), max(drop, key=drop.get)
+
     def require_memory(self) -> None:
         """Refuse (ParameterError naming the dominant size) a run whose estimated peak
         memory (:meth:`estimate_bytes`) exceeds what this machine has available."""
@@ -200,15 +288,29 @@ class TrainConfig:
         from icl_kinetics.simulate.models import ModelConfig
 
         T = self.D + (2 if self.labels == "onehot" else 1)
-        return ModelConfig(kind=self.model, token_dim=T, D=self.D, width=self.width, beta0=self.beta0)
+        beta0 = None if isinstance(self.beta0, tuple) else self.beta0  # per seed: see beta0_of
+        return ModelConfig(kind=self.model, token_dim=T, D=self.D, width=self.width, beta0=beta0, w0=self.w0)
+
+    def beta0_of(self, i: int):
+        """Initial beta of seed position ``i`` (0 <= i < seeds): a float, or None (drawn)."""
+        return self.beta0[i] if isinstance(self.beta0, tuple) else self.beta0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if isinstance(d["beta0"], tuple):
+            d["beta0"] = list(d["beta0"])
+        return d
+
+    def identity(self, exclude=()) -> dict:
+        """The fields that identify the run's numbers, less ``exclude``; the fields of
+        ``_OMITTED_AT_DEFAULT`` are left out while at their defaults (so a configuration
+        that does not use them has the id it had before they existed)."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in exclude and not (k in _OMITTED_AT_DEFAULT and v == _OMITTED_AT_DEFAULT[k])}
 
     def config_hash(self, exclude=("iterations", "workers", "checkpoint_every")) -> str:
         """Hash of everything that determines the numbers (not the cap or the parallelism)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.identity(exclude), sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -259,9 +361,95 @@ class TrainResult:
         }
 
 
+# ----------------------------------------------------------------------------- per-model work
+def _forward_transformer(grp, p, inp, attention, tables):
+    from icl_kinetics.simulate import models as mm
+
+    _, items, labels, ctx, tgt = inp
+    sh = grp.shared
+    if tables is not None:
+        n_c, n_t = tables
+    elif items.dim() == 2 and sh.tables is not None and items is sh.items:
+        n_c, n_t = sh.tables
+    else:
+        n_c, n_t = sh.token_tables(items, labels)
+    need = ctx.numel() * n_c.shape[-1]
+    if grp._gbuf is None or grp._gbuf.numel() < need:
+        grp._gbuf = grp.torch.empty(need, device=grp.device, dtype=n_c.dtype)
+    return mm.transformer_fast(p, n_c, n_t, ctx, tgt, return_attention=attention, buffer=grp._gbuf)
+
+
+def _forward_transformer2(grp, p, inp, attention, tables):
+    """Every position is needed (see models.py): dense tokens."""
+    from icl_kinetics.simulate import data as dm
+    from icl_kinetics.simulate import models as mm
+
+    torch = grp.torch
+    _, items, labels, ctx, tgt = inp
+    if items.dim() == 2:
+        c, t = dm.token_table(items, labels, grp.cfg.labels)
+        tok = torch.cat([c[ctx], t[tgt].unsqueeze(2)], dim=2)
+    else:
+        ct = [dm.token_table(i, l, grp.cfg.labels) for i, l in zip(items, labels)]
+        tok = torch.stack([torch.cat([c[cx], t[tg].unsqueeze(1)], dim=1) for (c, t), cx, tg in zip(ct, ctx, tgt)])
+    return mm.transformer_reference(p, tok, return_attention=attention)
+
+
+def _forward_minimal(grp, p, inp, attention, tables):
+    from icl_kinetics.simulate import models as mm
+
+    _, items, labels, ctx, tgt = inp
+    return mm.minimal_forward(p, items, labels, ctx, tgt, return_attention=attention)
+
+
+def _forward_mlp(grp, p, inp, attention, tables):
+    from icl_kinetics.simulate import models as mm
+
+    return mm.mlp_forward(p, grp.shared.items[inp[1]])
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What the engine does differently per model (the one place that depends on it).
+
+    forward(group, params, inputs, attention, tables): logits (S, n) [, attention].
+    icl: trained on sequences with an ICL readout (t_ICL, early stop, the ICL test set and
+        the attention diagnostics); False: on bare items (the standalone MLP).
+    coefficients: where c1, c2, c3 come from: ``"iwl"`` (phi_plus = y * logit on the IWL
+        test set), ``"probe"`` (phi_plus = y * phi on up to 10^4 training items, when the
+        model has an MLP phi and K is finite) or None.
+    token_tables: normalize the token tables once per run (the fast transformer path).
+    params_wb: the w and beta columns are the model's own parameters.
+    """
+
+    forward: object
+    icl: bool = True
+    coefficients: str | None = "iwl"
+    token_tables: bool = False
+    params_wb: bool = False
+
+
+_KINDS = {
+    "transformer": _Kind(_forward_transformer, token_tables=True),
+    "transformer2": _Kind(_forward_transformer2),
+    "minimal": _Kind(_forward_minimal, coefficients="probe", params_wb=True),
+    "mlp": _Kind(_forward_mlp, icl=False, coefficients="probe"),
+}
+
+
+def _coefficients(phi_plus) -> tuple:
+    """c1, c2, c3 (S,) of correct-label logits phi_plus (S, n), float64: the theory's one
+    definition, :func:`icl_kinetics.theory.mlp_coefficients`."""
+    from icl_kinetics.theory import mlp_coefficients
+
+    c = mlp_coefficients(phi_plus, axis=-1)
+    return c["c1"], c["c2"], c["c3"]
+
+
 # ----------------------------------------------------------------------------- shared data
 class _Shared:
-    """What every seed shares: the item set, test sets and their normalized token tables."""
+    """What every seed shares (autograd backend): the item set, test sets and their
+    normalized token tables."""
 
     def __init__(self, cfg: TrainConfig, device):
         import torch
@@ -269,6 +457,7 @@ class _Shared:
         from icl_kinetics.simulate import data as dm
         from icl_kinetics.simulate.models import normalize_tokens
 
+        kind = _KINDS[cfg.model]
         self.dcfg = dcfg = cfg.data_config()
         gen = dm.item_generator(cfg.item_seed, device=device)
         self.items = self.labels = None
@@ -276,24 +465,23 @@ class _Shared:
             self.items, self.labels = dm.make_item_set(cfg.K, cfg.D, gen, device=device)
         enc = cfg.labels
         self.tables = None
-        if cfg.model in ("transformer", "transformer2", "minimal"):
+        self.icl = self.iwl = None
+        if kind.icl:
             # novel items with fresh balanced labels, from the shared item stream
             self.icl = dm.icl_test_set(dcfg, None, gen, device=device)
             self.iwl = dm.iwl_test_set(dcfg, self.items, self.labels, gen, device=device) if cfg.K else None
-            if cfg.K is not None and cfg.model == "transformer":
+            if cfg.K is not None and kind.token_tables:
                 c, t = dm.token_table(self.items, self.labels, enc)
                 self.tables = (normalize_tokens(c), normalize_tokens(t))
-        else:
-            self.icl = self.iwl = None
         # memorization probe: phi_plus on (up to) 10^4 training items
         self.probe = None
-        if cfg.K is not None and cfg.model in ("mlp", "minimal") and cfg.width:
+        if cfg.K is not None and kind.coefficients == "probe" and cfg.width:
             n = min(cfg.K, 10_000)
             self.probe = torch.arange(n, device=device)
         self.enc = enc
         self._norm = normalize_tokens
         self.test_tables = {}
-        if cfg.model == "transformer":  # normalized once, not at every evaluation
+        if kind.token_tables:  # normalized once, not at every evaluation
             for name, b in (("icl", self.icl), ("iwl", self.iwl)):
                 if b is not None:
                     self.test_tables[name] = self.token_tables(b.items, b.labels)
@@ -314,26 +502,39 @@ class _Shared:
 
 # ----------------------------------------------------------------------------- seed group
 class _Group:
-    """A group of seeds trained together (one worker thread)."""
+    """A group of seeds trained together (one worker), autograd backend.
+
+    The interface that :func:`_run_group` drives (the overlap sampler's
+    :class:`~icl_kinetics.simulate.overlaps.OverlapGroup` has the same): ``step()``,
+    ``begin_eval(it)`` / ``passes(sel, threshold)`` / ``log(sel, it)``,
+    ``deactivate(local)``, the per-seed lists ``active``, ``t_icl``, ``status``,
+    ``reasons``, ``its``, the metric ``rows``, ``last_eval``, and ``state()`` / ``load()``.
+    """
+
+    backend = "autograd"
 
     def __init__(self, cfg: TrainConfig, shared: _Shared, idx: list[int], device):
         import torch
+        from dataclasses import replace
 
         from icl_kinetics.simulate import data as dm
         from icl_kinetics.simulate import models as mm
 
         self.torch, self.cfg, self.shared, self.idx, self.device = torch, cfg, shared, idx, device
+        self.kind = _KINDS[cfg.model]
         self.mcfg = cfg.model_config()
         per_seed, self.gens, self.samplers = [], [], []
         for i in idx:
             g = dm.seed_generators(cfg.seed, cfg.seed_offset + i, device=device)
             # parameters are always drawn on CPU, so a seed starts the same on every device
             gi = g["init"] if device.type == "cpu" else dm.seed_generators(cfg.seed, cfg.seed_offset + i)["init"]
-            per_seed.append(mm.init_params(self.mcfg, gi))
+            per_seed.append(mm.init_params(replace(self.mcfg, beta0=cfg.beta0_of(i)), gi))
             self.gens.append(g["data"])
-            if cfg.model != "mlp":
+            if self.kind.icl:
                 self.samplers.append(dm.SequenceSampler(shared.dcfg, shared.items, shared.labels, g["data"],
                                                         device=device))
+            else:
+                self.samplers.append(dm.ItemSampler(cfg.K, cfg.zipf_alpha, g["data"], device=device))
         self.store = mm.stack_params(per_seed, device=device)
         self.att_names, self.mlp_names = mm.param_groups(self.store)
         S = len(idx)
@@ -348,13 +549,7 @@ class _Group:
         self.last_eval = -1
         self.rows: list = []
         self.its = [0] * S  # iterations trained, per seed
-        if cfg.model == "mlp":
-            K = cfg.K
-            if cfg.zipf_alpha > 0:
-                w = torch.arange(1, K + 1, dtype=torch.float64, device=device) ** (-cfg.zipf_alpha)
-                self.cdf = (w.cumsum(0) / w.sum()).float()
-            else:
-                self.cdf = None
+        self._cols, self._pos = {}, {}
 
     # -- parameters ------------------------------------------------------------------
     def _select(self):
@@ -380,17 +575,9 @@ class _Group:
         """A training batch for the active seeds: (logits fn inputs, y)."""
         torch = self.torch
         cfg = self.cfg
-        if cfg.model == "mlp":
-            idx = []
-            for j in self.active:
-                g = self.gens[j]
-                if self.cdf is None:
-                    idx.append(torch.randint(0, cfg.K, (cfg.batch_size,), generator=g, device=self.device))
-                else:
-                    u = torch.rand(cfg.batch_size, generator=g, device=self.device)
-                    idx.append(torch.searchsorted(self.cdf, u).clamp_max_(cfg.K - 1))
-            idx = torch.stack(idx)
-            return ("mlp", idx), self.shared.labels[idx]
+        if not self.kind.icl:
+            idx = torch.stack([self.samplers[j].sample(cfg.batch_size) for j in self.active])
+            return ("items", idx), self.shared.labels[idx]
         batches = [self.samplers[j].sample(cfg.batch_size) for j in self.active]
         ctx = torch.stack([b.ctx for b in batches])
         tgt = torch.stack([b.tgt for b in batches])
@@ -405,40 +592,12 @@ class _Group:
         return ("seq", items, labels, ctx, tgt), y
 
     def _logits(self, p, inp, attention=False, tables=None):
-        from icl_kinetics.simulate import data as dm
-        from icl_kinetics.simulate import models as mm
-
-        if inp[0] == "mlp":
-            return mm.mlp_forward(p, self.shared.items[inp[1]]), None
-        _, items, labels, ctx, tgt = inp
-        kind = self.cfg.model
-        if kind == "minimal":
-            out = mm.minimal_forward(p, items, labels, ctx, tgt, return_attention=attention)
-        elif kind == "transformer":
-            if tables is not None:
-                n_c, n_t = tables
-            elif items.dim() == 2 and self.shared.tables is not None and items is self.shared.items:
-                n_c, n_t = self.shared.tables
-            else:
-                n_c, n_t = self.shared.token_tables(items, labels)
-            need = ctx.numel() * n_c.shape[-1]
-            if self._gbuf is None or self._gbuf.numel() < need:
-                self._gbuf = self.torch.empty(need, device=self.device, dtype=n_c.dtype)
-            out = mm.transformer_fast(p, n_c, n_t, ctx, tgt, return_attention=attention, buffer=self._gbuf)
-        else:  # transformer2: every position is needed (see models.py)
-            torch = self.torch
-            if items.dim() == 2:
-                c, t = dm.token_table(items, labels, self.cfg.labels)
-                tok = torch.cat([c[ctx], t[tgt].unsqueeze(2)], dim=2)
-            else:
-                ct = [dm.token_table(i, l, self.cfg.labels) for i, l in zip(items, labels)]
-                tok = torch.stack([torch.cat([c[cx], t[tg].unsqueeze(1)], dim=1)
-                                   for (c, t), cx, tg in zip(ct, ctx, tgt)])
-            out = mm.transformer_reference(p, tok, return_attention=attention)
+        out = self.kind.forward(self, p, inp, attention, tables)
         return out if attention else (out, None)
 
-    def step(self):
-        """One SGD iteration for every active seed."""
+    def step(self) -> dict:
+        """One SGD iteration for every active seed.  Returns {group position: "training
+        loss"} for the seeds whose training loss was not finite."""
         torch = self.torch
         cfg = self.cfg
         inp, y = self._draw()
@@ -458,7 +617,8 @@ class _Group:
         self.loss_n += 1
         for j in self.active:
             self.its[j] += 1
-        return per_seed.detach()
+        bad = np.flatnonzero(~np.isfinite(per_seed.detach().cpu().numpy()))
+        return {self.active[q]: "training loss" for q in bad}
 
     # -- evaluation ----------------------------------------------------------------------
     def _eval_set(self, batch, attention: bool, tables=None):
@@ -497,67 +657,66 @@ class _Group:
             res.update(w=w_eff, beta=beta_eff, attn_logit_std=logp.std(-1).mean(1))
         return res
 
-    def _coefficients(self, phi_plus):
-        """c1, c2, c3 of correct-label logits phi_plus (S, n)."""
-        torch = self.torch
-        s = torch.sigmoid(-phi_plus)
-        c1 = s.mean(1)
-        return c1, 1 - (s * s).mean(1) / c1, torch.exp(-phi_plus).mean(1)
+    def _probe_phi_plus(self, S):
+        """phi_plus = y * phi(x) on the probe items, (S, n) float64."""
+        from icl_kinetics.simulate import models as mm
 
-    @staticmethod
-    def _nan(S):
-        return [float("nan")] * S
+        idx = self.shared.probe.unsqueeze(0).expand(S, -1)
+        return mm.mlp_forward(self.p, self.shared.items[idx]).double() * self.shared.labels[idx].double()
 
-    def evaluate(self, it: int):
-        """Evaluate the active seeds; returns their ICL accuracies (list) and logs rows."""
+    def begin_eval(self, it: int):
+        """Evaluate every active seed (all of :data:`METRIC_COLUMNS`); :meth:`passes` and
+        :meth:`log` read the result."""
         torch = self.torch
-        cfg = self.cfg
+        kind = self.kind
+        sh = self.shared
         S = len(self.active)
-        cols = {c: self._nan(S) for c in METRIC_COLUMNS[2:]}
+        cols = {c: [float("nan")] * S for c in METRIC_COLUMNS[2:]}
+        c = None
         with torch.no_grad():
             t = torch.tensor(self.active, dtype=torch.long, device=self.device)
             if self.loss_n:
                 cols["train_loss"] = (self.loss_sum[t] / self.loss_n).tolist()
-            if cfg.model == "mlp":
-                idx = self.shared.probe.unsqueeze(0).expand(S, -1)
-                from icl_kinetics.simulate import models as mm
-
-                phi = mm.mlp_forward(self.p, self.shared.items[idx]).double()
-                php = phi * self.shared.labels[idx].double()
+            if not kind.icl:  # memorization of the training items
+                php = self._probe_phi_plus(S)
                 cols["iwl_acc"] = (php > 0).double().mean(1).tolist()
                 cols["iwl_loss"] = torch.nn.functional.softplus(-php).mean(1).tolist()
-                c1, c2, c3 = self._coefficients(php)
+                c = _coefficients(php)
             else:
-                att = cfg.model in ("transformer", "transformer2", "minimal")
-                r = self._eval_set(self.shared.icl, attention=att, tables=self.shared.test_tables.get("icl"))
+                r = self._eval_set(sh.icl, attention=True, tables=sh.test_tables.get("icl"))
                 cols["icl_acc"], cols["icl_loss"] = r["acc"].tolist(), r["loss"].tolist()
                 for k in ("w", "beta", "attn_logit_std"):
                     if k in r:
                         cols[k] = r[k].tolist()
-                c1 = None
-                if self.shared.iwl is not None:
-                    ri = self._eval_set(self.shared.iwl, attention=False, tables=self.shared.test_tables.get("iwl"))
+                if sh.iwl is not None:
+                    ri = self._eval_set(sh.iwl, attention=False, tables=sh.test_tables.get("iwl"))
                     cols["iwl_acc"], cols["iwl_loss"] = ri["acc"].tolist(), ri["loss"].tolist()
-                    if cfg.model != "minimal":  # transformer: phi_plus = y * logit with the target absent
-                        c1, c2, c3 = self._coefficients(ri["yl"])
-                if cfg.model == "minimal":
+                    if kind.coefficients == "iwl":  # phi_plus = y * logit with the target absent
+                        c = _coefficients(ri["yl"])
+                if kind.params_wb:
                     cols["w"] = self.p["w"].double().tolist()
                     cols["beta"] = self.p["beta"].double().tolist()
-                    if self.shared.probe is not None:
-                        from icl_kinetics.simulate import models as mm
-
-                        idx = self.shared.probe.unsqueeze(0).expand(S, -1)
-                        phi = mm.mlp(self.p, self.shared.items[idx])[..., 0].double()
-                        c1, c2, c3 = self._coefficients(phi * self.shared.labels[idx].double())
-            if c1 is not None:
-                cols["c1"], cols["c2"], cols["c3"] = c1.tolist(), c2.tolist(), c3.tolist()
+                if kind.coefficients == "probe" and sh.probe is not None:
+                    c = _coefficients(self._probe_phi_plus(S))
+            if c is not None:
+                cols["c1"], cols["c2"], cols["c3"] = (x.tolist() for x in c)
             self.loss_sum.zero_()
         self.loss_n = 0
-        for q, j in enumerate(self.active):
+        self._cols = cols
+        self._pos = {j: q for q, j in enumerate(self.active)}
+
+    def passes(self, sel: list[int], threshold: float) -> list[bool]:
+        """Whether each seed of ``sel`` had ICL accuracy > ``threshold`` at this evaluation."""
+        return [self._cols["icl_acc"][self._pos[j]] > threshold for j in sel]
+
+    def log(self, sel: list[int], it: int):
+        """Append the metric rows of seeds ``sel`` evaluated at iteration ``it``."""
+        cfg = self.cfg
+        for j in sel:
+            q = self._pos[j]
             row = {"seed": cfg.seed_offset + self.idx[j], "iteration": it}
-            row.update({k: float(v[q]) for k, v in cols.items()})
+            row.update({k: float(v[q]) for k, v in self._cols.items()})
             self.rows.append(row)
-        return cols["icl_acc"]
 
     # -- checkpoint state ------------------------------------------------------------------
     def state(self) -> dict:
@@ -582,9 +741,35 @@ class _Group:
             self.p = self._select()
 
 
+def _make_group(cfg: TrainConfig, shared, idx: list[int], device):
+    """The seed group of the configuration's backend, for seed positions ``idx``."""
+    if cfg.resolve_backend() == "overlaps":
+        from icl_kinetics.simulate.overlaps import OverlapGroup
+
+        return OverlapGroup(cfg, idx, _initial_betas(cfg, idx))
+    return _Group(cfg, shared, idx, device)
+
+
+def _initial_betas(cfg: TrainConfig, idx: list[int]) -> list:
+    """beta0 of seed positions ``idx``; a drawn one (beta0=None) is the autograd backend's
+    draw, N(0, 1) from the seed's "init" generator."""
+    import torch
+
+    from icl_kinetics.simulate import data as dm
+
+    out = []
+    for i in idx:
+        b = cfg.beta0_of(i)
+        if b is None:
+            b = float(torch.randn((), generator=dm.seed_generators(cfg.seed, cfg.seed_offset + i)["init"]))
+        out.append(float(b))
+    return out
+
+
 # ----------------------------------------------------------------------------- the loop
-def _run_group(grp: _Group, start: int, stop: int, counter: list, lock, errors: list):
-    """Advance one group from iteration ``start`` to ``stop`` (evaluating on the way)."""
+def _run_group(grp, start: int, stop: int, counter: list, lock, errors: list):
+    """Advance one group (either backend) from iteration ``start`` to ``stop``, evaluating
+    on the way."""
     cfg = grp.cfg
     try:
         it = start
@@ -596,34 +781,43 @@ def _run_group(grp: _Group, start: int, stop: int, counter: list, lock, errors: 
                     break
             if it >= stop:
                 break
-            losses = grp.step()
+            bad = grp.step()
             it += 1
-            bad = [grp.active[q] for q in np.flatnonzero(~np.isfinite(losses.cpu().numpy()))]
             if bad:
-                for j in bad:
+                for j, what in bad.items():
                     grp.status[j] = "diverged"
-                    grp.reasons[j] = f"non-finite training loss at iteration {it}"
-                grp.deactivate(bad)
+                    grp.reasons[j] = f"non-finite {what} at iteration {it}"
+                grp.deactivate(list(bad))
             with lock:
                 counter[0] += len(grp.active) + len(bad)
     except BaseException as exc:  # re-raised in the main thread
         errors.append(exc)
 
 
-def _evaluate_and_stop(grp: _Group, it: int):
-    if grp.cfg.model == "mlp":
-        grp.evaluate(it)
-        return
-    accs = grp.evaluate(it)
+def _evaluate_and_stop(grp, it: int):
+    """One evaluation: t_ICL for the seeds that exceed ``t_icl_threshold`` for the first
+    time, early stop for those above ``early_stop`` (both strict), and the logged rows:
+    every active seed at a logging iteration, else only the seeds that acquire or stop."""
+    cfg = grp.cfg
+    act = list(grp.active)
+    grp.begin_eval(it)
+    logged = set(act) if cfg.log_every is None or it % cfg.log_every == 0 or it == cfg.iterations else set()
     stop = []
-    for q, j in enumerate(list(grp.active)):
-        a = accs[q]
-        if grp.t_icl[j] is None and a > grp.cfg.t_icl_threshold:
+    if _KINDS[cfg.model].icl:
+        thr, es = cfg.t_icl_threshold, cfg.early_stop
+        pending = [j for j in act if grp.t_icl[j] is None]
+        newly = [j for j, ok in zip(pending, grp.passes(pending, thr)) if ok]
+        for j in newly:
             grp.t_icl[j] = it
-        if grp.cfg.early_stop is not None and a > grp.cfg.early_stop:
-            grp.status[j] = "stopped"
-            stop.append(j)
+        if es is not None:
+            sure = newly if es <= thr else []  # above thr >= es
+            rest = [j for j in act if j not in sure and (es < thr or grp.t_icl[j] is not None)]
+            stop = sure + [j for j, ok in zip(rest, grp.passes(rest, es)) if ok]
+        logged.update(newly, stop)
+    grp.log(sorted(logged), it)
     if stop:
+        for j in stop:
+            grp.status[j] = "stopped"
         grp.deactivate(stop)
 
 
@@ -632,6 +826,162 @@ def _resolve_workers(cfg: TrainConfig) -> int:
         return 1
     w = cfg.workers or os.cpu_count() or 1
     return max(1, min(w, cfg.seeds))
+
+
+def _use_processes(cfg: TrainConfig, workers: int) -> bool:
+    """Whether :func:`train` runs its groups in forked worker processes: the overlap
+    sampler, more than one group, >= ``_PROCESS_MIN_SEED_ITERATIONS`` seed-iterations, Linux."""
+    import sys
+
+    return (workers > 1 and cfg.seeds * cfg.iterations >= _PROCESS_MIN_SEED_ITERATIONS
+            and sys.platform.startswith("linux") and cfg.resolve_backend() == "overlaps")
+
+
+class _ProcCounter:
+    """``counter[0]`` over a shared ``multiprocessing.Value`` (one per worker process)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __getitem__(self, i):
+        return self.value.value
+
+    def __setitem__(self, i, v):
+        self.value.value = v
+
+
+def _proc_main(grp, start: int, stop: int, value, conn):
+    """Worker process: advance one group (inherited through fork) and send its state back."""
+    import torch
+
+    torch.set_num_threads(1)
+    errors: list = []
+    _run_group(grp, start, stop, _ProcCounter(value), threading.Lock(), errors)
+    try:
+        if errors:
+            conn.send_bytes(b"E" + f"{type(errors[0]).__name__}: {errors[0]}".encode())
+        else:  # torch.save'd bytes: the parent reads them with weights_only=True, like a checkpoint
+            import io
+
+            buf = io.BytesIO()
+            torch.save(grp.state(), buf)
+            conn.send_bytes(b"S" + buf.getvalue())
+    finally:
+        conn.close()
+
+
+def _run_in_processes(groups, start: int, stop: int, bar):
+    """Advance every group from ``start`` to ``stop``, each in a forked process that sends
+    the group's state back through a pipe (:meth:`state` / :meth:`load`; nothing is read
+    from files)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    vals = [ctx.Value("q", 0, lock=False) for _ in groups]
+    pipes = [ctx.Pipe(duplex=False) for _ in groups]
+    procs = [ctx.Process(target=_proc_main, args=(g, start, stop, v, w), daemon=True)
+             for g, v, (_, w) in zip(groups, vals, pipes)]
+    for p in procs:
+        p.start()
+    for _, w in pipes:
+        w.close()  # the children hold the write ends: a dead child reads as EOF
+    results = [None] * len(groups)
+    last = 0
+    try:
+        while any(r is None for r in results):
+            for i, (r, _) in enumerate(pipes):
+                if results[i] is None and r.poll(0.1):
+                    try:
+                        results[i] = r.recv_bytes()
+                    except EOFError:
+                        procs[i].join()
+                        raise RuntimeError(f"training worker {i} died (exit code {procs[i].exitcode})") from None
+            if bar is not None:
+                c = sum(v.value for v in vals)
+                bar.update(c - last)
+                last = c
+    finally:
+        for p in procs:
+            if p.is_alive() and any(r is None for r in results):
+                p.terminate()
+            p.join()
+    import io
+
+    import torch
+
+    for g, res in zip(groups, results):
+        if res[:1] != b"S":
+            raise RuntimeError(f"training worker failed: {res[1:].decode(errors='replace')}")
+        g.load(torch.load(io.BytesIO(res[1:]), map_location="cpu", weights_only=True))
+
+
+def _run_segment(groups, start: int, stop: int, processes: bool, counter: list, bar):
+    """The one runner: advance every group from ``start`` to ``stop``, in threads (one per
+    group) or in forked processes (``processes``)."""
+    import sys
+
+    if processes:
+        _run_in_processes(groups, start, stop, bar)
+        return
+    lock, errors = threading.Lock(), []
+    old = sys.getswitchinterval()
+    try:
+        if len(groups) > 1 and groups[0].backend == "overlaps":
+            sys.setswitchinterval(2e-4)  # short GIL-bound steps: hand the GIL over sooner
+        run_in_threads([partial(_run_group, g, start, stop, counter, lock, errors) for g in groups], counter, bar)
+    finally:
+        sys.setswitchinterval(old)
+    if errors:
+        raise errors[0]
+
+
+def _build(cfg: TrainConfig, device):
+    """The seed groups of a run, one per worker (nothing trained yet)."""
+    workers = _resolve_workers(cfg)
+    shared = _Shared(cfg, device) if cfg.resolve_backend() == "autograd" else None
+    parts = [list(map(int, p)) for p in np.array_split(np.arange(cfg.seeds), workers)]
+    return [_make_group(cfg, shared, p, device) for p in parts]
+
+
+def time_steps(cfg: TrainConfig, iterations: int, warmup: int = 2) -> dict:
+    """Time ``iterations`` SGD steps of every seed of ``cfg`` as :func:`train` runs them
+    (one worker thread per group, one intra-op thread each on CPU), data generation
+    included, evaluation left out.  For benchmarks (:mod:`icl_kinetics.simulate.bench`).
+
+    Returns ``{"seconds": wall seconds of the timed steps, "workers": groups,
+    "seed_iterations": seeds x iterations}``; ``warmup`` untimed steps run first.
+    """
+    import torch
+
+    if not isinstance(cfg, TrainConfig):
+        raise ParameterError("cfg", type(cfg).__name__, "a TrainConfig")
+    cfg.validate()
+    iterations = positive_int("iterations", iterations, 1)
+    warmup = positive_int("warmup", warmup, 0)
+    device = torch.device(cfg.device)
+    old = torch.get_num_threads()
+    try:
+        workers = _resolve_workers(cfg)
+        if cfg.device == "cpu":
+            torch.set_num_threads(1 if workers > 1 else (cfg.workers or old))
+        groups = _build(cfg, device)
+
+        def run(n):
+            ths = [threading.Thread(target=lambda g=g: [g.step() for _ in range(n)]) for g in groups]
+            for t in ths:
+                t.start()
+            for t in ths:
+                t.join()
+            if cfg.device != "cpu":
+                torch.cuda.synchronize()
+
+        run(warmup)
+        t0 = time.perf_counter()
+        run(iterations)
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old)
+    return {"seconds": seconds, "workers": len(groups), "seed_iterations": cfg.seeds * iterations}
 
 
 def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True) -> TrainResult:
@@ -643,9 +993,9 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
             ``checkpoint.pt`` (None: nothing is written and nothing resumes).
         progress: show a progress bar (tqdm) over seed-iterations.
         resume: continue from ``out/checkpoint.pt`` if it exists.  A checkpoint that cannot
-            be read, fails its SHA-256 digest or belongs to another configuration is
-            renamed ``checkpoint.pt.rejected-<time>`` (a one-line warning on stderr, and a
-            note in the result) and training starts from iteration 0.
+            be read, fails its SHA-256 digest or belongs to another configuration (or
+            backend) is renamed ``checkpoint.pt.rejected-<time>`` (a one-line warning on
+            stderr, and a note in the result) and training starts from iteration 0.
 
     Raises:
         ParameterError: a bad configuration, a size whose memory cannot fit (naming it),
@@ -672,15 +1022,14 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
     t0 = time.perf_counter()
     device = torch.device(cfg.device)
     workers = _resolve_workers(cfg)
+    processes = _use_processes(cfg, workers)
     old_threads = torch.get_num_threads()
     out = Path(out) if out is not None else None
     ckpt = out / "checkpoint.pt" if out is not None else None
     try:
         if cfg.device == "cpu":
             torch.set_num_threads(1 if workers > 1 else (cfg.workers or old_threads))
-        shared = _Shared(cfg, device)
-        parts = [list(map(int, p)) for p in np.array_split(np.arange(cfg.seeds), workers)]
-        groups = [_Group(cfg, shared, p, device) for p in parts]
+        groups = _build(cfg, device)
         it, notes = 0, []
         if ckpt is not None and resume and ckpt.exists():
             it, note = _resume(ckpt, cfg, groups, device)
@@ -694,12 +1043,10 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
 
             bar = tqdm(total=cfg.seeds * cfg.iterations, initial=sum(sum(g.its) for g in groups),
                        unit="seed-it", desc=f"train {cfg.model}", smoothing=0.05)
-        counter, lock, errors = [0], threading.Lock(), []
+        counter = [0]
         while True:
             stop = min(cfg.iterations, (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
-            run_in_threads([partial(_run_group, g, it, stop, counter, lock, errors) for g in groups], counter, bar)
-            if errors:
-                raise errors[0]
+            _run_segment(groups, it, stop, processes, counter, bar)
             it = stop
             done = it >= cfg.iterations or not any(g.active for g in groups)
             if ckpt is not None:
@@ -756,7 +1103,8 @@ def _save(path: Path, cfg: TrainConfig, groups, it: int):
     from icl_kinetics.io import atomic_write_bytes
 
     state = {"config_hash": cfg.config_hash(), "config": cfg.to_dict(), "iteration": it,
-             "groups": [g.state() for g in groups], "seed_index": [g.idx for g in groups]}
+             "backend": groups[0].backend, "groups": [g.state() for g in groups],
+             "seed_index": [g.idx for g in groups]}
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
@@ -820,6 +1168,9 @@ def _check_state(st, cfg: TrainConfig, groups) -> None:
 
     need(isinstance(st, dict), "not a dict")
     need(st.get("config_hash") == cfg.config_hash(), "it belongs to another configuration")
+    made_by = st.get("backend", "autograd")  # checkpoints before the overlap backend: autograd
+    need(made_by == groups[0].backend, f"it was made by the {made_by!r} backend, and this run uses "
+         f"{groups[0].backend!r}")
     need(isinstance(st.get("iteration"), int) and not isinstance(st["iteration"], bool) and st["iteration"] >= 0,
          "its iteration is not a count")
     gs, si = st.get("groups"), st.get("seed_index")
@@ -829,7 +1180,7 @@ def _check_state(st, cfg: TrainConfig, groups) -> None:
          "its seeds are not this run's seeds")
     ref = {k: v.shape[1:] for k, v in groups[0].store.items()}
     keys = {"store", "active", "t_icl", "status", "reasons", "gens", "loss_sum", "loss_n", "last_eval",
-            "rows", "its"}
+            "rows", "its"} | ({"block_pos"} if groups[0].backend == "overlaps" else set())
     for g, idx in zip(gs, si):
         need(isinstance(g, dict) and keys <= set(g), "a seed group lacks fields")
         n = len(idx)
@@ -888,7 +1239,7 @@ def _resume(path: Path, cfg: TrainConfig, groups, device) -> tuple[int, str]:
         note = _set_aside(path, str(e))
     sys.stderr.write(f"icl-kinetics: warning: {note}\n")
     # _restore may have loaded part of the state: start every group afresh
-    fresh = [_Group(cfg, g.shared, g.idx, device) for g in groups]
+    fresh = [_make_group(cfg, getattr(g, "shared", None), g.idx, device) for g in groups]
     groups[:] = fresh
     return 0, note
 
@@ -922,6 +1273,8 @@ def _restore(groups, st) -> int:
         # every group with active seeds stepped and evaluated at the same iterations
         live = [gs for gs in st["groups"] if gs["active"]] or st["groups"]
         sub["loss_n"], sub["last_eval"] = live[0]["loss_n"], max(gs["last_eval"] for gs in st["groups"])
+        if "block_pos" in live[0]:  # the overlap sampler: where live groups are in their random block
+            sub["block_pos"] = live[0]["block_pos"]
         seeds = {g.cfg.seed_offset + i for i in g.idx}
         sub["rows"] = [r for r in rows if r["seed"] in seeds]
         g.load(sub)

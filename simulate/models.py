@@ -73,8 +73,9 @@ class ModelConfig:
         token_dim: T, the token width (D + 2 for one-hot labels, D + 1 for ±1).
         D: item dimension (input of phi for ``"minimal"`` and ``"mlp"``).
         width: hidden width of the MLPs (0 for ``"minimal"``: no phi).
-        beta0: initial beta of ``"minimal"`` (None: drawn N(0, 1) per seed, as the
-            paper's model does); w starts at 0.
+        beta0: initial beta of ``"minimal"`` (1/overlap units; None: drawn N(0, 1) per
+            seed, as the paper's model does).
+        w0: initial w of ``"minimal"`` (default 0, as the paper's model).
     """
 
     kind: str = "transformer"
@@ -82,6 +83,7 @@ class ModelConfig:
     D: int = 63
     width: int = 512
     beta0: float | None = None
+    w0: float = 0.0
 
     def validate(self) -> None:
         one_of("model", self.kind, KINDS)
@@ -90,6 +92,8 @@ class ModelConfig:
         positive_int("width", self.width, 0 if self.kind == "minimal" else 1)
         if self.beta0 is not None and not math.isfinite(float(self.beta0)):
             raise ParameterError("beta0", self.beta0, "a finite number or None")
+        if not math.isfinite(float(self.w0)):
+            raise ParameterError("w0", self.w0, "a finite number")
 
 
 # ----------------------------------------------------------------------------- init
@@ -126,7 +130,7 @@ def init_params(cfg: ModelConfig, gen: torch.Generator) -> dict:
             p["wq2"], p["wk2"], p["wv2"] = Wqkv2[:T].clone(), Wqkv2[T:2 * T].clone(), Wqkv2[2 * T:].clone()
         p.update(_mlp_init(gen, T, h, 1))
     elif cfg.kind == "minimal":
-        p["w"] = torch.zeros(())
+        p["w"] = torch.tensor(float(cfg.w0))
         beta = torch.randn((), generator=gen) if cfg.beta0 is None else torch.tensor(float(cfg.beta0))
         p["beta"] = beta.float()
         if h:

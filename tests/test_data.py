@@ -435,3 +435,34 @@ def test_bad_calls_raise():
             seed_generators(*bad)
         assert e.value.name == name
     assert dm.n_from_len_context(100) == 99
+
+
+def test_overlap_streams_are_children_2_and_3_of_the_seed_sequence():
+    """The overlap sampler's streams, from their definition (independent of any batch)."""
+    from icl_kinetics.simulate.data import overlap_streams
+
+    for seed, index in ((0, 0), (7, 12)):
+        st = overlap_streams(seed, index)
+        kids = np.random.SeedSequence([seed, index]).spawn(4)
+        for name, k in (("data", 2), ("eval", 3)):
+            ref = np.random.Generator(np.random.SFC64(kids[k]))
+            assert np.array_equal(st[name].integers(0, 2**62, 50), ref.integers(0, 2**62, 50))
+    a, b = overlap_streams(0, 0)["data"].random(4), overlap_streams(0, 1)["data"].random(4)
+    assert not np.array_equal(a, b)
+    with pytest.raises(ParameterError):
+        overlap_streams(-1, 0)
+
+
+def test_item_sampler_uniform_is_the_plain_randint_stream_and_zipf_follows_the_pmf():
+    from icl_kinetics.simulate.data import ItemSampler
+
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    got = ItemSampler(40, 0.0, g1).sample(500)
+    assert torch.equal(got, torch.randint(0, 40, (500,), generator=g2))  # the MLP's former draws
+    K, alpha, n = 20, 1.3, 100_000
+    idx = ItemSampler(K, alpha, torch.Generator().manual_seed(4)).sample(n).numpy()
+    assert idx.min() >= 0 and idx.max() < K
+    counts = np.bincount(idx, minlength=K)
+    assert stats.chisquare(counts, _zipf_pmf(K, alpha) * n).pvalue > 1e-3
+    with pytest.raises(ParameterError):
+        ItemSampler(7, 0.0, g1)

@@ -200,3 +200,35 @@ def test_a_cap_below_the_checkpoint_is_refused_and_the_checkpoint_kept(tmp_path)
         train(replace(cfg, iterations=40), out=tmp_path, progress=False)
     assert e.value.name == "iterations" and "60" in str(e.value)
     assert (tmp_path / "checkpoint.pt").exists() and not list(tmp_path.glob("checkpoint.pt.rejected-*"))
+
+
+# ------------------------------------------------------------------ fields added with the overlap backend
+def test_per_seed_beta0_and_w0_set_the_minimal_models_start():
+    """beta0 as one number per seed and w0 reach the autograd minimal model's parameters
+    (the logged w and beta at iteration 0 are the parameters themselves); a seed alone
+    with its beta0 equals the seed in the batch."""
+    cfg = TrainConfig(model="minimal", K=40, seeds=3, beta0=(0.25, -1.5, 2.0), w0=0.75, **{**TINY, "width": 0})
+    batch = train(cfg, progress=False)
+    first = [r for r in batch.rows if r["iteration"] == 0]
+    assert [r["beta"] for r in first] == [0.25, -1.5, 2.0] and all(r["w"] == 0.75 for r in first)
+    alone = train(replace(cfg, seeds=1, seed_offset=2, beta0=2.0, workers=1), progress=False)
+    for x, y in zip(_by_seed(batch.rows, 2), alone.rows):
+        _close(x, y)
+    drawn = train(replace(cfg, beta0=None, w0=0.0), progress=False)  # N(0, 1) from each seed's init stream
+    from icl_kinetics.simulate.data import seed_generators
+
+    want = [float(torch.randn((), generator=seed_generators(0, i)["init"])) for i in range(3)]
+    assert [r["beta"] for r in drawn.rows if r["iteration"] == 0] == want
+
+
+@pytest.mark.parametrize("model,K", [("transformer", 40), ("mlp", 40)])
+def test_log_every_keeps_a_subset_of_the_rows(model, K):
+    """A logged row equals the row of the run that logs every evaluation (train_loss is the
+    mean since the previous evaluation either way); the cap's evaluation is logged."""
+    cfg = TrainConfig(model=model, K=K, seeds=2, **{**TINY, "iterations": 100, "eval_every": 10})
+    every = train(cfg, progress=False)
+    thin = train(replace(cfg, log_every=40), progress=False)
+    assert [(r["seed"], r["iteration"]) for r in thin.rows] == [(s, i) for s in (0, 1) for i in (0, 40, 80, 100)]
+    key = {(r["seed"], r["iteration"]): r for r in every.rows}
+    for r in thin.rows:
+        _close(r, key[(r["seed"], r["iteration"])], tol=0.0)

@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from icl_kinetics.errors import ParameterError  # noqa: E402
 from icl_kinetics.simulate import models as mm  # noqa: E402
 
 TOL = 1e-5  # issue 4: logits and every parameter gradient to 1e-5 (float64)
@@ -140,6 +141,18 @@ def test_minimal_model_matches_explicit_softmax():
             phi = (h @ p["W3"][s] + p["b3"][s])[0]
             want = p["w"][s] * (att * labs).sum() + phi
             assert abs(out[s, b].item() - want.item()) < 1e-12
+
+
+def test_minimal_model_starts_at_w0_and_beta0():
+    gen = torch.Generator().manual_seed(0)
+    p = mm.init_params(mm.ModelConfig(kind="minimal", width=0, beta0=-0.5, w0=0.25), gen)
+    assert set(p) == {"w", "beta"} and p["w"].item() == 0.25 and p["beta"].item() == -0.5
+    drawn = mm.init_params(mm.ModelConfig(kind="minimal", width=0), torch.Generator().manual_seed(1))
+    assert drawn["w"].item() == 0.0
+    assert drawn["beta"].item() == torch.randn((), generator=torch.Generator().manual_seed(1)).item()
+    with pytest.raises(ParameterError) as e:
+        mm.ModelConfig(kind="minimal", width=0, w0=float("nan")).validate()
+    assert e.value.name == "w0"
 
 
 def test_two_layer_has_separate_parameters_that_all_get_gradients():

@@ -14,7 +14,7 @@ import numpy as np
 
 from icl_kinetics.errors import finite_float, positive_float, positive_int
 from icl_kinetics.io import write_csv, write_json, atomic_write_text
-from icl_kinetics.theory import icl_threshold_beta, solve_flow, t_icl
+from icl_kinetics.theory import T_ICL_THRESHOLD, icl_threshold_beta, solve_flow, t_icl
 
 
 def regime_of(beta0: float, c2: float = 0.5) -> str:
@@ -43,10 +43,15 @@ def theory_onset(N: int, beta0: float, lr: float) -> dict:
 
 
 def censored_median(t, cap=None):
-    """Median of onset times with never-acquired seeds (None/NaN) counted as +inf.
+    """Median of onset times (iterations) with never-acquired seeds (None/NaN) counted as +inf.
 
     Returns None when half or more of the seeds never acquired (the median is then
-    only bounded below by the cap, and no number is claimed).
+    only bounded below by the cap, and no number is claimed).  With an even number of
+    acquired seeds this is numpy's median, the mean of the two middle times (the
+    rung-1 tables in docs/results/compare.md are made with it); the Kaplan--Meier
+    quantile of :func:`icl_kinetics.validate.fits.censored_quantile` is the *lower*
+    median (an order statistic), which differs from it by up to half the gap between
+    the two middle seeds, so it is not used here.
     """
     x = np.array([np.inf if (v is None or not np.isfinite(v)) else v for v in t], float)
     if np.sum(np.isfinite(x)) <= x.size / 2:
@@ -74,6 +79,20 @@ def relative_error(measured, predicted, resolution: float):
     return measured / predicted - 1, ""
 
 
+#: the rung-1 runs' fixed settings (the minimal model without MLP, K -> infinity)
+_RUNG1 = dict(model="minimal", width=0, K=None, D=63, batch_size=128, eval_size=2000, eval_every=10,
+              early_stop=T_ICL_THRESHOLD, t_icl_threshold=T_ICL_THRESHOLD, log_every=100)
+
+
+def _rung1_config(**kw):
+    """The engine configuration of a rung-1 run.  Rows are logged every 100 iterations
+    (as the former simulator did): rung 1 reads only t_ICL, but the memory check counts
+    the rows, so a tiny lr (a huge cap) is refused up front."""
+    from icl_kinetics.simulate import TrainConfig
+
+    return TrainConfig(**_RUNG1, **kw)
+
+
 def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: float = 0.1,
                           seeds: int = 8, seed: int = 0, out="out/compare", plot=None,
                           progress: bool = True, cap_factor: float = 4.0) -> dict:
@@ -81,9 +100,12 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
     the median t_ICL with the theory.  Writes ``summary.csv``, ``seeds.csv``,
     ``table.md``, ``summary.json`` and a figure into ``out`` (atomic writes).
 
-    Each N is one vectorized run with ``seeds`` seeds per beta0; the iteration cap is
-    ``cap_factor`` times the largest predicted t_ICL, so a seed that never acquires
-    is reported as censored, never as the cap.  A seed whose training diverges
+    Each N is one run of the engine (:func:`icl_kinetics.simulate.train`; the minimal
+    model without MLP at K -> infinity, so the exact overlap sampler) with ``seeds``
+    seeds per beta0, stopped at acquisition (``early_stop = t_icl_threshold = 0.95``,
+    evaluation every 10 iterations on 2000 sequences, batch 128, D = 63); the iteration
+    cap is ``cap_factor`` times the largest predicted t_ICL, so a seed that never
+    acquires is reported as censored, never as the cap.  A seed whose training diverges
     (non-finite loss) is reported as diverged (``seeds.csv``'s ``status``, the rows'
     ``diverged``) and left out of the median: its onset is unknown, not censored.  A
     relative error is given only where the prediction is above the evaluation grid
@@ -94,7 +116,7 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
     """
     from icl_kinetics.errors import ParameterError
     from icl_kinetics.io import FIGURE_SUFFIXES, check_output_dir, check_output_file
-    from icl_kinetics.simulate.minimal import MinimalConfig, run_minimal
+    from icl_kinetics.simulate import train
     from icl_kinetics.validate.figures import onset_comparison_figure, save
 
     lr = positive_float("lr", lr)
@@ -109,10 +131,11 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
         raise ParameterError("beta0", beta0s, "at least one value")
     Ns = [positive_int("N", N) for N in Ns]
     beta0s = [finite_float("beta0", b) for b in beta0s]
-    eval_every = MinimalConfig.eval_every
+    eval_every = _RUNG1["eval_every"]
     for N in Ns:  # every size of each run, before anything is written or computed
-        MinimalConfig(N=N, beta0=0.0, lr=lr, seeds=seeds * len(beta0s), seed=seed + 1000 * N,
-                      max_iterations=1).validate()
+        c = _rung1_config(N=N, beta0=0.0, lr=lr, seeds=seeds * len(beta0s), seed=seed + 1000 * N, iterations=1)
+        c.validate()
+        c.require_memory()
     out = Path(check_output_dir("out", out))
     if plot is not None:
         check_output_file("plot", plot, FIGURE_SUFFIXES)
@@ -125,19 +148,20 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
         preds = {b: theory_onset(N, b, lr) for b in beta0s}
         cap = int(cap_factor * max(p["theory_exact"] for p in preds.values())) + 100
         cap = int(math.ceil(cap / 10.0) * 10)
-        cfg = MinimalConfig(N=N, beta0=tuple(betas), lr=lr, seeds=len(betas), seed=seed + 1000 * N,
-                            max_iterations=cap)
+        cfg = _rung1_config(N=N, beta0=tuple(betas), lr=lr, seeds=len(betas), seed=seed + 1000 * N,
+                            iterations=cap)
         try:
             cfg.validate()
+            cfg.require_memory()
         except ParameterError as e:  # the cap is not the user's: name what sets it
-            if e.name != "max_iterations":
+            if e.name != "iterations":
                 raise
             raise ParameterError("lr", lr, f"large enough that the iteration cap it implies at N = {N} "
                                  f"({cap} = {cap_factor:g} x the predicted t_ICL) fits: {e.allowed}") from None
         plan.append((N, preds, cap, cfg))
     rows, seed_rows, theory_rows = [], [], []
     for N, preds, cap, cfg in plan:
-        res = run_minimal(cfg, progress=progress)
+        res = train(cfg, progress=progress)
         for i, (b, t, st) in enumerate(zip(betas, res.t_icl, res.status)):
             seed_rows.append({"N": N, "beta0": b, "seed": i, "t_icl": t, "max_iterations": cap, "status": st})
         for b in beta0s:
@@ -165,7 +189,8 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
     wall = time.perf_counter() - t_start
     out.mkdir(parents=True, exist_ok=True)
     result = {"lr": lr, "seeds": seeds, "seed": seed, "N": list(Ns), "beta0": list(beta0s),
-              "batch_size": 128, "D": 63, "eval_size": 2000, "eval_every": eval_every, "acc_threshold": 0.95,
+              "batch_size": _RUNG1["batch_size"], "D": _RUNG1["D"], "eval_size": _RUNG1["eval_size"],
+              "eval_every": eval_every, "t_icl_threshold": T_ICL_THRESHOLD,
               "rows": rows, "wall_seconds": wall, "units": "iterations",
               "table_csv": write_csv(out / "summary.csv", rows)}
     write_csv(out / "seeds.csv", seed_rows)

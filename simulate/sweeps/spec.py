@@ -23,8 +23,12 @@ GRID_COLUMNS = ("model", "N", "K", "D", "width", "labels", "contexts", "zipf_alp
 
 
 def run_id(cfg: TrainConfig) -> str:
-    """16-hex-digit hash of everything in ``cfg`` that determines the run's numbers."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_FIELDS}
+    """16-hex-digit hash of everything in ``cfg`` that determines the run's numbers.
+
+    Fields added to TrainConfig later (``w0``, ``log_every``, ``backend``) count only when
+    they differ from their defaults (:meth:`TrainConfig.identity`), so a run that does not
+    use them keeps the id it had before they existed."""
+    d = cfg.identity(exclude=EXECUTION_FIELDS)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
