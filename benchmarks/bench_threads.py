@@ -83,8 +83,8 @@ END_TO_END = {  # name: console-script arguments (OUT: a scratch folder)
     "train, 1 seed": ["train", "--model", "transformer", "--N", "19", "--width", "128", "--K", "1024",
                       "--seeds", "1", "--iterations", "300", "--eval-every", "100", "--quiet", "--json",
                       "--no-resume", "--out", "OUT"],
-    "minimal, K = 1000, MLP": ["minimal", "--N", "100", "--K", "1000", "--mlp-width", "128", "--seeds", "8",
-                               "--max-iterations", "300", "--no-early-stop", "--quiet", "--json"],
+    "minimal, K = 1000, MLP": ["minimal", "--N", "100", "--K", "1000", "--width", "128", "--seeds", "8",
+                               "--iterations", "300", "--early-stop", "none", "--quiet", "--json"],
 }
 
 CHILD = r"""

@@ -162,3 +162,35 @@ def _default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def read_csv_numbers(path, name: str, need=(), one_of=()) -> dict:
+    """The numeric columns of a small UTF-8 CSV file: column name -> list of floats.
+
+    Reads the columns of ``need`` (each must be present) and those of ``one_of`` that are
+    present (at least one must be).  Raises :class:`~icl_kinetics.errors.ParameterError`
+    naming ``name`` (the option that gave the file) for a missing or unreadable file, a
+    missing column or a value that is not a number.
+    """
+    from icl_kinetics.errors import ParameterError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ParameterError(name, str(path), "an existing CSV file")
+    try:
+        with open(p, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ParameterError(name, str(path), f"a text CSV file ({type(e).__name__}: not readable as UTF-8 CSV)") \
+            from None
+    have = set(rows[0]) if rows else set()
+    if not rows or not set(need) <= have or (one_of and not set(one_of) & have):
+        wanted = " and ".join(f"'{c}'" for c in need)
+        if one_of:
+            wanted += (" and " if need else "") + " or ".join(f"'{c}'" for c in one_of)
+        raise ParameterError(name, str(path), f"a CSV with columns {wanted} and at least one row")
+    keep = [c for c in (*need, *one_of) if c in have]
+    try:
+        return {c: [float(r[c]) for r in rows] for c in keep}
+    except (ValueError, TypeError) as e:
+        raise ParameterError(name, str(path), f"numeric columns ({e})") from None

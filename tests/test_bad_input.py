@@ -18,7 +18,7 @@ import pytest
 
 T = ["threshold", "--N", "50", "100", "--nu", "0.7", "--amplitude", "0.2"]
 O = ["onset", "--N", "50", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1"]
-TR = ["transience", "--lam", "1e-3"]
+TR = ["transience", "--wd-attn", "1e-3"]
 TRAIN = ["train", "--N", "9", "--D", "12", "--width", "16", "--batch-size", "16", "--eval-size", "64",
          "--iterations", "20", "--seeds", "1", "--quiet"]
 
@@ -67,7 +67,7 @@ CASES = [
     (O + ["--regime", "bogus"], "regime"),
     (O + ["--plot", "/proc/icl/o.png"], "plot"),
     (O[:3] + O[5:], "lr"),
-    # --- minimal
+    # --- minimal (train --model minimal with its own defaults)
     (["minimal", "--N", "0"], "N"),
     (["minimal", "--N", "2.5"], "N"),
     (["minimal", "--lr", "0"], "lr"),
@@ -75,23 +75,46 @@ CASES = [
     (["minimal", "--seeds", "-3"], "seeds"),
     (["minimal", "--K", "7"], "K"),
     (["minimal", "--K", "1"], "K"),
-    (["minimal", "--N", "7", "--equalize"], "N"),
+    (["minimal", "--N", "7", "--contexts", "equalized"], "N"),
     (["minimal", "--frobnicate"], "--frobnicate"),
+    (["minimal", "--model", "transformer"], "--model"),
     (["minimal", "--seeds", "1e8"], "seeds"),
     (["minimal", "--batch-size", "1e9"], "batch"),
     (["minimal", "--N", "1e9"], "N"),
-    (["minimal", "--K", "1e12", "--mlp-width", "8"], "K"),
+    (["minimal", "--K", "1e12", "--width", "8"], "K"),
     (["minimal", "--out", "/proc/icl/m"], "out"),
     (["minimal", "--out", "{FILE}"], "out"),
     (["minimal", "--plot", "/proc/icl/m.png"], "plot"),
     (["minimal", "--D", "0"], "D"),
     (["minimal", "--eval-every", "0"], "eval-every"),
-    (["minimal", "--max-iterations", "0"], "max-iterations"),
-    (["minimal", "--wd-icl", "-1"], "wd-icl"),
+    (["minimal", "--iterations", "0"], "iterations"),
+    (["minimal", "--wd-attn", "-1"], "wd-attn"),
+    (["minimal", "--width", "-1"], "width"),
     (["minimal", "--beta0", "nan"], "beta0"),
     (["minimal", "--w0", "inf"], "w0"),
+    (["minimal", "--t-icl-threshold", "1.5"], "t-icl-threshold"),
+    (["minimal", "--early-stop", "2"], "early-stop"),
+    (["minimal", "--log-every", "15"], "log-every"),  # not a multiple of --eval-every 10
+    (["minimal", "--log-every", "0"], "log-every"),
+    (["minimal", "--backend", "overlaps", "--K", "8"], "backend"),
+    (["minimal", "--backend", "overlaps", "--width", "8"], "backend"),
+    (["minimal", "--backend", "bogus"], "backend"),
+    (["minimal", "--len-context", "1"], "len-context"),
+    # --- minimal's deprecated flags: a bad value is named by the flag given
+    (["minimal", "--max-iterations", "0"], "max-iterations"),
+    (["minimal", "--wd-icl", "-1"], "wd-icl"),
+    (["minimal", "--mlp-width", "-1"], "mlp-width"),
+    (["minimal", "--acc-threshold", "1.5"], "acc-threshold"),
+    (["minimal", "--acc-threshold", "nan"], "acc-threshold"),
+    (["minimal", "--max-iterations", "10", "--iterations", "10"], "iterations"),
+    (["minimal", "--contexts", "equalized", "--equalize"], "equalize"),
+    (["minimal", "--no-early-stop", "--early-stop", "0.9"], "early-stop"),
+    (["minimal", "--wd-icl", "1e-3", "--wd-attn", "1e-3"], "wd-attn"),
     # --- transience
+    (["transience", "--wd-attn", "0", "--c3-power", "1", "100", "1"], "wd-attn"),
     (["transience", "--lam", "0", "--c3-power", "1", "100", "1"], "lam"),
+    (["transience", "--lam", "1e-3", "--wd-attn", "1e-3", "--c3-power", "1", "100", "1"], "wd-attn"),
+    (["transience", "--c3-power", "1", "100", "1"], "wd-attn"),
     (TR + ["--c3-power", "1", "100", "1", "--N", "0"], "N"),
     (TR + ["--c3-power", "1", "0", "1"], "c3-power"),
     (TR + ["--c3-power", "1", "100", "nan"], "c3-power"),
@@ -140,6 +163,13 @@ CASES = [
     (TRAIN + ["--labels", "bogus"], "labels"),
     (TRAIN + ["--iterations", "0"], "iterations"),
     (TRAIN + ["--beta0", "inf", "--model", "minimal"], "beta0"),
+    (TRAIN + ["--w0", "nan", "--model", "minimal"], "w0"),
+    (TRAIN + ["--log-every", "150"], "log-every"),  # not a multiple of --eval-every 100
+    (TRAIN + ["--log-every", "abc"], "log-every"),
+    (TRAIN + ["--backend", "overlaps"], "backend"),  # the transformer has no overlap sampler
+    (TRAIN + ["--backend", "overlaps", "--model", "minimal", "--width", "0", "--K", "20"], "backend"),
+    (TRAIN + ["--t-icl-threshold", "-0.1"], "t-icl-threshold"),
+    (TRAIN + ["--max-iterations", "10"], "--max-iterations"),  # minimal's old flags were never train's
     # --- bench
     (["bench", "bogus"], "what"),
     (["bench", "engine", "--seeds", "0"], "seeds"),
@@ -231,6 +261,16 @@ def test_bad_input_gives_exit_2_and_one_line_naming_it(argv, name, files, cli, t
     assert set(os.listdir(tmp_path)) == before  # nothing written, no temp file left
 
 
+def test_a_deprecated_flag_warns_in_one_line_before_the_error(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(["minimal", "--mlp-width", "8", "--K", "1e12"])  # K's memory cannot fit
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 2 and "Traceback" not in err
+    assert lines[0] == "icl-kinetics minimal: warning: --mlp-width is deprecated; use --width"
+    assert _names("K", lines[1]) and "error" in lines[1]
+    assert os.listdir(tmp_path) == []
+
+
 def test_negative_numbers_are_values(cli):
     code, out, err = cli(T + ["--beta0", "-1e-3", "--json"])
     assert code == 0, err
@@ -267,7 +307,7 @@ def test_no_temp_file_is_left_when_a_write_fails(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [TRAIN + ["--K", "20", "--lr", "1e30", "--json"],
-                                  ["minimal", "--lr", "1e30", "--seeds", "2", "--max-iterations", "20", "--json",
+                                  ["minimal", "--lr", "1e30", "--seeds", "2", "--iterations", "20", "--json",
                                    "--quiet"]])
 def test_divergence_is_reported_per_seed_and_exits_3(argv, cli):
     code, out, err = cli(argv)
@@ -281,7 +321,7 @@ def test_divergence_is_reported_per_seed_and_exits_3(argv, cli):
 def _api_cases():
     from icl_kinetics.simulate.engine import TrainConfig, train
     from icl_kinetics.simulate.sweeps import SweepStore, grid
-    from icl_kinetics.validate.report import run_validation, validate_table
+    from icl_kinetics.validate.report import run_validation, validate_runs
     from icl_kinetics.validate.schema import read_tables
 
     tiny = dict(N=9, D=12, width=16, batch_size=16, eval_size=64, iterations=20, seeds=1)
@@ -302,6 +342,12 @@ def _api_cases():
         (lambda: cfg(device="tpu").validate(), "device"),
         (lambda: cfg(model="mlp").validate(), "K"),
         (lambda: cfg(beta0=float("inf"), model="minimal").validate(), "beta0"),
+        (lambda: cfg(beta0=(0.0, 1.0), seeds=3, model="minimal", width=0).validate(), "beta0"),
+        (lambda: cfg(w0=float("nan"), model="minimal").validate(), "w0"),
+        (lambda: cfg(log_every=15, eval_every=10).validate(), "log_every"),
+        (lambda: cfg(backend="overlaps").validate(), "backend"),
+        (lambda: cfg(backend="overlaps", model="minimal", width=0, K=20).validate(), "backend"),
+        (lambda: cfg(backend="bogus").validate(), "backend"),
         (lambda: train(cfg(seeds=10 ** 8)), "seeds"),
         (lambda: train(cfg(K=10 ** 12)), "K"),
         (lambda: train(cfg(K=20), out="/proc/icl/x"), "out"),
@@ -312,13 +358,13 @@ def _api_cases():
         (lambda: SweepStore("/nonexistent/sweep"), "sweep folder"),
         (lambda: read_tables([]), "runs"),
         (lambda: read_tables(["/nonexistent.csv"]), "runs"),
-        (lambda: validate_table("/nonexistent.csv"), "runs"),
+        (lambda: validate_runs("/nonexistent.csv"), "runs"),
         (lambda: run_validation(preset="huge", run=False), "preset"),
         (lambda: run_validation(preset="small", sweeps="/nonexistent/sweeps", run=False), "sweeps"),
     ]
 
 
-@pytest.mark.parametrize("i", range(25))
+@pytest.mark.parametrize("i", range(31))
 def test_simulate_and_validate_api_raise_one_parameter_error_naming_it(i):
     from icl_kinetics.errors import ParameterError
 

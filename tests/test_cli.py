@@ -47,14 +47,28 @@ def test_transience_json(cli, tmp_path):
     csv = tmp_path / "c3.csv"
     it = np.geomspace(1, 1e7, 60)
     csv.write_text("iteration,c3\n" + "\n".join(f"{i},{1 / (1 + 0.01 * i / 100)}" for i in it))
-    code, out, _ = cli(["transience", "--lam", "3e-3", "--c3-table", str(csv), "--lr", "0.01", "--json"])
+    code, out, _ = cli(["transience", "--wd-attn", "3e-3", "--c3-table", str(csv), "--lr", "0.01", "--json"])
     assert code == 0
     r = json.loads(out)
-    code2, out2, _ = cli(["transience", "--lam", "3e-3", "--c3-power", "1", "100", "1", "--lr", "0.01",
+    code2, out2, _ = cli(["transience", "--wd-attn", "3e-3", "--c3-power", "1", "100", "1", "--lr", "0.01",
                           "--json"])
     r2 = json.loads(out2)
     # the tabulated curve samples the same power law: the same predicted loss time within 2 %
     assert abs(r["t_icl_loss"] / r2["t_icl_loss"] - 1) < 0.02
+    # the same curve in learning-rate time (column s = lr * iteration) is the same curve
+    csv.write_text("s,c3\n" + "\n".join(f"{0.01 * i},{1 / (1 + 0.01 * i / 100)}" for i in it))
+    code3, out3, _ = cli(["transience", "--wd-attn", "3e-3", "--c3-table", str(csv), "--lr", "0.01", "--json"])
+    assert code3 == 0 and abs(json.loads(out3)["t_icl_loss"] / r["t_icl_loss"] - 1) < 1e-9
+    assert r["wd_attn"] == 3e-3 and "lam" not in r
+
+
+def test_transience_lam_is_a_deprecated_alias(cli):
+    argv = ["--c3-power", "1", "100", "1", "--lr", "0.01", "--json"]
+    code, out, err = cli(["transience", "--lam", "3e-3", *argv])
+    code2, out2, err2 = cli(["transience", "--wd-attn", "3e-3", *argv])
+    assert code == code2 == 0 and json.loads(out) == json.loads(out2)
+    assert err.strip().splitlines() == ["icl-kinetics transience: warning: --lam is deprecated; use --wd-attn"]
+    assert err2 == ""
 
 
 def test_help_does_not_import_torch():
@@ -63,3 +77,153 @@ def test_help_does_not_import_torch():
                         "import icl_kinetics.theory, icl_kinetics.validate.figures;"
                         "print('torch' in sys.modules)"], capture_output=True, text=True)
     assert p.stdout.strip() == "False", p.stderr
+
+
+# ----------------------------------------------------------------------------- train / minimal flags
+def _parse(argv):
+    from icl_kinetics.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def _config(argv):
+    from icl_kinetics._flags import config_kwargs
+    from icl_kinetics.simulate.engine import TrainConfig
+
+    return TrainConfig(**config_kwargs(_parse(argv)))
+
+
+def test_train_flags_are_the_config_fields():
+    """Every TrainConfig field is a flag of train (its name with dashes, its default), every
+    field has its help entry, and train with no flags is TrainConfig()."""
+    from dataclasses import fields
+
+    from icl_kinetics._flags import TRAIN_FLAGS
+    from icl_kinetics.cli import build_parser
+    from icl_kinetics.simulate.engine import TrainConfig
+
+    names = [f.name for f in fields(TrainConfig)]
+    assert set(TRAIN_FLAGS) == set(names)
+    p = build_parser().commands["train"]
+    by_flag = {o: act for act in p._actions for o in act.option_strings}
+    for f in fields(TrainConfig):
+        act = by_flag["--" + f.name.replace("_", "-")]
+        assert act.dest == f.name and act.default == f.default, f.name
+        assert act.help and "(default " in act.help
+    assert _config(["train"]) == TrainConfig()
+    # a non-default value of each kind reaches its field
+    cfg = _config(["train", "--model", "minimal", "--width", "0", "--K", "inf", "--batch-size", "7",
+                   "--wd-attn", "1e-3", "--early-stop", "none", "--len-context", "100", "--contexts", "equalized"])
+    assert (cfg.model, cfg.width, cfg.K, cfg.batch_size, cfg.wd_attn, cfg.early_stop, cfg.N, cfg.contexts) == \
+        ("minimal", 0, None, 7, 1e-3, None, 99, "equalized")
+
+
+def test_flag_choices_are_the_simulate_layers():
+    from icl_kinetics._flags import TRAIN_FLAGS
+    from icl_kinetics.simulate.data import CONTEXT_MODES, LABEL_ENCODINGS
+    from icl_kinetics.simulate.models import KINDS
+
+    assert tuple(TRAIN_FLAGS["model"]["choices"]) == tuple(KINDS)
+    assert tuple(TRAIN_FLAGS["labels"]["choices"]) == tuple(LABEL_ENCODINGS)
+    assert tuple(TRAIN_FLAGS["contexts"]["choices"]) == tuple(CONTEXT_MODES)
+
+
+def test_minimal_is_train_model_minimal_with_its_own_defaults():
+    from dataclasses import fields
+
+    from icl_kinetics.cli import FOLLOW_THRESHOLD, MINIMAL_DEFAULTS, build_parser
+    from icl_kinetics.simulate.engine import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    assert set(MINIMAL_DEFAULTS) <= names
+    # the old simulator's defaults (MinimalConfig, issue 11)
+    assert MINIMAL_DEFAULTS == dict(N=100, width=0, lr=0.1, eval_every=10, log_every=100,
+                                    early_stop=FOLLOW_THRESHOLD, iterations=10_000, seeds=8, D=63, batch_size=128,
+                                    eval_size=2000, beta0=0.0, w0=0.0)
+    train_flags = {o for act in build_parser().commands["train"]._actions for o in act.option_strings}
+    minimal_flags = {o for act in build_parser().commands["minimal"]._actions for o in act.option_strings}
+    old = {"--wd-icl", "--max-iterations", "--mlp-width", "--acc-threshold", "--equalize", "--no-early-stop"}
+    assert minimal_flags - old == train_flags - {"--model"}
+    a = _parse(["minimal"])
+    assert a.early_stop is FOLLOW_THRESHOLD
+    assert {n: getattr(a, n) for n in MINIMAL_DEFAULTS} == MINIMAL_DEFAULTS
+
+
+@pytest.mark.parametrize("old,new", [
+    (["--wd-icl", "1e-3"], ["--wd-attn", "1e-3"]),
+    (["--max-iterations", "300"], ["--iterations", "300"]),
+    (["--mlp-width", "16"], ["--width", "16"]),
+    (["--acc-threshold", "0.9"], ["--t-icl-threshold", "0.9"]),
+    (["--equalize"], ["--contexts", "equalized"]),
+    (["--no-early-stop"], ["--early-stop", "none"]),
+])
+def test_minimal_deprecated_flags_set_the_new_field(old, new):
+    a, b = _parse(["minimal", *old]), _parse(["minimal", *new])
+    use = " ".join(new) if len(old) == 1 else new[0]  # a flag without a value is replaced by flag and value
+    assert a.deprecations == [f"{old[0]} is deprecated; use {use}"]
+    assert not getattr(b, "deprecations", None)
+    del a.deprecations
+    assert vars(a) == vars(b)
+
+
+def test_median_t_icl_counts_never_as_inf_and_leaves_diverged_out():
+    from icl_kinetics.cli import median_t_icl
+
+    run, stop, div = "running", "stopped", "diverged"
+    assert median_t_icl([30, 10, 20], [stop] * 3) == 20.0
+    assert median_t_icl([10, 20, 30, None], [stop, stop, stop, run]) == 25.0  # (20 + 30) / 2
+    assert median_t_icl([10, None, None], [stop, run, run]) is None  # censored: no number claimed
+    assert median_t_icl([10, 20, None, None], [stop, stop, run, run]) is None  # (20 + inf) / 2
+    assert median_t_icl([10, None, None], [stop, div, div]) == 10.0  # diverged: onset unknown, left out
+    assert median_t_icl([None, None], [div, div]) is None
+    assert median_t_icl([40, None], [div, run]) is None  # acquired, then diverged: its t_ICL counts
+
+
+def test_minimal_runs_train_and_reports_seeds_median_and_theory(cli, tmp_path):
+    """minimal = train --model minimal: per-seed t_ICL, their median, the theory's t_ICL;
+    each seed stops at acquisition (early stop = the t_ICL threshold)."""
+    from icl_kinetics.theory import icl_threshold_beta, solve_flow, t_icl
+
+    argv = ["minimal", "--N", "20", "--seeds", "4", "--iterations", "3000", "--quiet", "--out", str(tmp_path / "m"),
+            "--plot", str(tmp_path / "m.png")]
+    code, out, err = cli(argv + ["--json"])
+    assert code == 0, err
+    r = json.loads(out)
+    c = r["config"]
+    assert (c["model"], c["N"], c["width"], c["K"], c["lr"], c["early_stop"]) == ("minimal", 20, 0, None, 0.1, 0.95)
+    assert len(r["t_icl"]) == len(r["status"]) == len(r["reasons"]) == 4
+    acquired = sorted(t for t in r["t_icl"] if t is not None)
+    assert len(acquired) >= 3 and all(s == "stopped" for s, t in zip(r["status"], r["t_icl"]) if t is not None)
+    assert r["median_t_icl"] == (float(np.median(acquired)) if len(acquired) == 4 else float(acquired[1]))
+    # the theory's numbers are the theory layer's own, at accuracy 0.95
+    assert r["theory_t_icl"] == pytest.approx(float(t_icl(20, 0.0, 0.1, w0=0.0, beta_c=icl_threshold_beta(20))),
+                                              rel=1e-12)
+    assert r["theory_t_icl_full_flow"] == pytest.approx(solve_flow(20, 0.0, 0.1, stage="full").t_icl, rel=1e-9)
+    # SGD's median onset within a factor 2 of the full flow's (rung 1 holds it to a few %, at 8+ seeds)
+    assert 0.5 < r["median_t_icl"] / r["theory_t_icl_full_flow"] < 2
+    assert {"seed", "iteration", "icl_acc", "w", "beta"} <= set(r["rows"][0])
+    assert (tmp_path / "m" / "metrics.csv").stat().st_size > 100 and (tmp_path / "m.png").stat().st_size > 1000
+    code, text, _ = cli(argv[:-2] + ["--no-resume"])
+    assert code == 0 and "median t_ICL:" in text and "theory t_ICL, reduced ODEs" in text
+
+
+def test_minimal_deprecated_flags_work_and_warn_once_each(cli):
+    code, out, err = cli(["minimal", "--N", "20", "--seeds", "2", "--max-iterations", "40", "--wd-icl", "0",
+                          "--mlp-width", "0", "--acc-threshold", "0.9", "--no-early-stop", "--quiet", "--json"])
+    assert code == 0, err
+    assert err.strip().splitlines() == [f"icl-kinetics minimal: warning: {o} is deprecated; use {n}" for o, n in [
+        ("--max-iterations", "--iterations"), ("--wd-icl", "--wd-attn"), ("--mlp-width", "--width"),
+        ("--acc-threshold", "--t-icl-threshold"), ("--no-early-stop", "--early-stop none")]]
+    c = json.loads(out)["config"]
+    assert (c["iterations"], c["wd_attn"], c["width"], c["t_icl_threshold"], c["early_stop"]) == (40, 0, 0, 0.9, None)
+
+
+def test_acc_threshold_moves_the_early_stop_unless_early_stop_is_given():
+    from icl_kinetics.cli import _minimal_config
+
+    assert _minimal_config(_parse(["minimal"])).early_stop == 0.95
+    cfg = _minimal_config(_parse(["minimal", "--acc-threshold", "0.9"]))
+    assert (cfg.t_icl_threshold, cfg.early_stop) == (0.9, 0.9)
+    cfg = _minimal_config(_parse(["minimal", "--t-icl-threshold", "0.9", "--early-stop", "0.99"]))
+    assert (cfg.t_icl_threshold, cfg.early_stop) == (0.9, 0.99)
+    assert _minimal_config(_parse(["minimal", "--early-stop", "none"])).early_stop is None
