@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from icl_kinetics.errors import ParameterError, describe
-from icl_kinetics.validate.report import run_validation, validate_table
+from icl_kinetics.validate.report import run_validation, validate_runs
 from icl_kinetics.validate.schema import read_table, read_tables
 
 HEAD = "seed,iteration,N,K,icl_acc\n"
@@ -120,7 +120,7 @@ def _one_line_exit_2(cli, argv, *names):
 def test_a_bad_file_is_refused_naming_it(tmp_path, cli, case, data, expect):
     path = tmp_path / "runs.csv"
     path.write_bytes(data)
-    for read in (read_table, read_tables, validate_table):
+    for read in (read_table, read_tables, validate_runs):
         with pytest.raises(ParameterError) as e:
             read(path)
         msg = str(e.value)
@@ -149,7 +149,7 @@ def test_a_bad_value_is_refused_naming_file_column_line_and_value(tmp_path, cli,
     # the same value elsewhere in the file is named at its own line
     path.write_bytes(_cell(column, value, line=4))
     with pytest.raises(ParameterError, match="line 4"):
-        validate_table(path)
+        validate_runs(path)
 
 
 def test_paths_that_are_not_files(tmp_path, cli):
@@ -356,3 +356,42 @@ def test_a_long_path_is_named_whole(tmp_path, cli):
     with pytest.raises(ParameterError) as e:
         run_validation(preset="small", sweeps=d / "sweeps", run=False)
     assert str(d / "sweeps") in str(e.value)
+
+
+# ----------------------------------------------------------------------------- gzip-compressed tables
+def test_a_gzip_table_named_gz_reads_as_its_csv(tmp_path):
+    text = HEAD + OK_ROW + "b,10,19,inf,0.75\n"
+    plain, packed = tmp_path / "runs.csv", tmp_path / "runs.csv.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    assert read_table(packed) == read_table(plain)
+
+
+GZ_CASES = [
+    ("truncated stream", lambda b: b[: len(b) // 2], ["ends early"]),
+    ("flipped byte in the deflate data", lambda b: b[:12] + bytes([b[12] ^ 0xFF]) + b[13:], ["gzip"]),
+    ("not gzip at all", lambda b: (HEAD + OK_ROW).encode(), ["gzip"]),
+    ("a second stream after the first", lambda b: b + b, ["bytes follow the end of the stream"]),
+]
+
+
+@pytest.mark.parametrize("case,damage,expect", GZ_CASES, ids=[c[0] for c in GZ_CASES])
+def test_a_damaged_gzip_table_is_refused_naming_it(tmp_path, case, damage, expect):
+    path = tmp_path / "runs.csv.gz"
+    path.write_bytes(damage(gzip.compress((HEAD + OK_ROW * 50).encode())))
+    with pytest.raises(ParameterError) as e:
+        read_table(path)
+    msg = str(e.value)
+    assert e.value.name == "runs" and str(path) in msg and "\n" not in msg, msg
+    assert all(x in msg for x in expect), (expect, msg)
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_expanded(tmp_path, monkeypatch):
+    import icl_kinetics.resources as res
+
+    path = tmp_path / "runs.csv.gz"
+    path.write_bytes(gzip.compress((HEAD + OK_ROW * 200_000).encode()))  # 3 MB of text in ~10 kB
+    monkeypatch.setattr(res, "available_memory", lambda: 12 * 2**20)  # room for 1 MiB of text
+    with pytest.raises(ParameterError) as e:
+        read_table(path)
+    assert "expands to more than 1 MiB" in str(e.value), str(e.value)

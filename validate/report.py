@@ -47,7 +47,9 @@ NOT_YET: tuple = ()
 
 
 def _table(sweeps: Path, name: str, problems: dict):
-    """Collected table of sweep ``name`` under ``sweeps`` (None and the reason when there is none).
+    """Collected table of sweep ``name`` under ``sweeps`` (None and the reason when there is none):
+    the sweep ``sweeps/<name>/`` if there is one, else its collected table
+    ``sweeps/<name>.csv.gz`` (or ``.csv``), as committed under ``docs/results/``.
 
     Every run is verified by ``collect``; a damaged run is left out of the table and
     recorded in ``problems`` (``"<sweep>/<run_id>" -> reason``)."""
@@ -55,6 +57,9 @@ def _table(sweeps: Path, name: str, problems: dict):
 
     d = sweeps / name
     if not (d / "sweep.json").is_file():
+        for packed in (sweeps / f"{name}.csv.gz", sweeps / f"{name}.csv"):  # a committed collected table
+            if packed.is_file():
+                return read_table(packed, name="sweeps"), ""
         return None, f"sweep {name} not found in {sweeps} (run without --no-run to make it)"
     store = SweepStore(d)
     s = store.summary()
@@ -120,7 +125,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
     left out of a table and, after running, every run that did not finish."""
     problems = {} if problems is None else problems
     sweeps = Path(sweeps)
-    names = sorted({s for v in SWEEPS_FOR.values() for s in v})
+    names = _preset_names()
     if run:
         _run_preset(sweeps, names, scale, device, progress, problems)
     tables, notes = {}, {}
@@ -282,10 +287,6 @@ def validate_runs(path) -> tuple[list, dict]:
     return out, reasons
 
 
-#: the former name of :func:`validate_runs` (tests/test_bad_input.py imports it)
-validate_table = validate_runs
-
-
 def _figures(verdicts, out: Path) -> dict:
     from icl_kinetics.validate import figures as F
 
@@ -375,9 +376,19 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
 
 def _preset_sweeps_found(sweeps: Path) -> list[str]:
     """The preset's sweeps (and rung 1) that folder ``sweeps`` holds."""
-    names = sorted({s for v in SWEEPS_FOR.values() for s in v})
-    found = [n for n in names if (sweeps / n / "sweep.json").is_file()]
-    return found + (["rung1"] if (sweeps / "rung1" / "summary.json").is_file() else [])
+    return [n for n in _preset_names() if (sweeps / n / "sweep.json").is_file()] + _committed_tables(sweeps) + \
+        (["rung1"] if (sweeps / "rung1" / "summary.json").is_file() else [])
+
+
+def _preset_names() -> list[str]:
+    return sorted({s for v in SWEEPS_FOR.values() for s in v})
+
+
+def _committed_tables(sweeps: Path) -> list[str]:
+    """The preset's sweeps that folder ``sweeps`` holds as collected tables (``<sweep>.csv.gz``
+    or ``.csv``, as committed under docs/results/) rather than as sweep folders."""
+    return [n for n in _preset_names() if not (sweeps / n / "sweep.json").is_file()
+            and any((sweeps / f"{n}{x}").is_file() for x in (".csv.gz", ".csv"))]
 
 
 def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="out/validate", run: bool = True,
@@ -411,10 +422,13 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
                              "(run without --no-run to make them)")
         if not _preset_sweeps_found(sweeps):
             raise path_error("sweeps", sweeps, f"a folder holding at least one of the {preset} preset's sweeps "
-                             "(DIR/<sweep>/sweep.json, or DIR/rung1/summary.json) with --no-run; it holds none "
-                             "(run without --no-run to make them)")
+                             "(DIR/<sweep>/sweep.json, a collected table DIR/<sweep>.csv.gz, or "
+                             "DIR/rung1/summary.json) with --no-run; it holds none (run without --no-run to make them)")
     check_output_dir("out", out)
     if run:
+        if sweeps.is_dir() and _committed_tables(sweeps):
+            raise path_error("sweeps", sweeps, "a folder of sweeps to run or resume; this one holds collected "
+                             "tables (e.g. " + _committed_tables(sweeps)[0] + ".csv.gz): read it with --no-run")
         check_output_dir("sweeps", sweeps)
     problems: dict = {}
     verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress, device=device,

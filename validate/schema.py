@@ -233,9 +233,42 @@ def _file_text(path, name: str) -> tuple[str, str, bool]:
         data = p.read_bytes()
     except OSError as e:
         raise path_error(name, where, f"a readable CSV file ({e.strerror or type(e).__name__})") from None
+    if p.name.endswith(".gz"):
+        data = _gunzip(name, where, data)
     if not data.strip():
         raise path_error(name, where, "a CSV with a header and at least one row (the file is empty)")
     return where, _decode(name, where, data), data.endswith((b"\n", b"\r"))
+
+
+def _gunzip(name: str, where: str, data: bytes) -> bytes:
+    """The bytes of a gzip-compressed table (a file named ``*.gz``), decompressed in steps so
+    that a file which expands beyond what this machine can read (a "gzip bomb") is refused
+    before it is expanded, or a :class:`ParameterError` saying why it is not gzip data."""
+    import zlib
+
+    from icl_kinetics.resources import available_memory
+
+    limit = max(1, available_memory() // _READ_BYTES_PER_BYTE)
+    dec, parts, size = zlib.decompressobj(wbits=31), [], 0  # 31: gzip header and trailer
+    try:
+        chunk = dec.decompress(data, 1 << 24)
+        while True:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise path_error(name, where, f"a gzip-compressed CSV that fits in memory (it expands to more "
+                                 f"than {limit / 2**20:.0f} MiB)")
+            if not dec.unconsumed_tail:
+                break
+            chunk = dec.decompress(dec.unconsumed_tail, 1 << 24)
+        parts.append(dec.flush())
+    except zlib.error as e:
+        raise path_error(name, where, f"gzip-compressed data that decompresses ({e}; is the file damaged?)") from None
+    if not dec.eof:
+        raise path_error(name, where, "gzip-compressed data that decompresses (it ends early: is the file truncated?)")
+    if dec.unused_data:
+        raise path_error(name, where, "one gzip stream holding one CSV (bytes follow the end of the stream)")
+    return b"".join(parts)
 
 
 def _bad_line(name: str, where: str, reader, what: str) -> ParameterError:
@@ -296,7 +329,9 @@ def read_table(path, name: str = "runs") -> dict:
     docs/validation.md), raises :class:`ParameterError`.  A file-level fault is named
     ``name`` (the option that gave the file) with the path; a bad value is named by its
     column, with the file, line and value in the message.  Unknown columns are kept as
-    strings.
+    strings.  A file whose name ends in ``.gz`` is read as gzip-compressed (committed
+    tables are stored so); its expanded size is checked against the memory available
+    before it is expanded.
     """
     where, text, ends_with_newline = _file_text(path, name)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
