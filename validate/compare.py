@@ -114,10 +114,34 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
     Every parameter, the memory of each run, ``out`` and ``plot`` are checked before
     any computation (:class:`~icl_kinetics.errors.ParameterError` naming the parameter).
     """
-    from icl_kinetics.errors import ParameterError
     from icl_kinetics.io import FIGURE_SUFFIXES, check_output_dir, check_output_file
     from icl_kinetics.simulate import train
-    from icl_kinetics.validate.figures import onset_comparison_figure, save
+
+    Ns, beta0s, lr, seeds, seed, cap_factor = _checked_grid(Ns, beta0s, lr, seeds, seed, cap_factor)
+    out = Path(check_output_dir("out", out))
+    if plot is not None:
+        check_output_file("plot", plot, FIGURE_SUFFIXES)
+    t_start = time.perf_counter()
+    betas = [float(b) for b in beta0s for _ in range(seeds)]
+    plan = [_plan_one(N, beta0s, betas, lr, seed, cap_factor) for N in Ns]
+    rows, seed_rows, theory_rows = [], [], []
+    for N, preds, cap, cfg in plan:
+        res = train(cfg, progress=progress)
+        seed_rows += [{"N": N, "beta0": b, "seed": i, "t_icl": t, "max_iterations": cap, "status": st}
+                      for i, (b, t, st) in enumerate(zip(betas, res.t_icl, res.status))]
+        rows += [_summary_row(N, b, betas, res, preds[b], cap, seeds) for b in beta0s]
+        theory_rows += _theory_curves(N, beta0s, lr)
+    result = {"lr": lr, "seeds": seeds, "seed": seed, "N": list(Ns), "beta0": list(beta0s),
+              "batch_size": _RUNG1["batch_size"], "D": _RUNG1["D"], "eval_size": _RUNG1["eval_size"],
+              "eval_every": _RUNG1["eval_every"], "t_icl_threshold": T_ICL_THRESHOLD,
+              "rows": rows, "wall_seconds": time.perf_counter() - t_start, "units": "iterations"}
+    return _write_outputs(out, plot, result, seed_rows, theory_rows)
+
+
+def _checked_grid(Ns, beta0s, lr, seeds, seed, cap_factor):
+    """The arguments of :func:`compare_minimal_onset`, checked (and each N's run sized)
+    before anything is written or computed."""
+    from icl_kinetics.errors import ParameterError
 
     lr = positive_float("lr", lr)
     seeds = positive_int("seeds", seeds)
@@ -131,77 +155,77 @@ def compare_minimal_onset(Ns=(50, 100, 200), beta0s=(-2.0, -1.0, 0.0, 1.0), lr: 
         raise ParameterError("beta0", beta0s, "at least one value")
     Ns = [positive_int("N", N) for N in Ns]
     beta0s = [finite_float("beta0", b) for b in beta0s]
-    eval_every = _RUNG1["eval_every"]
     for N in Ns:  # every size of each run, before anything is written or computed
         c = _rung1_config(N=N, beta0=0.0, lr=lr, seeds=seeds * len(beta0s), seed=seed + 1000 * N, iterations=1)
         c.validate()
         c.require_memory()
-    out = Path(check_output_dir("out", out))
-    if plot is not None:
-        check_output_file("plot", plot, FIGURE_SUFFIXES)
-    t_start = time.perf_counter()
-    # the theory first (seconds): it sets each N's iteration cap, so every run's memory
-    # (its history grows with the cap) is checked before the first one trains
-    betas = [float(b) for b in beta0s for _ in range(seeds)]
-    plan = []
-    for N in Ns:
-        preds = {b: theory_onset(N, b, lr) for b in beta0s}
-        cap = int(cap_factor * max(p["theory_exact"] for p in preds.values())) + 100
-        cap = int(math.ceil(cap / 10.0) * 10)
-        cfg = _rung1_config(N=N, beta0=tuple(betas), lr=lr, seeds=len(betas), seed=seed + 1000 * N,
-                            iterations=cap)
-        try:
-            cfg.validate()
-            cfg.require_memory()
-        except ParameterError as e:  # the cap is not the user's: name what sets it
-            if e.name != "iterations":
-                raise
-            raise ParameterError("lr", lr, f"large enough that the iteration cap it implies at N = {N} "
-                                 f"({cap} = {cap_factor:g} x the predicted t_ICL) fits: {e.allowed}") from None
-        plan.append((N, preds, cap, cfg))
-    rows, seed_rows, theory_rows = [], [], []
-    for N, preds, cap, cfg in plan:
-        res = train(cfg, progress=progress)
-        for i, (b, t, st) in enumerate(zip(betas, res.t_icl, res.status)):
-            seed_rows.append({"N": N, "beta0": b, "seed": i, "t_icl": t, "max_iterations": cap, "status": st})
-        for b in beta0s:
-            ts = [t for bb, t in zip(betas, res.t_icl) if bb == b]
-            div = [st == "diverged" and t is None for bb, t, st in zip(betas, res.t_icl, res.status) if bb == b]
-            med = censored_median([t for t, d in zip(ts, div) if not d]) if not all(div) else None
-            p = preds[b]
-            err, note = relative_error(med, p["theory_exact"], eval_every)
-            err_flow, note_flow = relative_error(med, p["theory_full_flow"], eval_every)
-            notes = [f"{name}: {n}" for name, n in (("exact", note), ("full flow", note_flow)) if n]
-            if any(div):
-                notes.insert(0, f"{sum(div)} of {seeds} seeds diverged (non-finite training loss) and are left out of "
-                             "the median")
-            rows.append({"N": N, "beta0": float(b), "seeds": seeds,
-                         "acquired": int(sum(t is not None for t in ts)), "max_iterations": cap,
-                         "median_t_icl": med, **p,
-                         "rel_err_exact": err, "rel_err_full_flow": err_flow,
-                         "diverged": int(sum(div)), "note": "; ".join(notes)})
-        grid = np.linspace(min(beta0s) - 0.4, max(beta0s) + 0.4, 60)
-        bc = icl_threshold_beta(N)
-        for model, kw in (("exact", {"beta_c": bc}), ("signal", {"regime": "signal"}),
-                          ("noise", {"regime": "noise"})):
-            for b, t in zip(grid, t_icl(N, grid, lr, **kw)):
-                theory_rows.append({"N": N, "beta0": float(b), "t_icl": float(t), "model": model})
-    wall = time.perf_counter() - t_start
+    return Ns, beta0s, lr, seeds, seed, cap_factor
+
+
+def _plan_one(N: int, beta0s, betas, lr: float, seed: int, cap_factor: float):
+    """(N, predictions per beta0, iteration cap, TrainConfig) of one N.  The theory comes
+    first (seconds): it sets the cap, so the run's memory (its rows grow with the cap) is
+    checked before anything trains."""
+    from icl_kinetics.errors import ParameterError
+
+    preds = {b: theory_onset(N, b, lr) for b in beta0s}
+    cap = int(cap_factor * max(p["theory_exact"] for p in preds.values())) + 100
+    cap = int(math.ceil(cap / 10.0) * 10)
+    cfg = _rung1_config(N=N, beta0=tuple(betas), lr=lr, seeds=len(betas), seed=seed + 1000 * N, iterations=cap)
+    try:
+        cfg.validate()
+        cfg.require_memory()
+    except ParameterError as e:  # the cap is not the user's: name what sets it
+        if e.name != "iterations":
+            raise
+        raise ParameterError("lr", lr, f"large enough that the iteration cap it implies at N = {N} "
+                             f"({cap} = {cap_factor:g} x the predicted t_ICL) fits: {e.allowed}") from None
+    return N, preds, cap, cfg
+
+
+def _summary_row(N: int, b: float, betas, res, pred: dict, cap: int, seeds: int) -> dict:
+    """One (N, beta0) row of ``summary.csv``: the measured median t_ICL (iterations; seeds
+    that diverged before acquiring left out) against the predictions ``pred``."""
+    ts = [t for bb, t in zip(betas, res.t_icl) if bb == b]
+    div = [st == "diverged" and t is None for bb, t, st in zip(betas, res.t_icl, res.status) if bb == b]
+    med = censored_median([t for t, d in zip(ts, div) if not d]) if not all(div) else None
+    err, note = relative_error(med, pred["theory_exact"], _RUNG1["eval_every"])
+    err_flow, note_flow = relative_error(med, pred["theory_full_flow"], _RUNG1["eval_every"])
+    notes = [f"{name}: {n}" for name, n in (("exact", note), ("full flow", note_flow)) if n]
+    if any(div):
+        notes.insert(0, f"{sum(div)} of {seeds} seeds diverged (non-finite training loss) and are left out of "
+                     "the median")
+    return {"N": N, "beta0": float(b), "seeds": seeds, "acquired": int(sum(t is not None for t in ts)),
+            "max_iterations": cap, "median_t_icl": med, **pred, "rel_err_exact": err,
+            "rel_err_full_flow": err_flow, "diverged": int(sum(div)), "note": "; ".join(notes)}
+
+
+def _theory_curves(N: int, beta0s, lr: float) -> list:
+    """Tidy rows of the predicted t_ICL (iterations) against beta0 for the figure."""
+    grid = np.linspace(min(beta0s) - 0.4, max(beta0s) + 0.4, 60)
+    rows = []
+    for model, kw in (("exact", {"beta_c": icl_threshold_beta(N)}), ("signal", {"regime": "signal"}),
+                      ("noise", {"regime": "noise"})):
+        rows += [{"N": N, "beta0": float(b), "t_icl": float(t), "model": model}
+                 for b, t in zip(grid, t_icl(N, grid, lr, **kw))]
+    return rows
+
+
+def _write_outputs(out: Path, plot, result: dict, seed_rows: list, theory_rows: list) -> dict:
+    """Write summary.csv, seeds.csv, table.md, the figure and summary.json (atomically)."""
+    from icl_kinetics.validate.figures import onset_comparison_figure, save
+
     out.mkdir(parents=True, exist_ok=True)
-    result = {"lr": lr, "seeds": seeds, "seed": seed, "N": list(Ns), "beta0": list(beta0s),
-              "batch_size": _RUNG1["batch_size"], "D": _RUNG1["D"], "eval_size": _RUNG1["eval_size"],
-              "eval_every": eval_every, "t_icl_threshold": T_ICL_THRESHOLD,
-              "rows": rows, "wall_seconds": wall, "units": "iterations",
-              "table_csv": write_csv(out / "summary.csv", rows)}
+    result["table_csv"] = write_csv(out / "summary.csv", result["rows"])
     write_csv(out / "seeds.csv", seed_rows)
-    atomic_write_text(out / "table.md", format_onset_table(rows) + "\n")
+    atomic_write_text(out / "table.md", format_onset_table(result["rows"]) + "\n")
     # diverged seeds have no onset to draw (the figure would show them as censored at the cap);
     # an N whose seeds all diverged keeps its panel (theory only) through a row drawn nowhere
     drawn = [r for r in seed_rows if r["status"] != "diverged"]
-    drawn += [{"N": N, "beta0": float(beta0s[0]), "seed": -1, "t_icl": math.nan, "max_iterations": math.nan,
-               "status": "diverged"} for N in Ns if not any(r["N"] == N for r in drawn)]
-    fig = onset_comparison_figure(drawn, theory_rows)
-    result["plot"] = save(fig, plot or out / "onset_vs_theory.png")
+    drawn += [{"N": N, "beta0": float(result["beta0"][0]), "seed": -1, "t_icl": math.nan,
+               "max_iterations": math.nan, "status": "diverged"}
+              for N in result["N"] if not any(r["N"] == N for r in drawn)]
+    result["plot"] = save(onset_comparison_figure(drawn, theory_rows), plot or out / "onset_vs_theory.png")
     write_json(out / "summary.json", result)
     return result
 
