@@ -463,6 +463,8 @@ def cmd_minimal(a) -> dict:
     t0 = time.perf_counter()
     cfg = _minimal_config(a)
     res, out = _train(a, cfg)
+    from icl_kinetics.validate.compare import median_t_icl
+
     out.update(median_t_icl=median_t_icl(res.t_icl, res.status), rows=res.rows, **_theory_t_icl(cfg))
     out["wall_seconds"] = time.perf_counter() - t0
     return out
@@ -473,16 +475,6 @@ def _minimal_config(a):
     each seed stops at acquisition (early stop = the t_ICL threshold, as the old simulator)."""
     stop = a.t_icl_threshold if a.early_stop is FOLLOW_THRESHOLD else a.early_stop
     return _train_config(a, model="minimal", early_stop=stop)
-
-
-def median_t_icl(t_icl, status) -> float | None:
-    """Median t_ICL (iterations) over the seeds that did not diverge before acquiring, a seed
-    that never acquired counted as +inf (:func:`icl_kinetics.validate.compare.censored_median`);
-    None when half or more of them never acquired or no seed is left.  A diverged seed's
-    onset is unknown, not censored, so it is left out rather than counted as +inf."""
-    from icl_kinetics.validate.compare import censored_median
-
-    return censored_median([t for t, s in zip(t_icl, status) if not (s == "diverged" and t is None)])
 
 
 def _theory_t_icl(cfg) -> dict:

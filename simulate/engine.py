@@ -967,11 +967,7 @@ def time_steps(cfg: TrainConfig, iterations: int, warmup: int = 2) -> dict:
         groups = _build(cfg, device)
 
         def run(n):
-            ths = [threading.Thread(target=lambda g=g: [g.step() for _ in range(n)]) for g in groups]
-            for t in ths:
-                t.start()
-            for t in ths:
-                t.join()
+            run_in_threads([lambda g=g: [g.step() for _ in range(n)] for g in groups], [0])
             if cfg.device != "cpu":
                 torch.cuda.synchronize()
 

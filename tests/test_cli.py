@@ -167,7 +167,7 @@ def test_minimal_deprecated_flags_set_the_new_field(old, new):
 
 
 def test_median_t_icl_counts_never_as_inf_and_leaves_diverged_out():
-    from icl_kinetics.cli import median_t_icl
+    from icl_kinetics.validate.compare import median_t_icl
 
     run, stop, div = "running", "stopped", "diverged"
     assert median_t_icl([30, 10, 20], [stop] * 3) == 20.0

@@ -20,14 +20,14 @@ from pathlib import Path
 def main(argv=None) -> int:
     from icl_kinetics.io import atomic_write_bytes
     from icl_kinetics.simulate.sweeps import SweepStore
-    from icl_kinetics.validate.report import SWEEPS_FOR
+    from icl_kinetics.validate.report import preset_sweep_names
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
     sweeps, out = Path(argv[0]), Path(argv[1])
-    names = sorted({s for v in SWEEPS_FOR.values() for s in v})
+    names = preset_sweep_names()
     (out / "rung1").mkdir(parents=True, exist_ok=True)
     bad = 0
     for name in names:

@@ -59,6 +59,14 @@ def censored_median(t, cap=None):
     return float(np.median(x))
 
 
+def median_t_icl(t_icl, status) -> float | None:
+    """Median t_ICL (iterations) over the seeds that did not diverge before acquiring, a seed
+    that never acquired counted as +inf (:func:`censored_median`); None when half or more of
+    them never acquired or no seed is left.  A diverged seed's onset is unknown, not
+    censored, so it is left out rather than counted as +inf."""
+    return censored_median([t for t, s in zip(t_icl, status) if not (s == "diverged" and t is None)])
+
+
 def relative_error(measured, predicted, resolution: float):
     """(measured / predicted - 1, "") or (None, why) when it is undefined.
 
@@ -187,8 +195,9 @@ def _summary_row(N: int, b: float, betas, res, pred: dict, cap: int, seeds: int)
     """One (N, beta0) row of ``summary.csv``: the measured median t_ICL (iterations; seeds
     that diverged before acquiring left out) against the predictions ``pred``."""
     ts = [t for bb, t in zip(betas, res.t_icl) if bb == b]
-    div = [st == "diverged" and t is None for bb, t, st in zip(betas, res.t_icl, res.status) if bb == b]
-    med = censored_median([t for t, d in zip(ts, div) if not d]) if not all(div) else None
+    sts = [st for bb, st in zip(betas, res.status) if bb == b]
+    div = [st == "diverged" and t is None for t, st in zip(ts, sts)]
+    med = median_t_icl(ts, sts)
     err, note = relative_error(med, pred["theory_exact"], _RUNG1["eval_every"])
     err_flow, note_flow = relative_error(med, pred["theory_full_flow"], _RUNG1["eval_every"])
     notes = [f"{name}: {n}" for name, n in (("exact", note), ("full flow", note_flow)) if n]

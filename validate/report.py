@@ -125,7 +125,7 @@ def validate_sweeps(sweeps, scale: str = "small", run: bool = True, progress: bo
     left out of a table and, after running, every run that did not finish."""
     problems = {} if problems is None else problems
     sweeps = Path(sweeps)
-    names = _preset_names()
+    names = preset_sweep_names()
     if run:
         _run_preset(sweeps, names, scale, device, progress, problems)
     tables, notes = {}, {}
@@ -376,18 +376,19 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
 
 def _preset_sweeps_found(sweeps: Path) -> list[str]:
     """The preset's sweeps (and rung 1) that folder ``sweeps`` holds."""
-    return [n for n in _preset_names() if (sweeps / n / "sweep.json").is_file()] + _committed_tables(sweeps) + \
+    return [n for n in preset_sweep_names() if (sweeps / n / "sweep.json").is_file()] + _committed_tables(sweeps) + \
         (["rung1"] if (sweeps / "rung1" / "summary.json").is_file() else [])
 
 
-def _preset_names() -> list[str]:
+def preset_sweep_names() -> list[str]:
+    """The preset sweeps the report reads (:data:`SWEEPS_FOR`), sorted."""
     return sorted({s for v in SWEEPS_FOR.values() for s in v})
 
 
 def _committed_tables(sweeps: Path) -> list[str]:
     """The preset's sweeps that folder ``sweeps`` holds as collected tables (``<sweep>.csv.gz``
     or ``.csv``, as committed under docs/results/) rather than as sweep folders."""
-    return [n for n in _preset_names() if not (sweeps / n / "sweep.json").is_file()
+    return [n for n in preset_sweep_names() if not (sweeps / n / "sweep.json").is_file()
             and any((sweeps / f"{n}{x}").is_file() for x in (".csv.gz", ".csv"))]
 
 
