@@ -1,7 +1,10 @@
 """Sweeps: every paper experiment as a named, resumable grid of training runs.
 
 * :mod:`.spec`: :class:`SweepSpec`, :class:`RunSpec`, :func:`grid`, :func:`run_id`.
-* :mod:`.presets`: the named presets (``fig2bc`` ... ``figA8``) at two scales.
+* :mod:`.specfile`: :func:`load_spec`: a sweep declared in a TOML spec file (a grid over
+  any TrainConfig field; docs/sweeps.md, "Spec files").
+* :mod:`.presets`: the named presets (``fig2bc`` ... ``figA8``) at two scales: the spec
+  files in ``preset_specs/``.
 * :mod:`.store`: :class:`SweepStore`, the results folder (atomic writes, status, collect).
 * :mod:`.executors`: :func:`run_sweep` with the local process pool or submitit (SLURM);
   :func:`run_local_many`: several sweeps' runs in one pool, longest first.
@@ -9,7 +12,8 @@
 
 from .executors import EXECUTORS, execute_run, run_local, run_local_many, run_submitit, run_sweep
 from .spec import GRID_COLUMNS, RunSpec, SweepSpec, grid, run_id
+from .specfile import load_spec
 from .store import COLLECT_COLUMNS, SweepStore
 
 __all__ = ["COLLECT_COLUMNS", "EXECUTORS", "GRID_COLUMNS", "RunSpec", "SweepSpec", "SweepStore", "execute_run",
-           "grid", "run_id", "run_local", "run_local_many", "run_submitit", "run_sweep"]
+           "grid", "load_spec", "run_id", "run_local", "run_local_many", "run_submitit", "run_sweep"]

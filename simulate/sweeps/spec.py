@@ -64,6 +64,9 @@ class SweepSpec:
     runs: tuple
     description: str = ""
     paper: str = ""  # the paper's figure or experiment
+    #: the spec file it was built from, resolved for its scale (``specfile.load_spec``), or None
+    #: (a preset by name, a grid built in Python); recorded in sweep.json as ``spec``
+    source: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         ids = [r.id for r in self.runs]
@@ -79,13 +82,16 @@ class SweepSpec:
         return sum(r.config.seeds for r in self.runs)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "scale": self.scale, "description": self.description, "paper": self.paper,
-                "runs": [r.to_dict() for r in self.runs]}
+        d = {"name": self.name, "scale": self.scale, "description": self.description, "paper": self.paper,
+             "runs": [r.to_dict() for r in self.runs]}
+        if self.source is not None:
+            d["spec"] = self.source
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepSpec":
         return cls(d["name"], d["scale"], tuple(RunSpec.from_dict(r) for r in d["runs"]),
-                   d.get("description", ""), d.get("paper", ""))
+                   d.get("description", ""), d.get("paper", ""), d.get("spec"))
 
 
 def grid(name: str, scale: str, base: TrainConfig, axes: dict | None = None, seeds: int = 8,

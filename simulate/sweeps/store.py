@@ -2,7 +2,8 @@
 
 Layout::
 
-    DIR/sweep.json                 the sweep's specification (every run's config)
+    DIR/sweep.json                 the sweep's specification (every run's config; for a sweep
+                                   made from a spec file, that file resolved, under "spec")
     DIR/index.json                 run_id -> status ("done", "failed", "running", "pending",
                                    "damaged"), reason, seconds, seed_iterations (derived; never
                                    read back)
@@ -44,6 +45,8 @@ from icl_kinetics.simulate.sweeps.spec import GRID_COLUMNS, RunSpec, SweepSpec
 
 STATUSES = ("done", "failed", "running", "pending", "damaged")
 COLLECT_COLUMNS = ("sweep", "run_id", "status") + GRID_COLUMNS + METRIC_COLUMNS
+#: the columns before METRIC_COLUMNS in a run's metrics.csv (the engine's metrics_table)
+RUN_COLUMNS = ("run_id",) + GRID_COLUMNS
 
 
 def metrics_record(path) -> dict:
@@ -77,15 +80,18 @@ def check_metrics_csv(path, eval_every: int | None = None, cap: int | None = Non
         rows = list(csv.reader(data.decode("utf-8").splitlines()))
     except (UnicodeDecodeError, csv.Error) as e:
         return f"{p} is not a readable CSV ({type(e).__name__})"
-    if not rows or tuple(rows[0]) != METRIC_COLUMNS:
+    # the engine's header: run_id and the grid columns, then the metrics (a run made before
+    # metrics.csv carried its grid columns has the metrics alone)
+    lead = len(rows[0]) - len(METRIC_COLUMNS) if rows else -1
+    if lead < 0 or tuple(rows[0][lead:]) != METRIC_COLUMNS or tuple(rows[0][:lead]) not in ((), RUN_COLUMNS):
         return f"{p} does not have the engine's header"
     last: dict = {}
     for i, r in enumerate(rows[1:], start=2):
-        if len(r) != len(METRIC_COLUMNS):
-            return f"{p} line {i} has {len(r)} fields, not {len(METRIC_COLUMNS)}"
+        if len(r) != len(rows[0]):
+            return f"{p} line {i} has {len(r)} fields, not {len(rows[0])}"
         try:
-            seed, it = int(r[0]), int(r[1])
-            [float(v) for v in r]
+            seed, it = int(r[lead]), int(r[lead + 1])
+            [float(v) for v in r[lead:]]
         except ValueError:
             return f"{p} line {i} holds a non-number"
         if eval_every:  # the engine evaluates at 0, eval_every, 2 eval_every, ... and at the cap
@@ -139,9 +145,12 @@ class SweepStore:
         p = root / "sweep.json"
         if p.is_file():
             old = _read_spec(p).to_dict()
-            if old != json.loads(json.dumps(spec.to_dict())):
+            old.pop("spec", None)  # the recorded spec file (if any) only informs: the runs decide
+            new = json.loads(json.dumps(spec.to_dict()))
+            new.pop("spec", None)
+            if old != new:
                 raise ParameterError("out", str(root), f"a new folder, or one made by the same sweep "
-                                     f"({old.get('name')} at scale {old.get('scale')} is there, with other runs)")
+                                     f"({_difference(old, new)})")
         else:
             write_json(p, spec.to_dict())
         (root / "runs").mkdir(parents=True, exist_ok=True)
@@ -381,6 +390,29 @@ def _bad_field(st: dict) -> str:
     if not isinstance(st.get("notes", []), list):
         return "field 'notes' is not a list"
     return ""
+
+
+def _difference(old: dict, new: dict) -> str:
+    """What differs between the sweep in a folder (``old``) and the one asked for (``new``)."""
+    there = f"{old.get('name')} at scale {old.get('scale')} is there"
+    for k in ("name", "scale", "description", "paper"):
+        if old.get(k) != new.get(k):
+            return f"{there}; its {k} differs: {old.get(k)!r} there, {new.get(k)!r} asked for"
+    a = {r["run_id"]: r for r in old.get("runs", [])}
+    b = {r["run_id"]: r for r in new.get("runs", [])}
+    only_new, only_old = [k for k in b if k not in a], [k for k in a if k not in b]
+    if only_new or only_old:
+        eg = b[only_new[0]]["point"] if only_new else a[only_old[0]]["point"]
+        return (f"{there} with {len(a)} runs; {len(only_new)} of the {len(b)} runs asked for are not in it and "
+                f"{len(only_old)} of its runs are not asked for (e.g. the run at {eg})")
+    for k, r in b.items():
+        if r != a[k]:
+            diff = sorted(f for f in set(r["config"]) | set(a[k]["config"])
+                          if r["config"].get(f) != a[k]["config"].get(f)) or ["point"]
+            return (f"{there}; run {k} has other {', '.join(diff)} there: {a[k]['config'].get(diff[0])!r} there, "
+                    f"{r['config'].get(diff[0])!r} asked for" if diff != ["point"] else f"{there}; run {k} has "
+                    f"another grid point there")
+    return f"{there}, with the same runs in another order"
 
 
 def _read_spec(p: Path) -> SweepSpec:
