@@ -21,7 +21,13 @@ Modules, one per prediction family, on a typed core:
   it);
 * :mod:`.schema` (the tidy-table schema, :func:`read_table`), :mod:`.report` (the
   report: :func:`validate_runs`, :func:`write_report`, :func:`run_validation`),
+  :mod:`.requirements` (each check's minimum data, :data:`REQUIREMENTS`, and
+  :func:`plan`: what a table allows, before any fit),
   :mod:`.figures`, :mod:`.compare` (rung 1's SGD runs), :mod:`.demo`.
+* anyone's model: :mod:`.probes` (:func:`coefficients_from_logits`,
+  :func:`head_from_attention`, :class:`AttentionRecorder`: c1, c2, c3 and the effective
+  (w, beta) from logits and attention weights, numpy or torch) and :mod:`.logger`
+  (:class:`RunLogger`: schema rows appended and checked as they are logged).
 
 Nothing here imports torch except :mod:`.compare` and the report's sweep runner, when run.
 """
@@ -32,7 +38,9 @@ import importlib
 #: stays light, without scipy.stats and the predictions)
 _WHERE = {
     "validate_runs": "report", "write_report": "report", "run_validation": "report",
-    "read_table": "schema", "read_tables": "schema",
+    "read_table": "schema", "read_tables": "schema", "plan": "requirements", "REQUIREMENTS": "requirements",
+    "RunLogger": "logger",
+    "coefficients_from_logits": "probes", "head_from_attention": "probes", "AttentionRecorder": "probes",
     "Verdict": "core", "SeedSummary": "core", "Estimate": "core", "seed_summaries": "core", "i_k": "core",
     **dict.fromkeys(("sigmoid_fit", "power_law_fit", "linear_fit", "censored_quantile", "kaplan_meier", "ks_compare",
                      "bimodality_coefficient", "wilson_interval"), "fits"),
@@ -46,7 +54,9 @@ _WHERE = {
 
 __all__ = [
     # checking tables
-    "validate_runs", "read_table", "read_tables", "write_report", "run_validation",
+    "validate_runs", "read_table", "read_tables", "write_report", "run_validation", "plan", "REQUIREMENTS",
+    # measuring and logging anyone's model
+    "RunLogger", "coefficients_from_logits", "head_from_attention", "AttentionRecorder",
     # the typed core
     "Verdict", "SeedSummary", "Estimate", "seed_summaries", "i_k",
     # the fits

@@ -235,9 +235,13 @@ def _drive_at_onset_at(fin: list, inf: list, N: float, step: float, rung: str) -
     vals = [FiniteSeed(str(x.seed), x.K, i_k(x, until=x.time), x.observed, x.final_icl_acc, x.cap, x.lr) for x in fin]
     vals = [v for v in vals if np.isfinite(v.i_k) and v.i_k > 0]
     where = f"{rung}, N = {N:g}"
-    if len(own) < 5 or not vals:
-        return Verdict.skipped("drive_at_onset", where, f"needs >= 5 acquiring K = inf seeds (has {len(own)}) and "
-                               "finite-K seeds with c1 measured")
+    from icl_kinetics.validate.requirements import MIN_ACQUIRING_DRIVE, inconclusive
+
+    if not vals:
+        return Verdict.skipped("drive_at_onset", where, "needs finite-K seeds with c1 measured")
+    if len(own) < MIN_ACQUIRING_DRIVE:
+        return inconclusive("drive_at_onset", where, [f">= {MIN_ACQUIRING_DRIVE} acquiring K = inf seeds at "
+                                                      f"N = {N:g} (has {len(own)})"])
     km = fits.censored_quantile([v.i_k for v in xi], [v.observed for v in xi], 0.5, n_boot=0)
     med_inf = km.value if km.value is not None else math.nan
     # test 1: one value per seed at the K where every seed acquired

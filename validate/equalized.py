@@ -45,6 +45,8 @@ def equalized_contexts(table, rung: str = "transformer") -> Verdict:
     acquired; K_50 per arm by log-linear interpolation (beyond the grid when never reached)."""
     from scipy.stats import fisher_exact
 
+    from icl_kinetics.validate.requirements import MIN_SEEDS_ARM, inconclusive
+
     name = "equalized_contexts"
     seeds = [s for s in seed_summaries(table) if s.finite_k and s.contexts in ARMS]
     arms = {c: [s for s in seeds if s.contexts == c] for c in ARMS}
@@ -65,6 +67,10 @@ def equalized_contexts(table, rung: str = "transformer") -> Verdict:
     if not active:
         return Verdict(prediction=name, rung=rung, predicted=predicted, measured="no seed acquired ICL in either arm",
                        verdict="inconclusive", reason="no acquisition to compare", details=details)
+    if min(n_i, n_e) < MIN_SEEDS_ARM:
+        return inconclusive(name, rung, [f">= {MIN_SEEDS_ARM} seeds per arm over the K where either arm acquired "
+                                         f"(has iid {n_i}, equalized {n_e})"], predicted=predicted,
+                            measured=f"acquired: iid {a_i}/{n_i}, equalized {a_e}/{n_e}", details=details)
     table2x2 = [[a_e, n_e - a_e], [a_i, n_i - a_i]]
     p_harder = float(fisher_exact(table2x2, alternative="less").pvalue)
     p_easier = float(fisher_exact(table2x2, alternative="greater").pvalue)

@@ -41,10 +41,31 @@ def _colors(n):
     return matplotlib.colormaps["viridis"](np.linspace(0.1, 0.85, max(n, 1)))
 
 
-def k_star_figure(table, nu: float | None = None) -> Figure:
-    """K* against N (log-log).  Columns: ``N``, ``k_star``; optional ``label``."""
+def _ticks_at(ax, values, axis: str = "x", most: int = 8) -> None:
+    """Major ticks of a log axis at the data's own values (plain numbers) when there are at most
+    ``most`` of them: a log axis over less than a decade (two values of N, say) otherwise shows
+    no labelled tick, or one."""
+    v = np.unique(np.asarray(values, float)[np.isfinite(np.asarray(values, float))])
+    if not 0 < v.size <= most:
+        return
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_locator(matplotlib.ticker.FixedLocator(v))
+    a.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{x:g}" for x in v]))
+    a.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _params(**kw) -> str:
+    """'A = 0.2, nu = 0.7, ...' of the parameters given (None left out)."""
+    return ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in kw.items()
+                     if v is not None)
+
+
+def k_star_figure(table, nu: float | None = None, *, amplitude: float | None = None, beta0: float | None = None,
+                  c2: float | None = None) -> Figure:
+    """K* against N (log-log), ticks at the N values.  Columns: ``N``, ``k_star``; optional ``label``.
+    The title shows the parameters given (A, nu, beta0, c2)."""
     c = columns(table)
-    fig, ax = _subplots(figsize=(4.6, 3.6))
+    fig, ax = _subplots(figsize=(4.8, 3.8))
     labels = c.get("label", np.array(["theory"] * len(c["N"])))
     for lab, col in zip(dict.fromkeys(labels), _colors(len(set(labels)))):
         m = labels == lab
@@ -54,33 +75,35 @@ def k_star_figure(table, nu: float | None = None) -> Figure:
         ax.plot(N[order], k[order], "--o", color=col, ms=4, label=f"{lab} (slope {slope:.3f})")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _ticks_at(ax, c["N"].astype(float))
     ax.set_xlabel("context length N (context tokens)")
-    ax.set_ylabel("diversity threshold K*")
-    title = "Predicted K* vs N"
-    if nu:
-        title += f"  (1/nu = {1 / nu:.3f})"
-    ax.set_title(title, fontsize=10)
+    ax.set_ylabel("diversity threshold K* (items)")
+    title = "Predicted K* vs N" + (f"  (1/nu = {1 / nu:.3f})" if nu else "")
+    p = _params(A=amplitude, nu=nu, beta0=beta0, c2=c2)
+    ax.set_title(title + ("\n" + p if p else ""), fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     return fig
 
 
-def onset_figure(samples, curves=None) -> Figure:
-    """Distributions of t_ICL per N: log-binned histograms and violins.
+def onset_figure(samples, curves=None, title: str | None = None) -> Figure:
+    """Distributions of t_ICL per N: log-binned histograms over the full range (no tail cut off)
+    and violins.
 
     Args:
         samples: tidy table with columns ``N`` and ``t_icl`` (iterations), one row per seed.
         curves: optional tidy table with ``N``, ``t_icl``, ``density`` (per unit log10 t):
             a theory density drawn dashed over the histograms.
+        title: the parameters (e.g. lr and the beta0 distribution), shown over the panels.
     """
     c = columns(samples)
     Ns = sorted(set(c["N"].tolist()))
     cols = _colors(len(Ns))
-    fig, (ax, ax2, ax3) = _subplots(1, 3, figsize=(13, 3.8))
+    fig, (ax, ax2, ax3) = _subplots(1, 3, figsize=(13, 4.0))
     logt = np.log10(c["t_icl"].astype(float))
     per_n = logt.size / max(1, len(Ns))
-    bins = np.linspace(np.nanpercentile(logt, 0.2), np.nanpercentile(logt, 99.8),
-                       int(np.clip(2 * np.sqrt(per_n), 8, 50)))
+    # bins over the full range: the tails are the point of the panel
+    bins = np.linspace(np.nanmin(logt), np.nanmax(logt), int(np.clip(3 * np.sqrt(per_n), 8, 120)))
     for N, col in zip(Ns, cols):
         x = logt[c["N"] == N]
         ax.hist(x, bins=bins, density=True, histtype="step", color=col, lw=1.5, label=f"N = {N}")
@@ -91,7 +114,10 @@ def onset_figure(samples, curves=None) -> Figure:
             ax.plot(np.log10(cc["t_icl"][m].astype(float)), cc["density"][m], "--", color=col, lw=1)
     ax.set_xlabel("log10 t_ICL (iterations)")
     ax.set_ylabel("density per unit log10 t")
-    ax.set_title("t_ICL across seeds" + (" (dashed: closed form)" if curves is not None else ""), fontsize=10)
+    ax.set_title("t_ICL across seeds, full range" + (" (dashed: closed form)" if curves is not None else ""),
+                 fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10)
     ax.legend(fontsize=8)
     width = 0.6 * min(np.diff(Ns)) if len(Ns) > 1 else 1.0
     parts = ax2.violinplot([logt[c["N"] == N] for N in Ns], positions=Ns, widths=width,
@@ -117,27 +143,52 @@ def onset_figure(samples, curves=None) -> Figure:
     return fig
 
 
-def onset_comparison_figure(measured, theory) -> Figure:
+def onset_comparison_figure(measured, theory, title: str | None = None,
+                            reduced_range: float | None = None) -> Figure:
     """Measured t_ICL per seed against the theory's prediction, one panel per N.
 
     Args:
         measured: tidy table ``N``, ``beta0``, ``seed``, ``t_icl`` (iterations, NaN if
             the seed never acquired ICL within ``max_iterations``), ``max_iterations``.
-        theory: tidy table ``N``, ``beta0``, ``t_icl``, ``model`` (e.g. 'exact',
-            'signal', 'noise'), evaluated on a fine beta0 grid.
+        theory: tidy table ``N``, ``beta0``, ``t_icl`` (iterations), ``model`` ('full flow':
+            the headline, a thick solid line; 'reduced ODEs'; 'signal', 'noise'; any other
+            name: gray dashes), evaluated on a fine beta0 grid; optional ``in_range`` (bool):
+            the reduced-ODE curves are drawn faint where it is False.  ``t_icl <= 0`` (a
+            beta0 already past the threshold) is not drawn on the log axis.
+        title: a title over the panels (the run's parameters).
+        reduced_range: the reduced ODEs' range, e^beta0 / sqrt(N) at most this: the beta0
+            beyond it is shaded and labelled in each panel (None: no shading).
     """
     from icl_kinetics.validate.compare import censored_median
 
     m, th = columns(measured), columns(theory)
     Ns = sorted(set(m["N"].tolist()))
-    fig, axes = _subplots(1, len(Ns), figsize=(3.6 * len(Ns), 3.5), sharey=True, squeeze=False)
-    styles = {"exact": ("k", "--"), "signal": ("tab:blue", ":"), "noise": ("tab:red", ":")}
+    fig, axes = _subplots(1, len(Ns), figsize=(3.9 * len(Ns), 3.9), sharey=True, squeeze=False)
+    styles = {"full flow": ("k", "-", 2.0), "reduced ODEs": ("tab:gray", "--", 1.3),
+              "exact": ("tab:gray", "--", 1.3), "signal": ("tab:blue", ":", 1.0), "noise": ("tab:red", ":", 1.0)}
+    names = {"full flow": "theory: full flow (headline)", "reduced ODEs": "reduced ODEs (Eq. 6)",
+             "exact": "reduced ODEs (Eq. 6)", "signal": "reduced: signal formula", "noise": "reduced: noise formula"}
+    has_range = "in_range" in th
     for ax, N in zip(axes[0], Ns):
         for model in dict.fromkeys(th["model"].tolist()):
             sel = (th["N"] == N) & (th["model"] == model)
-            colr, ls = styles.get(model, ("gray", "--"))
-            ax.plot(th["beta0"][sel], th["t_icl"][sel].astype(float), ls, color=colr, lw=1.2,
-                    label=f"theory ({model})")
+            colr, ls, lw = styles.get(model, ("gray", "--", 1.2))
+            b, t = th["beta0"][sel].astype(float), th["t_icl"][sel].astype(float)
+            t = np.where(t > 0, t, np.nan)
+            if has_range and model != "full flow":
+                ok = th["in_range"][sel].astype(bool)
+                ax.plot(b, np.where(ok, t, np.nan), ls, color=colr, lw=lw, label=names.get(model, model))
+                # faint outside the range (one point of overlap keeps the line continuous)
+                out = ~ok | np.concatenate([~ok[1:], [False]])
+                ax.plot(b, np.where(out, t, np.nan), ls, color=colr, lw=lw, alpha=0.3)
+            else:
+                ax.plot(b, t, ls, color=colr, lw=lw, label=names.get(model, model), zorder=3)
+        if reduced_range is not None:
+            edge = float(np.log(reduced_range * np.sqrt(N)))  # e^beta0 / sqrt(N) = reduced_range
+            x_hi = float(np.nanmax(th["beta0"][th["N"] == N].astype(float)))
+            if edge < x_hi:
+                ax.axvspan(edge, x_hi, color="tab:orange", alpha=0.08, lw=0,
+                           label=f"reduced ODEs outside range\n(e^beta0/sqrt(N) > {reduced_range:g})")
         sel = m["N"] == N
         t = m["t_icl"][sel].astype(float)
         b = m["beta0"][sel].astype(float)
@@ -147,16 +198,21 @@ def onset_comparison_figure(measured, theory) -> Figure:
         if (~ok).any():
             cap = m["max_iterations"][sel].astype(float)[~ok]
             ax.plot(b[~ok] + jitter[~ok], cap, "^", ms=5, color="tab:orange", label="not acquired (censored)")
+        first = True
         for bb in sorted(set(b.tolist())):
             med = censored_median(t[b == bb])  # the median of compare's table, drawn
             if med is not None:
-                ax.plot([bb], [med], "s", ms=7, mfc="none", mec="tab:green", mew=1.5)
+                ax.plot([bb], [med], "s", ms=7, mfc="none", mec="tab:green", mew=1.5,
+                        label="SGD median" if first else None)
+                first = False
         ax.set_yscale("log")
         ax.set_title(f"N = {N}", fontsize=10)
         ax.set_xlabel("beta0")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("t_ICL (iterations)")
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=6.5)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
@@ -311,14 +367,15 @@ def k_star_prediction_figure(panels: Sequence[Mapping]) -> Figure:
     return fig
 
 
-def drive_figure(panels: Sequence[Mapping]) -> Figure:
+def drive_figure(panels: Sequence[Mapping], params: str | None = None) -> Figure:
     """The head's drive I = lr int c1 dt (learning-rate time) of each finite-K seed against
     K: at its ICL onset (filled) or, for seeds that never acquired, at its last evaluation
     (crosses), one panel per N.  The theory's K-independent threshold is the K = inf onset
     drive: its median (dashed) and its 10-90 % band (shaded).  Each panel (``drive_at_onset``'s
     ``figure_data``): ``N``, ``K``, ``i_k`` (the drive I_K of each seed), ``acquired`` (per
-    seed), ``inf`` (K = inf onset drives), ``median`` (their Kaplan-Meier median)."""
-    fig, axes = _subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5),
+    seed), ``inf`` (K = inf onset drives), ``median`` (their Kaplan-Meier median).  ``params``:
+    the run's parameters (e.g. "lr = 0.01"), appended to the title; x ticks at the K values."""
+    fig, axes = _subplots(1, len(panels), figsize=(max(4.2 * len(panels), 6.0), 3.8),
                              squeeze=False, sharey=True)
     for ax, p in zip(axes[0], panels):
         K, I = np.asarray(p["K"], float), np.asarray(p["i_k"], float)
@@ -333,13 +390,14 @@ def drive_figure(panels: Sequence[Mapping]) -> Figure:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _ticks_at(ax, K)
         ax.set_xlabel("K (items)")
         ax.set_title(f"N = {p['N']:g}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("drive lr * int c1 dt (learning-rate time)", fontsize=8)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("the head's drive at ICL onset against K (theory: a threshold that does not depend on K, dashed)",
-                 fontsize=10)
+    fig.suptitle("the head's drive at ICL onset against K\n(theory: a threshold that does not depend on K, "
+                 "dashed)" + (f"; {params}" if params else ""), fontsize=9)
     return fig
 
 
@@ -358,6 +416,7 @@ def k_star_scaling_figure(N, k_star, k_star_ci, predicted_slope: float, slope: f
         nn = np.geomspace(N.min() * 0.9, N.max() * 1.1, 20)
         ax.plot(nn, k0 * (nn / n0) ** predicted_slope, "--", color="k", label=f"slope 1/nu = {predicted_slope:.2f}")
     _loglog(ax, "N (context tokens)", "K* (items)", "diversity threshold against context length", 8)
+    _ticks_at(ax, N)
     return fig
 
 

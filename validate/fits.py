@@ -78,6 +78,9 @@ __all__ = [
     "wilson_interval",
     "is_linear",
     "sd_interval",
+    "slope_t_interval",
+    "line_t_intervals",
+    "MIN_BOOTSTRAP_POINTS",
     "REASON_NO_TRANSITION",
     "REASON_OUTSIDE_RANGE",
     "REASON_NO_CONVERGENCE",
@@ -88,6 +91,11 @@ REASON_OUTSIDE_RANGE = "K* outside the measured range"
 REASON_NO_CONVERGENCE = "the sigmoid fit did not converge"
 
 _CI_LEVEL = 0.95
+#: no interval is bootstrapped over fewer points than this: with a handful of points the
+#: resamples repeat a few distinct sets, and the percentile interval comes out far too narrow
+#: (3 points give a "CI" of the slope that is a fraction of its real uncertainty).  Below it the
+#: checks use :func:`slope_t_interval` (docs/validation.md, "What each check needs")
+MIN_BOOTSTRAP_POINTS = 8
 _Q_LO, _Q_HI = (1.0 - _CI_LEVEL) / 2.0, 1.0 - (1.0 - _CI_LEVEL) / 2.0
 _NAN = float("nan")
 
@@ -474,6 +482,35 @@ def linear_fit(x, y, n_boot: int = 1000, seed: int = 0) -> LinearFit:
         sb = np.empty(0)
     return LinearFit(slope=s, intercept=i0, r2=r2, slope_ci=_percentile_ci(sb), linearity=linearity, n=n,
                      n_boot=n_boot, n_boot_ok=int(sb.size))
+
+
+def line_t_intervals(x, y, confidence: float = 0.95) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The Student-t intervals of an OLS line's slope and intercept: each +- t(n - 2) times
+    its standard error.  ((slope_lo, slope_hi), (intercept_lo, intercept_hi)).
+
+    For fits over a few points (fewer than :data:`MIN_BOOTSTRAP_POINTS`), where a bootstrap
+    over points is too narrow.  Needs >= 3 points with >= 2 distinct x; an exact line gives
+    zero-width intervals.  Units: those of y per unit of x (slope), of y (intercept)."""
+    xa = _array("x", x, min_n=3)
+    ya = _array("y", y)
+    _same_length("y", ya, "x", xa)
+    _distinct("x", xa, 2)
+    n = xa.size
+    dx = xa - xa.mean()
+    sxx = float((dx * dx).sum())
+    slope = float((dx * (ya - ya.mean())).sum() / sxx)
+    intercept = float(ya.mean() - slope * xa.mean())
+    resid = ya - ya.mean() - slope * dx
+    s2 = float((resid**2).sum()) / (n - 2)
+    t = float(stats.t.ppf(0.5 + confidence / 2, n - 2))
+    se_s = math.sqrt(s2 / sxx)
+    se_i = math.sqrt(s2 * (1.0 / n + xa.mean() ** 2 / sxx))
+    return (slope - t * se_s, slope + t * se_s), (intercept - t * se_i, intercept + t * se_i)
+
+
+def slope_t_interval(x, y, confidence: float = 0.95) -> tuple[float, float]:
+    """The Student-t interval of an OLS slope (:func:`line_t_intervals`)."""
+    return line_t_intervals(x, y, confidence)[0]
 
 
 # --------------------------------------------------------------------------- survival

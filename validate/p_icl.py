@@ -17,11 +17,17 @@ from icl_kinetics.validate.memorization import i_k_table
 
 
 # ----------------------------------------------------------------------------- bimodality
+#: bimodality's band around Sarle's 5/9: "holds" above 5/9 + BC_BAND, "does not hold" below
+#: 5/9 - BC_BAND, "inconclusive" between (one seed moves the coefficient by a few hundredths at 12-16 seeds)
+BC_BAND = 0.05
+#: P(ICL): "does not hold" needs the prediction outside the measured fraction's 99% Wilson
+#: interval; "holds" needs it to overlap the 95% one; between them "inconclusive"
+REJECT_CONFIDENCE = 0.99
 def bimodality(table, rung: str = "transformer") -> list[Verdict]:
     """Near K*, outcomes split: each seed either acquires ICL or does not, and which one
     depends on its own beta0 (theory: a seed escapes iff beta0 > beta0_c(I_K, N)).
 
-    Per finite (N, K) with >= 8 seeds: the fraction acquiring (t_ICL observed) with a 95%
+    Per finite (N, K) with >= ``requirements.MIN_SEEDS_BIMODAL`` (12) seeds: the fraction acquiring (t_ICL observed) with a 95%
     Wilson interval, Sarle's bimodality coefficient of the final ICL accuracies (> 5/9
     suggests two modes), and, when the table has the effective beta at iteration 0, a
     one-sided Mann-Whitney test that acquiring seeds started with larger beta0.
@@ -30,9 +36,15 @@ def bimodality(table, rung: str = "transformer") -> list[Verdict]:
     (``theory.head_escaped``: w > 0, beta > beta_c at the last evaluation), since its MLP's
     logit on novel items can hold the accuracy down, and the coefficient is taken on the
     final betas."""
+    from icl_kinetics.validate.requirements import MIN_SEEDS_BIMODAL, inconclusive
+
     seeds = [s for s in seed_summaries(table) if s.finite_k and s.icl_model]
-    out = [_bimodality_at(N, K, sn, rung) for (N, K), sn in sorted(by_point(seeds).items()) if len(sn) >= 8]
-    return out or [Verdict.skipped("bimodality", rung, "needs >= 8 seeds at one finite (N, K)")]
+    if not seeds:
+        return [Verdict.skipped("bimodality", rung, "needs ICL-model runs at finite K")]
+    pts = by_point(seeds)
+    out = [_bimodality_at(N, K, sn, rung) for (N, K), sn in sorted(pts.items()) if len(sn) >= MIN_SEEDS_BIMODAL]
+    return out or [inconclusive("bimodality", rung, [f">= {MIN_SEEDS_BIMODAL} seeds at one finite (N, K) (has at "
+                                                     f"most {max(len(v) for v in pts.values())})"])]
 
 
 def _beta0_test(sn, acquired) -> tuple[float | None, str]:
@@ -66,12 +78,14 @@ def _bimodality_at(N: float, K: float, sn: list, rung: str) -> Verdict:
         verdict, reason = "inconclusive", (f"{k} of {n} seeds acquired ICL: this K is not near K* "
                                            "(the fraction's interval touches 0 or 1)")
     else:
-        holds = np.isfinite(coef) and coef > 5 / 9
-        verdict = "holds" if holds else "does not hold"
+        holds = bool(np.isfinite(coef) and coef > 5 / 9 + BC_BAND)
+        fails = bool(not np.isfinite(coef) or coef < 5 / 9 - BC_BAND)
+        verdict = "holds" if holds else ("does not hold" if fails else "inconclusive")
         what = "final betas" if head else "final ICL accuracies"
         reason = (f"{k} of {n} seeds {'escaped (w > 0, beta > beta_c)' if head else 'acquired ICL'} "
                   f"(95% interval {lo:.2f}-{hi:.2f}); {what} "
-                  f"{'are' if holds else 'are not'} bimodal (coefficient {coef:.2f} vs 5/9)") + mech
+                  + ("are bimodal" if holds else "are not bimodal" if fails else "are between")
+                  + f" (coefficient {coef:.2f} vs 5/9 +- {BC_BAND:g})") + mech
     return Verdict(prediction="bimodality", rung=f"{rung}, N = {N:g}, K = {K:g}",
                    predicted="seeds split into ICL and no-ICL; larger beta0 acquires",
                    measured=f"{k}/{n} acquired, bimodality coefficient {coef:.2f}",
@@ -82,6 +96,19 @@ def _bimodality_at(N: float, K: float, sn: list, rung: str) -> Verdict:
 
 
 # ----------------------------------------------------------------------------- P(ICL) from c1
+def _fraction_verdict(pred, k: int, n: int, overlap: bool) -> tuple[str, str]:
+    """The verdict on a predicted range of a fraction against k of n seeds: "holds" when it
+    overlaps the 95% Wilson interval, "does not hold" only when it misses the wider
+    :data:`REJECT_CONFIDENCE` one, "inconclusive" between (with the words that say so)."""
+    if overlap:
+        return "holds", ""
+    lo, hi = fits.wilson_interval(k, n, REJECT_CONFIDENCE)
+    if pred[0] <= hi and pred[1] >= lo:
+        return "inconclusive", (f", but lies in its {REJECT_CONFIDENCE:.0%} interval [{lo:.2f}, {hi:.2f}]: too close "
+                                "to reject")
+    return "does not hold", f", and its {REJECT_CONFIDENCE:.0%} interval [{lo:.2f}, {hi:.2f}] too"
+
+
 def p_icl_from_c1(mlp_table, icl_table, beta0_mean: float = 0.0, beta0_std: float = 1.0,
                   rung: str = "minimal model + MLP") -> list[Verdict]:
     """P(ICL | K, N) across seeds (theory.p_icl): with beta0 ~ Normal(mean, std) across seeds
@@ -89,18 +116,25 @@ def p_icl_from_c1(mlp_table, icl_table, beta0_mean: float = 0.0, beta0_std: floa
     the escaping fraction is Phi((mean - beta0_c) / std).  Bracketed between c2 = 0 and 1/2
     as for K*.  Measured: the fraction whose head escaped (``theory.head_escaped``: w > 0,
     beta > beta_c), with a 95% Wilson interval."""
+    from icl_kinetics.validate.requirements import MIN_MLP_K, MIN_SEEDS_POINT, inconclusive
+
     ik = i_k_table(mlp_table) if mlp_table is not None and "c1" in mlp_table else {"K": []}
-    if len(ik["K"]) < 2:
-        return [Verdict.skipped("p_icl", rung, "needs standalone-MLP runs with c1 at >= 2 K")]
+    if not ik["K"]:
+        return [Verdict.skipped("p_icl", rung, "needs standalone-MLP runs (model = mlp) with c1 and lr")]
     seeds = [s for s in seed_summaries(icl_table) if s.model == "minimal" and s.finite_k]
+    if not seeds:
+        return [Verdict.skipped("p_icl", rung, "needs runs of the minimal model at finite K")]
+    if len(ik["K"]) < MIN_MLP_K:
+        return [inconclusive("p_icl", rung, [f"MLP runs with c1 at >= {MIN_MLP_K} K (has {len(ik['K'])})"])]
     lk, li = np.log(ik["K"]), np.log(np.maximum(ik["i_k"], 1e-300))
     out = []
     for (N, K), sn in sorted(by_point(seeds).items()):
-        if len(sn) < 8 or not (lk.min() <= math.log(K) <= lk.max()):
+        if len(sn) < MIN_SEEDS_POINT or not (lk.min() <= math.log(K) <= lk.max()):
             continue
         ik_at = float(np.exp(np.interp(math.log(K), lk, li)))
         out.append(_p_icl_from_c1_at(N, K, sn, ik_at, beta0_mean, beta0_std, rung))
-    return out or [Verdict.skipped("p_icl", rung, "needs >= 8 seeds at one (N, K) inside the MLP runs' K range")]
+    return out or [inconclusive("p_icl", rung, [f">= {MIN_SEEDS_POINT} seeds at one (N, K) inside the MLP runs' K "
+                                                f"range [{ik['K'][0]:g}, {ik['K'][-1]:g}]"])]
 
 
 def _p_icl_from_c1_at(N, K, sn, ik_at: float, beta0_mean: float, beta0_std: float, rung: str) -> Verdict:
@@ -111,12 +145,13 @@ def _p_icl_from_c1_at(N, K, sn, ik_at: float, beta0_mean: float, beta0_std: floa
     n, k = len(esc), sum(esc)
     lo, hi = fits.wilson_interval(k, n)
     overlap = pred[0] <= hi and pred[1] >= lo
+    verdict, band = _fraction_verdict(pred, k, n, overlap)
     return Verdict(prediction="p_icl", rung=f"{rung}, N = {N:g}, K = {K:g}", predicted=f"{pred[0]:.2f} - {pred[1]:.2f}",
                    measured=f"{k}/{n} = {k / n:.2f} [{lo:.2f}, {hi:.2f}]", metric="prediction vs 95% Wilson interval",
-                   verdict="holds" if overlap else "does not hold",
+                   verdict=verdict,
                    reason=f"I_K(T) = {ik_at:.1f} from the MLP alone; beta0 ~ Normal({beta0_mean:g}, {beta0_std:g}^2) "
                           f"(the runs' initialization); the predicted fraction "
-                          f"{'lies in' if overlap else 'misses'} the measured interval",
+                          f"{'lies in' if overlap else 'misses'} the measured interval" + band,
                    details={"i_k": ik_at, "predicted": pred, "measured": [k, n], "interval": [lo, hi]})
 
 
@@ -184,17 +219,26 @@ def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "t
         onset_slope: (s, (lo, hi)) measured at K = inf on the same model, or None.
         log_threshold_sd: (sd, (lo, hi)) of log t_ICL within N at K = inf, or None.
     """
+    from icl_kinetics.validate.requirements import MIN_SEEDS_POINT, inconclusive
+
     slope, spread = _measured(onset_slope), _measured(log_threshold_sd)
     slope = slope if slope is not None and max(slope.value, *slope.ci) < 0 else None
     spread = spread if spread is not None and min(spread.value, *spread.ci) > 0 else None
     seeds = [s for s in seed_summaries(table) if s.icl_model and s.finite_k]
+    if not seeds:
+        return [Verdict.skipped("p_icl", rung, "needs ICL-model runs at finite K")]
     out = []
     for (N, K), sn in sorted(by_point(seeds).items()):
         ks = k_star.get(N)
-        if len(sn) < 8 or ks is None or not np.all(np.isfinite(ks)):
+        if len(sn) < MIN_SEEDS_POINT or ks is None or not np.all(np.isfinite(ks)):
             continue
         out.append(_p_icl_at(N, K, sn, KStar(*ks), nu, nu_ci, rung, spread, slope))
-    return out or [Verdict.skipped("p_icl", rung, "needs >= 8 seeds at one finite (N, K) with K*(N) measured")]
+    if out:
+        return out
+    if not any(np.all(np.isfinite(k_star[s.N])) for s in seeds if s.N in k_star):
+        return [Verdict.skipped("p_icl", rung, "needs K*(N) measured at the N of these runs (K* measured at N = "
+                                f"{', '.join(f'{N:g}' for N in sorted(k_star)) or 'none'})")]
+    return [inconclusive("p_icl", rung, [f">= {MIN_SEEDS_POINT} seeds at one finite (N, K) whose N has K*(N) measured"])]
 
 
 def _threshold_spreads(sn, spread: Estimate | None, slope: Estimate | None) -> tuple[dict, float]:
@@ -238,11 +282,12 @@ def _p_icl_at(N, K, sn, ks: KStar, nu, nu_ci, rung, spread, slope) -> Verdict:
     lo, hi = fits.wilson_interval(k, n)
     overlap = pred[0] <= hi and pred[1] >= lo
     informative = pred[1] - pred[0] < 0.8
-    verdict = ("holds" if overlap else "does not hold") if informative or not overlap else "inconclusive"
+    verdict, band = _fraction_verdict(pred, k, n, overlap)
+    verdict = verdict if informative or not overlap else "inconclusive"
     reason = (f"K*(N = {N:g}) = {ks.k_star:.0f} [{ks.lo:.0f}, {ks.hi:.0f}] from the K* sweep at this horizon, "
               f"nu = {nu:.2f}" + (f" [{nu_ci[0]:.2f}, {nu_ci[1]:.2f}]" if nu_ci else "")
               + f"; {primary}: {what}; point prediction {point:.2f} (estimates); the predicted range "
-              f"{'overlaps' if overlap else 'misses'} the measured interval")
+              f"{'overlaps' if overlap else 'misses'} the measured interval" + band)
     others = [f"{name} ({r.basis}): {r.predicted[0]:.2f} - {r.predicted[1]:.2f} (point {r.point:.2f})"
               for name, r in res.items() if name != primary]
     if others:

@@ -22,7 +22,7 @@ from icl_kinetics.validate.k_star import (
 from icl_kinetics.validate.memorization import c1_tails, coefficient_curves, measured_nu, memorization_law
 from icl_kinetics.validate.onset import onset_times, p_icl_spreads
 from icl_kinetics.validate.rung1 import rung1_onset
-from icl_kinetics.validate.schema import PREDICTIONS, available_predictions, read_table, read_tables
+from icl_kinetics.validate.schema import read_table, read_tables
 from icl_kinetics.validate.transient_icl import transience, transience_tracking
 
 #: which preset sweeps each implemented check reads
@@ -250,44 +250,155 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
     return paths
 
 
-def validate_runs(path) -> tuple[list, dict]:
-    """Every implemented check that a user's table allows; returns (verdicts, skipped) with
-    skipped = {prediction: reason naming the missing columns}.  ``path`` is one CSV or a
-    list of CSVs stacked into one table (:func:`read_tables`), or a table already read
-    (a dict of columns, as :func:`read_tables` returns).  When the table's MLP runs give
-    a memorization law that holds, its nu (and CI) is the predicted K* slope's 1/nu, as
-    in the preset report.  A file that is not a table of the schema raises
-    :class:`~icl_kinetics.errors.ParameterError` naming it (docs/validation.md)."""
-    t = path if isinstance(path, dict) else read_tables(path)
-    ok, skipped = available_predictions(t)
-    reasons = {k: "missing columns: " + ", ".join(v) for k, v in skipped.items()}
+def source_names(source) -> str:
+    """The source of a table in words, for titles: the file names, or what kind of object it is."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, dict):
+        return "a table (dict of columns)"
+    if type(source).__name__ == "DataFrame":
+        return "a DataFrame"
+    if isinstance(source, (list, tuple)) and source and all(isinstance(x, (str, Path)) for x in source):
+        return ", ".join(map(str, source))
+    if isinstance(source, (list, tuple)) and source and all(isinstance(x, dict) for x in source):
+        return "a list of rows"
+    return "several tables"
+
+
+def read_source(source, read_options: dict | None = None) -> dict:
+    """A table of the schema from anything :func:`read_tables` takes (CSV paths, a DataFrame,
+    a list of row dicts, a dict of columns), read with ``read_options`` (``column_map``,
+    ``iterations_per_epoch``, ``k_minus_one_is_inf``; those left at None are not passed).
+
+    Raises:
+        ParameterError: an unknown reading option, or a source that is not a table of the schema."""
+    opts = {k: v for k, v in (read_options or {}).items() if v is not None}
+    unknown = sorted(set(opts) - {"column_map", "iterations_per_epoch", "k_minus_one_is_inf"})
+    if unknown:
+        from icl_kinetics.errors import ParameterError
+
+        raise ParameterError(unknown[0], opts[unknown[0]], "one of the reading options column_map, "
+                             "iterations_per_epoch, k_minus_one_is_inf")
+    return read_tables(source, **opts)
+
+
+def validate_runs(source, **read_options) -> tuple[list, dict]:
+    """Every check of :data:`~icl_kinetics.validate.requirements.REQUIREMENTS` that a user's
+    table allows; returns (verdicts, skipped) with skipped = {check: reason} for each check
+    whose columns or rows the table lacks (never silently absent).  A check whose rows are
+    there but below its stated minimum gives "inconclusive: needs ..." instead.
+
+    Args:
+        source: one CSV (.csv or .csv.gz), a list of CSVs stacked into one table, a pandas
+            DataFrame, a list of row dicts, or a dict of columns (whatever
+            :func:`read_tables` takes; each goes through the same typed checks).
+        read_options: ``column_map`` ({"src": "dst"}), ``iterations_per_epoch`` (an
+            ``epoch`` column in epochs -> ``iteration``), ``k_minus_one_is_inf`` (read
+            K = -1 as K = inf), passed to :func:`read_tables`.
+
+    When the table's MLP runs give a memorization law that holds, its nu (and CI) is the
+    predicted K* slope's 1/nu and P(ICL)'s nu, as in the preset report.
+
+    Raises:
+        ParameterError: the source is not a table of the schema (docs/validation.md)."""
+    from icl_kinetics.validate.requirements import REQUIREMENTS
+
+    t = read_source(source, read_options)
+    have = set(t)
+    seeds = seed_summaries(t)
+    skipped = {}
+    for name, req in REQUIREMENTS.items():
+        miss = [c for c in req.columns if c not in have]
+        if miss:
+            skipped[name] = "missing columns: " + ", ".join(miss)
+    runs = [n for n in REQUIREMENTS if n not in skipped]
     out = []
-    nu = None
-    if "memorization_law" in ok:
+    nu = mem = None
+    if "memorization_law" in runs:
         mem = memorization_law(t)
         out.append(mem)
         nu = measured_nu(mem)
-    if "k_star_scaling" in ok:
+    if "k_star_from_c1" in runs:
+        out += k_star_from_c1(t, t)
+    if "k_star_scaling" in runs:
         out.append(k_star_scaling(t, nu=nu and nu.value, nu_ci=nu and nu.ci))
-    if "onset_times" in ok:
-        out += onset_times(t)
-    if "drive_at_onset" in ok:
+    if "drive_at_onset" in runs:
         out += drive_at_onset(t, t)
-    if "bimodality" in ok:
+    onsets = []
+    if "onset_times_linear" in runs or "onset_times_shape" in runs:
+        onsets = onset_times(t)
+        out += [v for v in onsets if v.prediction in runs]
+    if "bimodality" in runs:
         out += bimodality(t)
-    if "equalized_contexts" in ok:
+    if "p_icl" in runs:
+        out += _p_icl_of_table(t, seeds, mem, nu, onsets)
+    if "equalized_contexts" in runs:
         out.append(equalized_contexts(t))
-    if "transience" in ok:
-        out += transience(t)
-    if "transience_tracking" in ok:
+    if "transience" in runs or "icl_iwl_loss_relation" in runs:
+        out += [v for v in transience(t) if v.prediction in runs]
+    if "transience_tracking" in runs:
         out.append(transience_tracking(t))
     for name in NOT_YET:
-        if name in ok:
-            reasons[name] = "columns present, but this version does not check this prediction yet"
-    return out, reasons
+        if name in runs:
+            skipped[name] = "columns present, but this version does not check this prediction yet"
+    return out, skipped
 
 
-def _figures(verdicts, out: Path) -> dict:
+def _p_icl_of_table(t: dict, seeds: list, mem, nu, onsets: list) -> list:
+    """P(ICL) on one user table: from the MLP's I_K for the minimal model's runs (rung 2),
+    else from K*(N) measured on the table's own finite-K runs at their horizon, nu from its
+    MLP runs and the threshold spread of its K = inf onsets (rung 3)."""
+    if any(s.model == "minimal" and s.finite_k for s in seeds):
+        return p_icl_from_c1(t, t)
+    if nu is None:
+        why = ("needs nu from memorization_law holding on this table's MLP runs (model = mlp)" if mem is None else
+               f"needs nu from memorization_law holding; it is {mem.verdict} here ({mem.reason})")
+        return [Verdict(prediction="p_icl", rung="transformer", verdict="inconclusive", reason=why)]
+    fin = [s for s in seeds if s.icl_model and s.finite_k]
+    if not fin:
+        return [Verdict.skipped("p_icl", "transformer", "needs ICL-model runs at finite K")]
+    horizon = max(s.cap for s in fin)
+    return p_icl_from_k_star(t, k_star_at_horizon(t, horizon), nu.value, nu.ci, **p_icl_spreads(onsets))
+
+
+def _verdict_figure(v, out: Path, F) -> dict:
+    """The figure of one verdict (its figure_data), {} when it has none."""
+    paths = {}
+    fd = v.figure_data
+    if not fd:
+        return paths
+    if v.prediction == "memorization_law":
+        tag = "fig5" if "fig5" in v.rung else ("rung2_mlp" if "rung-2" in v.rung else "mlp")
+        paths[f"memorization_law:{tag}"] = F.save(F.memorization_figure(fd["i_k"], fd.get("fit"), fd.get("fitted")),
+                                                  out / f"{tag}_memorization.png")
+    elif v.prediction == "k_star_scaling" and "fits" in fd:
+        Ns = fd["N"]
+        paths["k_star_scaling"] = F.save(F.k_star_scaling_figure(
+            Ns, [fd["fits"][N]["k_star"] for N in Ns], [fd["fits"][N]["k_star_ci"] for N in Ns],
+            fd["predicted_slope"], fd.get("slope")), out / "fig6a_k_star_vs_N.png")
+    elif v.prediction == "onset_times_linear" and "samples" in fd:
+        tag = "figA5" if "figA5" in v.rung else "fig6b"
+        paths[f"onset_times_linear:{tag}"] = F.save(
+            F.onset_times_figure(fd["samples"], fd["median"], fd.get("fit")), out / f"{tag}_t_icl_vs_N.png")
+    elif v.prediction == "bimodality" and "acc" in fd and v.verdict != "inconclusive":
+        tag = f"N{fd['N']:g}_K{fd['K']:g}" + ("_minimal" if "minimal" in v.rung else "")
+        paths[f"bimodality:{tag}"] = F.save(F.bimodality_figure(fd["acc"], fd["observed"], fd["N"], fd["K"],
+                                                                fd.get("xlabel", "final ICL accuracy")),
+                                            out / f"fig6c_bimodality_{tag}.png")
+    elif v.prediction == "transience" and "rows" in fd:
+        tag = v.rung.split("(")[-1].rstrip(")") if "(" in v.rung else "runs"
+        paths[f"transience:{tag}"] = F.save(F.transience_runs_figure(fd["rows"]), out / f"{tag}_transience.png")
+    elif v.prediction == "onset_times_shape" and "resid" in fd:
+        tag = "figA5" if "figA5" in v.rung else "fig6b"
+        paths[f"onset_times_shape:{tag}"] = F.save(F.onset_shape_figure(fd["resid"], fd["sd_beta0"]),
+                                                   out / f"{tag}_onset_shape.png")
+    return paths
+
+
+def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
+    """Every verdict's figure; one that cannot be drawn from its data is left out and named in
+    ``not_drawn`` ({verdict: why}), never a crash of the report."""
+    not_drawn = {} if not_drawn is None else not_drawn
     from icl_kinetics.validate import figures as F
 
     paths = {}
@@ -298,34 +409,10 @@ def _figures(verdicts, out: Path) -> dict:
     if drv:
         paths["drive_at_onset"] = F.save(F.drive_figure(drv), out / "fig6a_drive_at_onset.png")
     for v in verdicts:
-        fd = v.figure_data
-        if not fd:
-            continue
-        if v.prediction == "memorization_law":
-            tag = "fig5" if "fig5" in v.rung else ("rung2_mlp" if "rung-2" in v.rung else "mlp")
-            paths[f"memorization_law:{tag}"] = F.save(F.memorization_figure(fd["i_k"], fd.get("fit"), fd.get("fitted")),
-                                                      out / f"{tag}_memorization.png")
-        elif v.prediction == "k_star_scaling" and "fits" in fd:
-            Ns = fd["N"]
-            paths["k_star_scaling"] = F.save(F.k_star_scaling_figure(
-                Ns, [fd["fits"][N]["k_star"] for N in Ns], [fd["fits"][N]["k_star_ci"] for N in Ns],
-                fd["predicted_slope"], fd.get("slope")), out / "fig6a_k_star_vs_N.png")
-        elif v.prediction == "onset_times_linear" and "samples" in fd:
-            tag = "figA5" if "figA5" in v.rung else "fig6b"
-            paths[f"onset_times_linear:{tag}"] = F.save(
-                F.onset_times_figure(fd["samples"], fd["median"], fd.get("fit")), out / f"{tag}_t_icl_vs_N.png")
-        elif v.prediction == "bimodality" and "acc" in fd and v.verdict != "inconclusive":
-            tag = f"N{fd['N']:g}_K{fd['K']:g}" + ("_minimal" if "minimal" in v.rung else "")
-            paths[f"bimodality:{tag}"] = F.save(F.bimodality_figure(fd["acc"], fd["observed"], fd["N"], fd["K"],
-                                                                    fd.get("xlabel", "final ICL accuracy")),
-                                                out / f"fig6c_bimodality_{tag}.png")
-        elif v.prediction == "transience" and "rows" in fd:
-            tag = v.rung.split("(")[-1].rstrip(")") if "(" in v.rung else "runs"
-            paths[f"transience:{tag}"] = F.save(F.transience_runs_figure(fd["rows"]), out / f"{tag}_transience.png")
-        elif v.prediction == "onset_times_shape" and "resid" in fd:
-            tag = "figA5" if "figA5" in v.rung else "fig6b"
-            paths[f"onset_times_shape:{tag}"] = F.save(F.onset_shape_figure(fd["resid"], fd["sd_beta0"]),
-                                                       out / f"{tag}_onset_shape.png")
+        try:
+            paths.update(_verdict_figure(v, out, F))
+        except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # degenerate data: say so, draw the rest
+            not_drawn[f"{v.prediction} [{v.rung}]"] = f"{type(e).__name__}: {e}"
     return paths
 
 
@@ -337,7 +424,8 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
     the report and make the result carry a ``failure`` (the CLI's exit code 3)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figs = _figures(verdicts, out)
+    not_drawn: dict = {}
+    figs = _figures(verdicts, out, not_drawn)
     if tables:
         figs.update(_panel_figures(tables, verdicts, out))
     lines = [f"# {title}", "",
@@ -357,6 +445,9 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
         lines += ["", "## Not checked by this version", "",
                   "These predictions of the theory are not yet compared with trained models here: "
                   + ", ".join(f"`{n}`" for n in NOT_YET) + ".", ""]
+    if not_drawn:
+        lines += ["", "## Figures not drawn", "", "Their data are degenerate; the verdicts above stand.", ""]
+        lines += [f"- {k}: {r}" for k, r in not_drawn.items()]
     if figs:
         lines += ["## Figures", ""] + [f"![{k}]({Path(p).name})" for k, p in figs.items()]
     if seconds is not None:
@@ -364,6 +455,8 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     res = {"title": title, "verdicts": [v.to_dict() for v in verdicts], "skipped": skipped or {},
            "not_checked": list(NOT_YET), "figures": figs, "report": str(out / "report.md")}
+    if not_drawn:
+        res["figures_not_drawn"] = not_drawn
     if problems:
         res["problems"] = dict(problems)
     write_json(out / "report.json", res)
@@ -393,8 +486,13 @@ def _committed_tables(sweeps: Path) -> list[str]:
 
 
 def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="out/validate", run: bool = True,
-                   progress: bool = True, device: str = "cpu") -> dict:
+                   progress: bool = True, device: str = "cpu", plan: bool = False, **read_options) -> dict:
     """The ``icl-kinetics validate`` command.
+
+    ``runs``: the user's table (anything :func:`validate_runs` takes), read with
+    ``read_options`` (``column_map``, ``iterations_per_epoch``, ``k_minus_one_is_inf``).
+    ``plan=True`` (``--plan``): only read it and return the plan
+    (:func:`icl_kinetics.validate.requirements.plan_table`); nothing is fitted or written.
 
     Every input is checked before any work: the tables of ``runs`` are read whole (a file
     that is not a table of the schema is refused, naming it); with ``run=False`` the
@@ -402,17 +500,22 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
     there would be nothing to check and every check would be "skipped"); ``out`` (and,
     with ``run=True``, ``sweeps``) must be folders that can be written.  Each fault is a
     :class:`~icl_kinetics.errors.ParameterError` naming the parameter and the path."""
-    from icl_kinetics.errors import one_of
+    from icl_kinetics.errors import ParameterError, one_of
     from icl_kinetics.io import check_output_dir
     from icl_kinetics.validate.schema import path_error
 
     t0 = time.perf_counter()
     if runs is not None:
-        table = read_tables(runs)
+        table = read_source(runs, read_options)
+        if plan:
+            from icl_kinetics.validate.requirements import plan_table
+
+            return plan_table(table, f"Plan for {source_names(runs)}")
         check_output_dir("out", out)
         verdicts, skipped = validate_runs(table)
-        names = ", ".join(map(str, [runs] if isinstance(runs, (str, Path)) else runs))
-        return write_report(verdicts, out, f"Validation of {names}", skipped, time.perf_counter() - t0)
+        return write_report(verdicts, out, f"Validation of {source_names(runs)}", skipped, time.perf_counter() - t0)
+    if plan:
+        raise ParameterError("plan", True, "--plan with --runs TABLE... (a plan is made for a table)")
     one_of("preset", preset, tuple(RUNG1))
     sweeps = Path(sweeps or f"runs/{preset}")
     if sweeps.exists() and not sweeps.is_dir():
@@ -438,5 +541,5 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
                         time.perf_counter() - t0, tables=tables, problems=problems)
 
 
-__all__ = ["NOT_YET", "PREDICTIONS", "SWEEPS_FOR", "run_validation", "validate_runs", "validate_sweeps",
+__all__ = ["NOT_YET", "SWEEPS_FOR", "run_validation", "validate_runs", "validate_sweeps",
            "write_report"]

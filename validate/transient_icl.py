@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from icl_kinetics.validate.core import SeedSummary, Verdict, seed_summaries
+from icl_kinetics.validate.requirements import WD_ATTN_FLOOR
 
 
 class TransienceRow(NamedTuple):
@@ -38,36 +39,62 @@ def transience(table, rung: str = "transformer", lost_below: float = 0.9) -> lis
 
     t_loss (iterations): the first evaluation after acquisition with ICL accuracy below
     ``lost_below`` (the paper's 0.9); censored at the last evaluation if never."""
+    from icl_kinetics.validate.requirements import decayed, lacks_transience, watched
+
     every = [s for s in seed_summaries(table) if np.isfinite(s.wd_attn)]
     if not every:
         return [Verdict.skipped("transience", rung, "needs the wd_attn column")]
-    # the prediction is about decay on the in-context pathway: runs without it (wd_attn = 0)
-    # are not evidence either way (an accuracy flicker below 0.9 there is not transience)
-    seeds = [s for s in every if s.wd_attn > 0]
+    # the prediction is about decay on the in-context pathway: runs without it (wd_attn at or
+    # below the floor, the paper's 1e-10 included) are not evidence either way (an accuracy
+    # flicker below 0.9 there is not transience)
+    seeds = [s for s in every if decayed(s)]
     n_zero = len(every) - len(seeds)
     if not seeds:
-        why = f"needs runs with wd_attn > 0 (L2 on the in-context pathway); all {n_zero} seeds have wd_attn = 0"
+        why = (f"needs runs with wd_attn > {WD_ATTN_FLOOR:g} (L2 on the in-context pathway; at or below it is no "
+               f"decay); all {n_zero} seeds have wd_attn <= {WD_ATTN_FLOOR:g}")
         return [Verdict.skipped("transience", rung, why), Verdict.skipped("icl_iwl_loss_relation", rung, why)]
-    rows = [_transience_row(s, lost_below) for s in seeds]
-    return [_transience_verdict(rows, n_zero, rung, lost_below), _loss_relation(seeds, rung)]
+    kept = {id(s) for s in watched(seeds)}
+    rows = [_transience_row(s, lost_below) for s in seeds if id(s) in kept or not s.observed]
+    n_early = sum(s.observed for s in seeds) - len(kept)
+    lack = lacks_transience(seeds)
+    return [_transience_verdict(rows, n_zero, rung, lost_below, n_early, lack),
+            _loss_relation([s for s in seeds if id(s) in kept], rung)]
 
 
-def _transience_verdict(rows: list[TransienceRow], n_zero: int, rung: str, lost_below: float) -> Verdict:
+#: transience: seeds that must lose ICL for "holds" (one loss can be a flicker), and the p below
+#: which a positive rho(wd, t_loss) (stronger decay losing ICL later) makes it "does not hold"
+MIN_LOST, P_LATER = 2, 0.01
+
+
+def _transience_verdict(rows: list[TransienceRow], n_zero: int, rung: str, lost_below: float, n_early: int = 0,
+                        lack: list | None = None) -> Verdict:
     from scipy.stats import spearmanr
+
+    from icl_kinetics.validate.requirements import inconclusive
 
     acq = [r for r in rows if r.acquired]
     lost = [r for r in acq if r.lost]
     wds = sorted({r.wd_attn for r in rows})
-    details = {"seeds": len(rows), "acquired": len(acq), "lost": len(lost),
+    details = {"seeds": len(rows), "acquired": len(acq), "lost": len(lost), "early_stopped": n_early,
                "per_wd": {str(w): {"acquired": sum(r.acquired for r in rows if r.wd_attn == w),
                                    "lost": sum(r.lost for r in rows if r.wd_attn == w),
                                    "n": sum(r.wd_attn == w for r in rows)} for w in wds}}
-    if not lost:
+    early = (f"; {n_early} early-stopped seeds (ended above 0.99 before the cap) are not counted as keeping ICL: "
+             "they were not watched long enough to lose it") if n_early else ""
+    if not acq and not n_early:
         return Verdict(prediction="transience", rung=rung, predicted="ICL acquired, then lost",
-                       measured=f"{len(acq)} of {len(rows)} seeds acquired, none lost ICL",
-                       verdict="inconclusive" if acq else "skipped",
-                       reason="no seed lost ICL within the runs (too short, or decay too weak at this scale)" if acq
-                       else "no seed acquired ICL", details=details, figure_data={"rows": rows})
+                       measured=f"0 of {len(rows)} seeds acquired", verdict="skipped",
+                       reason="no seed with decay acquired ICL", details=details, figure_data={"rows": rows})
+    if lack:
+        return inconclusive("transience", rung, lack, predicted="ICL acquired, then lost",
+                            measured=f"{len(lost)}/{len(acq)} transient" + early, details=details,
+                            figure_data={"rows": rows})
+    if len(lost) < MIN_LOST:
+        return Verdict(prediction="transience", rung=rung, predicted="ICL acquired, then lost",
+                       measured=f"{len(acq)} seeds acquired, {len(lost)} lost ICL",
+                       verdict="inconclusive",
+                       reason=f"fewer than {MIN_LOST} seeds lost ICL within the runs (too short, or decay too weak at "
+                              "this scale)" + early, details=details, figure_data={"rows": rows})
     verdict = "holds"
     reason = f"{len(lost)} of {len(acq)} seeds that acquired ICL lost it (accuracy < {lost_below})"
     metric = "count of transient seeds"
@@ -75,14 +102,17 @@ def _transience_verdict(rows: list[TransienceRow], n_zero: int, rung: str, lost_
         rho, p = spearmanr([r.wd_attn for r in lost], [r.t_loss for r in lost])
         details.update(spearman_rho=float(rho), spearman_p=float(p))
         metric = f"Spearman rho(wd, t_loss) = {rho:.2f} (p = {p:.2g})"
-        if rho > 0 and p < 0.05:
+        if rho > 0 and p < P_LATER:
             verdict, reason = "does not hold", reason + "; but stronger decay lost ICL later"
+        elif rho > 0 and p < 0.05:
+            verdict, reason = "inconclusive", reason + (f"; stronger decay lost ICL later (p = {p:.2g}: not below "
+                                                        f"{P_LATER}, not rejected)")
         elif rho < 0:
             reason += "; stronger decay lost ICL sooner"
     if n_zero:
-        reason += f"; {n_zero} seeds at wd_attn = 0 left out"
+        reason += f"; {n_zero} seeds at wd_attn <= {WD_ATTN_FLOOR:g} (no decay) left out"
     return Verdict(prediction="transience", rung=rung, predicted="ICL acquired then lost; sooner for stronger decay",
-                   measured=f"{len(lost)}/{len(acq)} transient", metric=metric, verdict=verdict, reason=reason,
+                   measured=f"{len(lost)}/{len(acq)} transient", metric=metric, verdict=verdict, reason=reason + early,
                    details=details, figure_data={"rows": rows})
 
 
@@ -96,11 +126,17 @@ def _loss_relation(seeds: list[SeedSummary], rung: str) -> Verdict:
     """ICL-IWL loss relation after acquisition (paper Fig. 6d): opposite trends."""
     from scipy.stats import spearmanr
 
+    from icl_kinetics.validate.requirements import MIN_ACQUIRING_DECAY, MIN_POST_EVALS, inconclusive
+
     name = "icl_iwl_loss_relation"
     pairs = [p for s in seeds if s.observed for p in _after_onset(s, "iwl_loss", "icl_loss")]
     pairs = [(iwl, icl) for iwl, icl in pairs if np.isfinite(iwl) and np.isfinite(icl)]
-    if len(pairs) < 10:
-        return Verdict.skipped(name, rung, "needs >= 10 post-acquisition evaluations with icl_loss and iwl_loss")
+    if not pairs:
+        return Verdict.skipped(name, rung, "needs evaluations after acquisition with icl_loss and iwl_loss")
+    n_acq = sum(s.observed for s in seeds)
+    if len(pairs) < MIN_POST_EVALS or n_acq < MIN_ACQUIRING_DECAY:
+        return inconclusive(name, rung, [f">= {MIN_ACQUIRING_DECAY} acquiring seeds with decay (has {n_acq}) and >= "
+                                         f"{MIN_POST_EVALS} evaluations after acquisition (has {len(pairs)})"])
     rho, p = spearmanr(*map(list, zip(*pairs)))
     verdict = "holds" if (rho < 0 and p < 0.01) else ("does not hold" if (rho > 0 and p < 0.01) else "inconclusive")
     return Verdict(prediction=name, rung=rung, predicted="after acquisition the ICL loss rises as the IWL loss falls",
@@ -121,15 +157,23 @@ def transience_tracking(table, rung: str = "transformer") -> Verdict:
 
     from icl_kinetics.theory import w_tr
 
-    pairs = []
-    for s in seed_summaries(table):
-        if not s.observed or not np.isfinite(s.wd_attn) or s.wd_attn <= 0:
-            continue
-        pairs += [(w, float(w_tr(c3, s.wd_attn))) for w, c3 in _after_onset(s, "w", "c3")
-                  if np.isfinite(c3) and np.isfinite(w)]
-    if len(pairs) < 10:
-        return Verdict.skipped("transience_tracking", rung,
-                               "needs >= 10 post-acquisition evaluations with w, c3 and wd_attn > 0")
+    from icl_kinetics.validate.requirements import (
+        MIN_ACQUIRING_DECAY, MIN_POST_EVALS, decayed, inconclusive, watched,
+    )
+
+    pairs, n_acq = [], 0
+    for s in watched([s for s in seed_summaries(table) if decayed(s)]):
+        got = [(w, float(w_tr(c3, s.wd_attn))) for w, c3 in _after_onset(s, "w", "c3")
+               if np.isfinite(c3) and np.isfinite(w)]
+        n_acq += bool(got)
+        pairs += got
+    if not pairs:
+        return Verdict.skipped("transience_tracking", rung, "needs evaluations after acquisition with w, c3 and "
+                               f"wd_attn > {WD_ATTN_FLOOR:g} (at or below it is no decay)")
+    if len(pairs) < MIN_POST_EVALS or n_acq < MIN_ACQUIRING_DECAY:
+        return inconclusive("transience_tracking", rung, [f">= {MIN_ACQUIRING_DECAY} acquiring seeds with decay (has "
+                                                          f"{n_acq}) and >= {MIN_POST_EVALS} evaluations after "
+                                                          f"acquisition (has {len(pairs)})"])
     rho, p = spearmanr(*map(list, zip(*pairs)))
     ratio = float(np.median([w / wt for w, wt in pairs if wt > 0]))
     verdict = "holds" if (rho > 0 and p < 0.01) else ("does not hold" if (rho < 0 and p < 0.01) else "inconclusive")
