@@ -13,7 +13,7 @@ Subcommands (every one takes ``--json``; ``--plot PATH`` where a picture fits)::
     train       the seed-batched training engine: the paper's transformer, the
                 two-layer control, the minimal model or the standalone MLP
     bench       benchmarks users can run on their own hardware (bench engine)
-    sweep       named, resumable sweeps of training runs: run, status, collect, list
+    sweep       named, resumable sweeps of training runs (presets or --spec FILE): run, resume, status, collect, list
     validate    the theory's predictions against trained models: report.md + figures
 
 Throughout, N counts **context tokens only** (the paper's code counts the target
@@ -74,26 +74,105 @@ def _parser_demo(sub):
     common(p, plot=False)
 
 
+_C1_TABLE_HELP = ("a measured memorization curve: CSV (.csv or .csv.gz) with columns 'iteration' and 'c1' "
+                  "(the schema's MLP rows: model = mlp, one K per curve, c1 averaged over seeds; 'lr' "
+                  "column or --lr converts iterations to learning-rate time)")
+_BETA0_EFF_HELP = ("the route from a transformer: its effective beta0 (validate's beta0, the effective beta at "
+                   "the first evaluation) is put on the theory's scale as beta0 = S * beta0_eff with a FITTED "
+                   "scale S: --beta0-scale S, or --onset-slope s (validate's per-seed d log t_ICL / d beta0_eff "
+                   "at K = inf) giving S = s / (the theory's d log t_ICL / d beta0)")
+
+
+def _add_memorization_flags(p, what: str) -> None:
+    p.add_argument("--amplitude-ci", nargs=2, type=float_type("amplitude-ci", 0.0), metavar=("LO", "HI"),
+                   help="95%% interval of A (propagated into " + what + ")")
+    p.add_argument("--nu-ci", nargs=2, type=float_type("nu-ci", 0.0), metavar=("LO", "HI"),
+                   help="95%% interval of nu (propagated into " + what + ")")
+    p.add_argument("--ci-method", choices=["delta", "monte_carlo"], default="delta",
+                   help="propagation of the intervals: delta (analytic, default) or monte_carlo "
+                        "(20000 seeded draws, --seed)")
+
+
+def _add_calibration_flags(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--beta0-scale", type=float_type("beta0-scale", 0.0), metavar="S",
+                   help="fitted scale S in beta0 = S * beta0_eff (e.g. about 0.4 for the paper's one-layer "
+                        "transformer, docs/validation.md)")
+    g.add_argument("--onset-slope", type=float_type("onset-slope", hi=0.0), metavar="SLOPE",
+                   help="validate's measured d log t_ICL / d beta0_eff (< 0); the scale S is fitted from it")
+
+
 def _parser_threshold(sub):
-    p = sub.add_parser("threshold", help="diversity threshold K*(N) for I_K(inf) = A K^nu")
+    p = sub.add_parser("threshold", help="diversity threshold K*(N) for I_K(inf) = A K^nu",
+                       description="K* = (N tau_star(beta0) / A)^(1/nu) items.  The memorization law comes from "
+                                   "--amplitude/--nu (with optional CIs) or from a measured c1 table (A, nu and "
+                                   "their t intervals fitted over its K).  " + _BETA0_EFF_HELP + ".")
     p.add_argument("--N", nargs="+", type=int_type("N", 1), required=True, help=N_HELP)
-    p.add_argument("--nu", type=float_type("nu", 0.0), required=True, help="memorization exponent nu > 0")
-    p.add_argument("--amplitude", type=float_type("amplitude", 0.0), required=True,
+    p.add_argument("--nu", type=float_type("nu", 0.0), help="memorization exponent nu > 0")
+    p.add_argument("--amplitude", type=float_type("amplitude", 0.0),
                    help="A in I_K(inf) = A K^nu, learning-rate time units (> 0)")
-    p.add_argument("--beta0", type=float_type("beta0"), default=0.0, help="initial beta (default 0)")
-    p.add_argument("--c2", type=float_type("c2", 0.0, strict=False), default=0.0,
-                   help="constant c2 of the context-label noise; 0 (default) = paper's closed form")
+    p.add_argument("--c1-table", metavar="CSV", help=_C1_TABLE_HELP + "; needs >= 3 finite K")
+    p.add_argument("--lr", type=float_type("lr", 0.0), help="learning rate of the c1 table's run (if it has no "
+                   "'lr' column)")
+    _add_memorization_flags(p, "K*")
+    p.add_argument("--seed", type=int_type("seed", 0), default=0, help="Monte Carlo seed (default 0)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--beta0", type=float_type("beta0"), default=None,
+                   help="the theory's initial beta of the head (default 0)")
+    g.add_argument("--beta0-eff", type=float_type("beta0-eff"), metavar="X",
+                   help="a transformer's effective beta0 instead: needs --beta0-scale or --onset-slope")
+    _add_calibration_flags(p)
+    p.add_argument("--c2", type=float_type("c2", 0.0, strict=False), default=_c2_default(),
+                   help="constant c2 of the context-label noise (default 1/2: an untrained MLP, the least noise "
+                        "a memorizing MLP has); 0 drops the noise: the paper's closed form")
     common(p)
 
 
+def _c2_default() -> float:
+    from icl_kinetics.theory.closed_form import C2_DEFAULT
+
+    return C2_DEFAULT
+
+
+def _ci_resamples_default() -> int:
+    from icl_kinetics.theory.onset import CI_RESAMPLES
+
+    return CI_RESAMPLES
+
+
 def _parser_onset(sub):
-    p = sub.add_parser("onset", help="t_ICL distribution per N (quantiles, histogram, violins)")
+    p = sub.add_parser("onset", help="t_ICL distribution per N (quantiles, histogram, violins)",
+                       description="Without memorization flags this is K = inf (the MLP memorizes nothing: "
+                                   "c1 = c2 = 1/2).  Finite K: --c1-table (a measured c1 curve times each "
+                                   "seed's onset), or --K with --amplitude/--nu (these fix I_K(inf) only, so "
+                                   "they give the fraction that acquires, with its range from the CIs, and "
+                                   "lower bounds on the times, not the times).  " + _BETA0_EFF_HELP + ".")
     p.add_argument("--N", nargs="+", type=int_type("N", 1), required=True, help=N_HELP)
     p.add_argument("--lr", type=float_type("lr", 0.0), required=True, help="learning rate > 0")
-    p.add_argument("--beta0-mean", type=float_type("beta0-mean"), required=True)
-    p.add_argument("--beta0-std", type=float_type("beta0-std", 0.0, strict=False), required=True)
+    p.add_argument("--beta0-mean", type=float_type("beta0-mean"),
+                   help="mean of the seeds' initial beta0 ~ Normal(mean, std^2), on the theory's scale")
+    p.add_argument("--beta0-std", type=float_type("beta0-std", 0.0, strict=False),
+                   help="standard deviation of the seeds' beta0 (>= 0; 0: one onset for all seeds)")
+    p.add_argument("--beta0-eff-mean", type=float_type("beta0-eff-mean"),
+                   help="instead: mean of a transformer's effective beta0 (needs --beta0-scale or --onset-slope)")
+    p.add_argument("--beta0-eff-std", type=float_type("beta0-eff-std", 0.0, strict=False),
+                   help="instead: standard deviation of the effective beta0")
+    _add_calibration_flags(p)
+    p.add_argument("--c2", type=float_type("c2", 0.0, strict=False), default=_c2_default(),
+                   help="constant c2 (default 1/2)")
+    p.add_argument("--c1-table", metavar="CSV", help=_C1_TABLE_HELP + "; finite K: the onsets it drives")
+    p.add_argument("--ci-resamples", type=int_type("ci-resamples", 100), default=None,
+                   help=f"with --c1-table: bootstrap resamples over the table's seeds (default "
+                        f"{_ci_resamples_default()}, seeded by --seed) for 95%% intervals of the closed-form "
+                        "quantiles; needs >= 3 seeds in the table")
+    p.add_argument("--K", type=float_type("K", 1.0, strict=False),
+                   help="finite K (items): selects the c1 table's K, or with --amplitude/--nu gives I_K(inf) = A K^nu")
+    p.add_argument("--amplitude", type=float_type("amplitude", 0.0), help="A of I_K(inf) = A K^nu (with --K, --nu)")
+    p.add_argument("--nu", type=float_type("nu", 0.0), help="nu of I_K(inf) = A K^nu (with --K, --amplitude)")
+    _add_memorization_flags(p, "the fraction that acquires ICL")
     p.add_argument("--samples", type=int_type("samples", 1), default=100_000, help="samples per N (default 100000)")
-    p.add_argument("--seed", type=int_type("seed", 0), default=0, help="sampling seed (default 0)")
+    p.add_argument("--seed", type=int_type("seed", 0), default=0,
+                   help="seed of the sampling and of the c1 bootstrap (default 0)")
     p.add_argument("--regime", choices=["exact", "signal", "noise"], default="exact",
                    help="escape-time formula (default exact: noise included, numeric)")
     common(p)
@@ -195,33 +274,53 @@ def _parser_compare(sub):
 
 
 def _parser_sweep(sub):
-    p = sub.add_parser("sweep", help="named, resumable sweeps of training runs (run, status, collect, list)")
+    p = sub.add_parser("sweep", help="named, resumable sweeps of training runs (run, resume, status, collect, list)")
     ss = p.add_subparsers(dest="sweep_cmd", metavar="SWEEP_COMMAND", parser_class=Parser, required=True)
     p.commands = ss.choices
-    q = ss.add_parser("run", help="run (or resume) a preset sweep; skips finished runs")
-    q.add_argument("preset", help="preset name (see 'icl-kinetics sweep list')")
-    q.add_argument("--scale", choices=["small", "paper"], default="small")
-    q.add_argument("--executor", choices=["local", "slurm"], default="local",
-                   help="local: a process pool on this machine; slurm: a submitit job array")
-    q.add_argument("--out", default=None, help="the sweep's folder (default runs/PRESET-SCALE)")
-    q.add_argument("--processes", type=int_type("processes", 1), default=None,
-                   help="local worker processes (default: one per core)")
-    q.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
-    q.add_argument("--slurm-partition", default=None)
-    q.add_argument("--slurm-time", type=int_type("slurm-time", 1), default=600, help="minutes per job")
-    q.add_argument("--slurm-gpus", type=int_type("slurm-gpus", 0), default=0, help="GPUs per job")
-    q.add_argument("--quiet", action="store_true", help="no progress bar")
-    common(q, plot=False)
+    q = ss.add_parser("run", help="run (or resume) a preset sweep, or a grid declared in a spec file; skips "
+                      "finished runs", description="Run a preset (a spec file shipped with the package) or "
+                      "--spec FILE, a grid over any TrainConfig field (docs/sweeps.md, 'Spec files').  Flags "
+                      "given here win over the spec's [execution] table.")
+    q.add_argument("preset", nargs="?", default=None, help="preset name (see 'icl-kinetics sweep list')")
+    q.add_argument("--spec", default=None, metavar="FILE",
+                   help="a .toml (or .json) spec file instead of a preset; recorded in the sweep's folder")
+    q.add_argument("--scale", default=None,
+                   help="small or paper for a preset (default small); for a spec, one of its [scale.NAME] "
+                        "tables (default: its first, or 'custom' when it declares none)")
+    q.add_argument("--out", default=None, help="the sweep's folder (default runs/NAME-SCALE)")
+    _sweep_execution_flags(q)
     for name, what in (("status", "done, failed and pending runs, and the time left"),
-                       ("collect", "one tidy table (CSV) for the whole sweep")):
+                       ("collect", "one tidy table (CSV) for the whole sweep"),
+                       ("resume", "run a sweep folder's pending runs (no preset or spec file needed)")):
         q = ss.add_parser(name, help=what)
         q.add_argument("dir", help="the sweep's folder")
         if name == "collect":
             q.add_argument("--out", default=None, help="CSV path (default DIR/collected.csv)")
-        common(q, plot=False)
-    q = ss.add_parser("list", help="the presets, their sizes and estimated CPU time")
+            common(q, plot=False)
+        elif name == "resume":
+            _sweep_execution_flags(q, device=False)
+        else:
+            common(q, plot=False)
+    q = ss.add_parser("list", help="the presets (or a spec file's scales), their sizes and estimated CPU time")
     q.add_argument("--cores", type=int_type("cores", 1), default=2, help="cores for the wall-time estimate")
+    q.add_argument("--spec", default=None, metavar="FILE", help="list this spec file's scales instead")
+    common(q, plot=False)
+
+
+def _sweep_execution_flags(q, device: bool = True):
+    """How a sweep's runs execute (never part of a run's id); default: the spec's [execution]."""
+    q.add_argument("--executor", choices=["local", "slurm"], default=None,
+                   help="local (default): a process pool on this machine; slurm: a submitit job array")
+    q.add_argument("--processes", type=int_type("processes", 1), default=None,
+                   help="local worker processes (default: one per core)")
+    if device:
+        q.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                       help="where the runs train (default: the spec's device field, else cpu)")
+    q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    q.add_argument("--slurm-partition", default=None)
+    q.add_argument("--slurm-time", type=int_type("slurm-time", 1), default=None, help="minutes per job (default 600)")
+    q.add_argument("--slurm-gpus", type=int_type("slurm-gpus", 0), default=None, help="GPUs per job (default 0)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     common(q, plot=False)
 
 
@@ -240,6 +339,14 @@ def _parser_validate(sub):
                    help="where the preset sweeps train (cuda: one process on the GPU)")
     p.add_argument("--out", default="out/validate", help="folder for report.md, report.json and figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plan", action="store_true", help="with --runs: only list each check, whether the table meets "
+                   "its minimum data and what it lacks (columns, values of N or K, seeds); nothing is fitted")
+    p.add_argument("--map", metavar="SRC=DST", action="append", default=None,
+                   help="with --runs: read column SRC as the schema's column DST (repeatable; e.g. icl_val_acc=icl_acc)")
+    p.add_argument("--iterations-per-epoch", type=int_type("iterations_per_epoch", 1), default=None, metavar="E",
+                   help="with --runs: the table has an 'epoch' column; iteration = epoch x E")
+    p.add_argument("--k-minus-one-is-inf", action="store_true",
+                   help="with --runs: read K = -1 (the paper's code's convention) as K = inf (fresh items)")
     common(p, plot=False)
 
 
@@ -254,30 +361,150 @@ def _parser_bench(sub):
 
 
 # ----------------------------------------------------------------------------- theory commands
+def _c1_curves(path, lr, name: str = "c1-table", by_seed: bool = False) -> dict:
+    """The measured c1 curves of a CSV: K (float, inf for K = inf or -1 is refused) -> (learning-rate
+    times s, c1 averaged over seeds at each iteration).  Only the schema's MLP rows are kept when the
+    table has a 'model' column with any; rows with an empty c1 are skipped.  ``by_seed``: K -> {seed
+    (its run_id and seed columns, those it has) -> (s, c1 of that seed, averaged over its rows at
+    each iteration)} instead."""
+    import csv
+    import gzip
+    import math
+
+    from icl_kinetics.errors import ParameterError
+
+    pth = Path(path)
+    if not pth.is_file():
+        raise ParameterError(name, str(path), "an existing CSV file (.csv or .csv.gz)")
+    try:
+        opener = gzip.open if pth.name.endswith(".gz") else open
+        with opener(pth, "rt", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as e:
+        raise ParameterError(name, str(path), f"a readable CSV file ({type(e).__name__})") from None
+    if not rows or not {"iteration", "c1"} <= set(rows[0]):
+        raise ParameterError(name, str(path), "a CSV with columns 'iteration' and 'c1' and at least one row")
+    if "model" in rows[0] and any(r["model"] == "mlp" for r in rows):
+        rows = [r for r in rows if r["model"] == "mlp"]
+    groups: dict = {}
+    try:
+        for r in rows:
+            if r["c1"] in ("", "nan", "NaN", None):
+                continue
+            k = float(r["K"]) if r.get("K") not in (None, "") else math.inf
+            if k < 2 and math.isfinite(k):
+                raise ParameterError(name, str(path), f"K >= 2 items or inf (a row has K = {r['K']})")
+            run_lr = float(r["lr"]) if r.get("lr") not in (None, "") else lr
+            if run_lr is None:
+                raise ParameterError("lr", None, "a learning rate > 0: the c1 table has no 'lr' column, so give --lr")
+            g = groups.setdefault(k, {})
+            if by_seed:
+                g = g.setdefault((r.get("run_id"), r.get("seed")), {})
+            g.setdefault(float(r["iteration"]), []).append((float(r["c1"]), run_lr))
+    except ValueError as e:
+        raise ParameterError(name, str(path), f"numeric 'iteration', 'c1', 'K' and 'lr' values ({e})") from None
+    if not groups:
+        raise ParameterError(name, str(path), "at least one row with a c1 value")
+    def curve(g):
+        its = sorted(g)
+        return [it * g[it][0][1] for it in its], [sum(v for v, _ in g[it]) / len(g[it]) for it in its]
+
+    if by_seed:
+        return {k: {sd: curve(g) for sd, g in gs.items()} for k, gs in groups.items()}
+    return {k: curve(g) for k, g in groups.items()}
+
+
+def _memorization_law(a) -> dict:
+    """A, nu and their intervals: from --amplitude/--nu (and --amplitude-ci/--nu-ci) or fitted to the
+    c1 table's I_K at its horizon over its finite K (t intervals)."""
+    from icl_kinetics.errors import ParameterError
+    from icl_kinetics.theory import Tabulated, memorization_law_fit
+
+    if a.c1_table:
+        if a.amplitude is not None or a.nu is not None:
+            raise ParameterError("c1-table", a.c1_table, "given alone: A and nu are fitted from it (drop "
+                                 "--amplitude/--nu)")
+        curves = {k: v for k, v in _c1_curves(a.c1_table, a.lr).items() if k != float("inf")}
+        ks = sorted(curves)
+        ik = [float(Tabulated(*curves[k]).integral(curves[k][0][-1])) for k in ks]
+        fit = memorization_law_fit(ks, ik)
+        return {**fit, "source": "c1 table", "K": ks, "i_k": ik}
+    if a.amplitude is None or a.nu is None:
+        raise ParameterError("amplitude" if a.amplitude is None else "nu", None,
+                             "given (with --nu / --amplitude), or a --c1-table")
+    return {"amplitude": a.amplitude, "nu": a.nu, "amplitude_ci": a.amplitude_ci and tuple(a.amplitude_ci),
+            "nu_ci": a.nu_ci and tuple(a.nu_ci), "source": "given"}
+
+
+def _theory_beta0(a, value, eff, name: str):
+    """(beta0 on the theory's scale, calibration dict or None): ``value`` as given, or ``eff``
+    (a transformer's effective beta0) times the fitted scale of --beta0-scale / --onset-slope."""
+    from icl_kinetics.errors import ParameterError
+    from icl_kinetics.theory import calibrate_beta0
+
+    if eff is None:
+        if a.beta0_scale is not None or a.onset_slope is not None:
+            raise ParameterError("beta0-scale" if a.beta0_scale is not None else "onset-slope",
+                                 a.beta0_scale if a.beta0_scale is not None else a.onset_slope,
+                                 f"used with --{name} (a transformer's effective beta0) only")
+        return value, None
+    if a.beta0_scale is not None:
+        cal = {"scale": a.beta0_scale, "source": "--beta0-scale", "fitted": True}
+    elif a.onset_slope is not None:
+        cal = {**calibrate_beta0(a.onset_slope, eff, c2=a.c2), "source": "--onset-slope"}
+    else:
+        raise ParameterError(name, eff, "used with --beta0-scale or --onset-slope (the fitted scale from the "
+                             "effective beta0 to the theory's)")
+    return cal["scale"] * eff, cal
+
+
 def cmd_threshold(a) -> dict:
     import numpy as np
 
-    from icl_kinetics.theory import k_star
+    from icl_kinetics.theory import k_star_interval
 
+    beta0, cal = _theory_beta0(a, 0.0 if a.beta0 is None else a.beta0, a.beta0_eff, "beta0-eff")
+    law = _memorization_law(a)
     Ns = np.array(a.N)
-    ks = k_star(Ns, a.beta0, a.amplitude, a.nu, c2=a.c2)
+    ki = k_star_interval(Ns, beta0, law["amplitude"], law["nu"], amplitude_ci=law["amplitude_ci"],
+                         nu_ci=law["nu_ci"], method=a.ci_method, seed=a.seed, c2=a.c2)
+    ks = ki["k_star"]
     slope = float(np.polyfit(np.log(Ns), np.log(ks), 1)[0]) if len(set(a.N)) > 1 else None
-    res = {"N": a.N, "k_star": ks.tolist(), "slope": slope, "predicted_slope": 1.0 / a.nu,
-           "nu": a.nu, "amplitude": a.amplitude, "beta0": a.beta0, "c2": a.c2,
+    has_ci = law["amplitude_ci"] is not None or law["nu_ci"] is not None
+    res = {"N": a.N, "k_star": ks.tolist(), "k_star_lo": ki["lo"].tolist() if has_ci else None,
+           "k_star_hi": ki["hi"].tolist() if has_ci else None, "below_one_item": ki["below_one"].tolist(),
+           "ci_method": ki["method"] if has_ci else None, "ci_draws": ki["draws"] if has_ci else None,
+           "slope": slope, "predicted_slope": 1.0 / law["nu"], "nu": law["nu"], "amplitude": law["amplitude"],
+           "nu_ci": law["nu_ci"], "amplitude_ci": law["amplitude_ci"], "memorization_source": law["source"],
+           "beta0": beta0, "beta0_eff": a.beta0_eff, "calibration": cal, "c2": a.c2,
            "units": {"N": "context tokens (target not counted)", "amplitude": "learning-rate time",
                      "k_star": "items"}}
     if a.plot:
         from icl_kinetics.validate.figures import k_star_figure, save
 
-        res["plot"] = save(k_star_figure({"N": Ns, "k_star": ks}, nu=a.nu), a.plot)
+        res["plot"] = save(k_star_figure({"N": Ns, "k_star": ks}, nu=law["nu"], amplitude=law["amplitude"],
+                                         beta0=beta0, c2=a.c2), a.plot)
     return res
 
 
 def _print_threshold(r):
-    print(f"K* for I_K(inf) = {r['amplitude']:g} K^{r['nu']:g}, beta0 = {r['beta0']:g}, c2 = {r['c2']:g}")
-    print(f"{'N':>8} {'K*':>14}")
-    for n, k in zip(r["N"], r["k_star"]):
-        print(f"{n:>8} {k:>14.6g}")
+    b = f"beta0 = {r['beta0']:g}"
+    if r["calibration"]:
+        c = r["calibration"]
+        b += f" (= {c['scale']:.3g} x beta0_eff {r['beta0_eff']:g}; scale FITTED from {c['source']})"
+    ci = "" if r["amplitude_ci"] is None else f", A in [{r['amplitude_ci'][0]:.4g}, {r['amplitude_ci'][1]:.4g}]"
+    ci += "" if r["nu_ci"] is None else f", nu in [{r['nu_ci'][0]:.4g}, {r['nu_ci'][1]:.4g}]"
+    print(f"K* for I_K(inf) = {r['amplitude']:.4g} K^{r['nu']:.4g} ({r['memorization_source']}{ci}), {b}, "
+          f"c2 = {r['c2']:g}")
+    lo_hi = r["k_star_lo"] is not None
+    print(f"{'N':>8} {'K* (items)':>14}" + (f" {'95% interval':>25}" if lo_hi else ""))
+    for i, (n, k) in enumerate(zip(r["N"], r["k_star"])):
+        rng = f" [{r['k_star_lo'][i]:>10.4g}, {r['k_star_hi'][i]:>10.4g}]" if lo_hi else ""
+        note = "  < 1 item: every K >= 1 acquires ICL (no threshold in range)" if r["below_one_item"][i] else ""
+        print(f"{n:>8} {k:>14.6g}{rng}{note}")
+    if lo_hi:
+        how = "delta method" if r["ci_method"] == "delta" else f"Monte Carlo, {r['ci_draws']} seeded draws"
+        print(f"interval: A and nu's intervals propagated ({how}, A and nu independent)")
     if r["slope"] is not None:
         print(f"log-log slope d log K*/d log N = {r['slope']:.4f}  (1/nu = {r['predicted_slope']:.4f})")
 
@@ -285,49 +512,200 @@ def _print_threshold(r):
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-def cmd_onset(a) -> dict:
+def _onset_beta0(a):
+    """(mean, std, calibration) of the seeds' beta0 on the theory's scale."""
+    from icl_kinetics.errors import ParameterError
+
+    eff = a.beta0_eff_mean is not None or a.beta0_eff_std is not None
+    if eff and (a.beta0_mean is not None or a.beta0_std is not None):
+        raise ParameterError("beta0-eff-mean", a.beta0_eff_mean, "given instead of --beta0-mean/--beta0-std, "
+                             "not with them")
+    if eff:
+        if a.beta0_eff_mean is None or a.beta0_eff_std is None:
+            raise ParameterError("beta0-eff-std" if a.beta0_eff_std is None else "beta0-eff-mean", None,
+                                 "given with --beta0-eff-mean / --beta0-eff-std (both)")
+        mean, cal = _theory_beta0(a, None, a.beta0_eff_mean, "beta0-eff-mean")
+        return mean, cal["scale"] * a.beta0_eff_std, cal
+    if a.beta0_mean is None or a.beta0_std is None:
+        raise ParameterError("beta0-mean" if a.beta0_mean is None else "beta0-std", None,
+                             "given: --beta0-mean and --beta0-std (the theory's scale), or --beta0-eff-mean and "
+                             "--beta0-eff-std with a scale")
+    _theory_beta0(a, a.beta0_mean, None, "beta0-eff-mean")
+    return a.beta0_mean, a.beta0_std, None
+
+
+def _onset_finite_k(a):
+    """The finite-K inputs: ('table', per-seed c1 curves {seed: (s, c1)}, K) / ('law', memorization law,
+    K) / (None, None, None)."""
+    from icl_kinetics.errors import ParameterError
+    from icl_kinetics.theory.onset import mean_c1_curve
+
+    if a.c1_table:
+        if a.amplitude is not None or a.nu is not None:
+            raise ParameterError("c1-table", a.c1_table, "given without --amplitude/--nu (one memorization input)")
+        curves = _c1_curves(a.c1_table, a.lr, by_seed=True)
+        if a.K is not None:
+            if a.K not in curves:
+                raise ParameterError("K", a.K, f"one of the c1 table's K: {sorted(curves)}")
+            k = a.K
+        elif len(curves) == 1:
+            k = next(iter(curves))
+        else:
+            raise ParameterError("K", None, f"given to pick one of the c1 table's K: {sorted(curves)}")
+        try:
+            mean_c1_curve(curves[k])  # the checks of the curve every onset below is driven by
+        except ParameterError as e:
+            raise ParameterError("c1-table", a.c1_table, f"c1 curves at K = {k:g} with {e.allowed} "
+                                 f"({e.name})") from None
+        return "table", curves[k], k
+    if a.amplitude is not None or a.nu is not None or a.K is not None:
+        if None in (a.amplitude, a.nu, a.K):
+            missing = next(n for n, v in (("K", a.K), ("amplitude", a.amplitude), ("nu", a.nu)) if v is None)
+            raise ParameterError(missing, None, "given: a finite-K onset from the memorization law needs --K, "
+                                 "--amplitude and --nu")
+        return "law", _memorization_law(a), a.K
+    if a.amplitude_ci or a.nu_ci:
+        raise ParameterError("amplitude-ci" if a.amplitude_ci else "nu-ci", a.amplitude_ci or a.nu_ci,
+                             "used with --K, --amplitude and --nu")
+    return None, None, None
+
+
+def _fraction_range(law, K, N, mean, std, a):
+    """P(ICL | K, N) at the law's point and over its CIs (delta method on ln I_K(inf) =
+    ln A + nu ln K, or Monte Carlo), the beta0 spread on top."""
+    import math
+    from statistics import NormalDist
+
     import numpy as np
 
-    from icl_kinetics.theory import OnsetDistribution
+    from icl_kinetics.theory import p_icl
+    from icl_kinetics.theory.closed_form import CI_DRAWS, _ci_sd
 
+    z = NormalDist().inv_cdf(0.975)
+    sd_la = _ci_sd("amplitude_ci", law["amplitude_ci"], law["amplitude"], True, z)
+    sd_nu = _ci_sd("nu_ci", law["nu_ci"], law["nu"], False, z)
+    ln_i = math.log(law["amplitude"]) + law["nu"] * math.log(K)
+    p = lambda li: float(p_icl(math.exp(li), N, mean, std, c2=a.c2, regime=a.regime))  # noqa: E731
+    point = p(ln_i)
+    if sd_la == 0 and sd_nu == 0:
+        return point, None
+    if a.ci_method == "delta":
+        sd = math.hypot(sd_la, sd_nu * math.log(K))
+        return point, (p(ln_i - z * sd), p(ln_i + z * sd))
+    rng = np.random.default_rng(a.seed)
+    li = ln_i + rng.normal(0, sd_la, CI_DRAWS) + rng.normal(0, sd_nu, CI_DRAWS) * math.log(K)
+    ps = np.array([p(v) for v in np.percentile(li, [2.5, 97.5])])  # p_icl is monotone in I_K(inf)
+    return point, (float(ps[0]), float(ps[1]))
+
+
+def cmd_onset(a) -> dict:
+    import math
+
+    import numpy as np
+
+    from icl_kinetics.theory import FiniteKOnset, OnsetDistribution
+    from icl_kinetics.theory.onset import mean_c1_curve, onset_quantile_ci
+
+    mean, std, cal = _onset_beta0(a)
+    kind, memo, K = _onset_finite_k(a)
+    c1_mean = mean_c1_curve(memo) if kind == "table" else None
+    if a.ci_resamples is not None and kind != "table":
+        from icl_kinetics.errors import ParameterError
+
+        raise ParameterError("ci-resamples", a.ci_resamples, "used with --c1-table (the bootstrap resamples its "
+                             "seeds)")
+    resamples = _ci_resamples_default() if a.ci_resamples is None else a.ci_resamples
     rows, per_n, curves = [], [], []
     for N in a.N:
-        d = OnsetDistribution(N=N, lr=a.lr, beta0_mean=a.beta0_mean, beta0_std=a.beta0_std, regime=a.regime)
+        inf_d = OnsetDistribution(N=N, lr=a.lr, beta0_mean=mean, beta0_std=std, c2=a.c2, regime=a.regime)
+        d = FiniteKOnset(N=N, lr=a.lr, c1=c1_mean, beta0_mean=mean, beta0_std=std, c2=a.c2,
+                         regime=a.regime) if kind == "table" else inf_d
         x = d.sample(a.samples, seed=a.seed + N)
-        q_emp = np.quantile(x, QUANTILES)
-        q_th = d.quantile(np.array(QUANTILES)) if a.beta0_std > 0 else np.full(len(QUANTILES), d.median())
-        per_n.append({"N": N, "median": float(np.median(x)), "mean": float(x.mean()),
-                      "quantiles": dict(zip(map(str, QUANTILES), q_emp.tolist())),
-                      "closed_form_quantiles": dict(zip(map(str, QUANTILES), q_th.tolist()))})
+        if kind == "law":  # a seed acquires iff N tau_star(beta0) < I_K(inf), i.e. t_inf < 2 I_K(inf) / lr
+            x = np.where(x < 2 * memo["amplitude"] * K ** memo["nu"] / a.lr, x, np.inf)
+        q_th = d.quantile(np.array(QUANTILES)) if std > 0 else np.full(len(QUANTILES), float(d.onset_of(mean)))
+        fin = x[np.isfinite(x)]
+        q_emp = np.quantile(np.where(np.isfinite(x), x, np.inf), QUANTILES, method="inverted_cdf")
+        row = {"N": N, "median": float(q_emp[2]), "mean": float(fin.mean()) if fin.size == x.size else None,
+               "quantiles": dict(zip(map(str, QUANTILES), q_emp.tolist())),
+               "closed_form_quantiles": dict(zip(map(str, QUANTILES), q_th.tolist()))}
+        if kind == "table":
+            row["fraction_acquired"] = d.fraction_acquired()
+            row["i_k_inf"] = d.i_k_inf()
+            ci = onset_quantile_ci(memo, QUANTILES, N=N, lr=a.lr, beta0_mean=mean, beta0_std=std, c2=a.c2,
+                                   regime=a.regime, resamples=resamples, seed=a.seed)
+            row["closed_form_quantiles_ci"] = None if ci["lo"] is None else {
+                str(q): [float(lo), float(hi)] for q, lo, hi in zip(QUANTILES, ci["lo"], ci["hi"])}
+            row["ci"] = {"method": "bootstrap over the c1 table's seeds", "level": ci["level"],
+                         "resamples": ci["resamples"], "seed": ci["seed"], "seeds": ci["seeds"],
+                         "reason": ci["reason"]}
+        if kind == "law":
+            pt, rng = _fraction_range(memo, K, N, mean, std, a)
+            row["fraction_acquired"], row["fraction_acquired_range"] = pt, rng
+            row["closed_form_quantiles"] = {str(q): (v if q < pt else math.inf) for q, v in zip(QUANTILES, q_th)}
+            row["quantiles_are_lower_bounds"] = True
+        per_n.append(row)
         if a.plot:
-            rows.extend({"N": N, "t_icl": t} for t in x[: min(a.samples, 20000)])
-            if a.beta0_std > 0:
+            rows.extend({"N": N, "t_icl": t} for t in fin[: min(fin.size, 20000)])
+            if std > 0 and kind is None:
                 tt = np.geomspace(q_th[0] / 3, q_th[-1] * 3, 200)
                 curves.extend({"N": N, "t_icl": t, "density": dd * t * np.log(10)}
                               for t, dd in zip(tt, d.pdf(tt)))
-    res = {"N": a.N, "lr": a.lr, "beta0_mean": a.beta0_mean, "beta0_std": a.beta0_std,
+    res = {"N": a.N, "lr": a.lr, "beta0_mean": mean, "beta0_std": std, "calibration": cal, "c2": a.c2,
+           "K": "inf" if kind is None else K, "memorization": kind,
+           "memorization_law": memo if kind == "law" else None,
            "regime": a.regime, "samples": a.samples, "seed": a.seed, "units": "iterations",
            "per_N": per_n}
-    if len(a.N) > 1:
+    if len(a.N) > 1 and all(math.isfinite(p["median"]) for p in per_n):
         slope, icpt = np.polyfit(a.N, [p["median"] for p in per_n], 1)
         res["median_linear_fit"] = {"slope_per_token": float(slope), "intercept": float(icpt)}
     if a.plot:
         from icl_kinetics.validate.figures import onset_figure, save
 
-        res["plot"] = save(onset_figure(rows, curves or None), a.plot)
+        title = f"lr = {a.lr:g}, beta0 ~ N({mean:.3g}, {std:.3g}^2), K = {res['K']}"
+        res["plot"] = save(onset_figure(rows, curves or None, title=title), a.plot)
     return res
 
 
 def _print_onset(r):
-    print(f"t_ICL (iterations), lr = {r['lr']:g}, beta0 ~ N({r['beta0_mean']:g}, {r['beta0_std']:g}^2), "
-          f"{r['samples']} samples per N, regime = {r['regime']}")
-    hdr = "".join(f"{'q' + k:>12}" for k in map(str, QUANTILES))
-    print(f"{'N':>6}{hdr}")
+    b = f"beta0 ~ N({r['beta0_mean']:.4g}, {r['beta0_std']:.4g}^2)"
+    if r["calibration"]:
+        b += f" (= {r['calibration']['scale']:.3g} x beta0_eff; scale FITTED from {r['calibration']['source']})"
+    k = "K = inf (c1 = c2 = 1/2)" if r["memorization"] is None else f"K = {r['K']:g} ({r['memorization']})"
+    print(f"t_ICL (iterations), lr = {r['lr']:g}, {b}, {k}, c2 = {r['c2']:g}, {r['samples']} samples per N, "
+          f"regime = {r['regime']}")
+    f = lambda v: "never" if v == float("inf") else f"{v:.5g}"  # noqa: E731
+    hdr = "".join(f"{'q' + k:>11}" for k in map(str, QUANTILES))
+    print(f"{'N':>6} {'':>11}{hdr}")
     for p in r["per_N"]:
-        print(f"{p['N']:>6}" + "".join(f"{v:>12.5g}" for v in p["quantiles"].values()))
+        print(f"{p['N']:>6} {'sampled':>11}" + "".join(f"{f(v):>11}" for v in p["quantiles"].values()))
+        print(f"{'':>6} {'closed form':>11}" + "".join(f"{f(v):>11}" for v in p["closed_form_quantiles"].values()))
+        if p.get("closed_form_quantiles_ci"):
+            lvl = f"{p['ci']['level']:.0%}"
+            for j, side in ((0, "low"), (1, "high")):
+                print(f"{'':>6} {lvl + ' CI ' + side:>11}"
+                      + "".join(f"{f(v[j]):>11}" for v in p["closed_form_quantiles_ci"].values()))
+        elif "ci" in p:
+            print(f"{'':>6} no interval for the closed form: {p['ci']['reason']}")
+        if "fraction_acquired" in p:
+            rng = p.get("fraction_acquired_range")
+            print(f"{'':>6} fraction that acquires ICL: {p['fraction_acquired']:.3f}"
+                  + (f" (range from the CIs: {rng[0]:.3f} - {rng[1]:.3f})" if rng else ""))
+    if r["memorization"] == "law":
+        print("A and nu fix I_K(inf) only, not I_K(t): the times above are the K = inf onsets, LOWER BOUNDS of "
+              "the finite-K onsets (c1 <= 1/2 while the MLP memorizes); 'never': quantile levels above the "
+              "fraction that acquires.  Give --c1-table for the times.")
+    if r["memorization"] == "table":
+        print("onsets driven by the table's c1 (averaged over its seeds); beyond its last iteration c1 is taken "
+              "as 0 (nothing claimed), so 'never' means not within the table's horizon")
+        ci = next((p["ci"] for p in r["per_N"] if p.get("closed_form_quantiles_ci")), None)
+        if ci:
+            print(f"CI: bootstrap over the table's {ci['seeds']} seeds ({ci['resamples']} resamples, seed "
+                  f"{ci['seed']}): the scatter of the measured c1 curve, beta0's spread held fixed")
     if "median_linear_fit" in r:
-        f = r["median_linear_fit"]
-        print(f"median ~ {f['slope_per_token']:.4g} * N + {f['intercept']:.3g}")
+        fit = r["median_linear_fit"]
+        sign = "+" if fit["intercept"] >= 0 else "-"
+        print(f"median ~ {fit['slope_per_token']:.4g} * N {sign} {abs(fit['intercept']):.3g}")
 
 
 def cmd_transience(a) -> dict:
@@ -561,11 +939,19 @@ def cmd_sweep(a) -> dict:
     from icl_kinetics.simulate import sweeps
 
     if a.sweep_cmd == "list":
-        from icl_kinetics.simulate.sweeps.presets import list_presets
+        from icl_kinetics.simulate.sweeps.presets import estimate, list_presets
 
-        return {"presets": list_presets(a.cores), "cores": a.cores,
+        if a.spec is not None:
+            from icl_kinetics.simulate.sweeps.specfile import load_spec, read_spec_file, scales_of
+
+            specs = [load_spec(a.spec, s, record=False) for s in scales_of(read_spec_file(a.spec)[0])]
+            rows = [{"preset": specs[0].name, "figure": specs[0].paper, "description": specs[0].description,
+                     **{sp.scale: estimate(sp, a.cores) for sp in specs}}]
+        else:
+            rows = list_presets(a.cores)
+        return {"presets": rows, "cores": a.cores,
                 "units": {"cpu_core_hours": "hours of one core", "wall_hours_on_cores": "hours"}}
-    if a.sweep_cmd == "run":
+    if a.sweep_cmd in ("run", "resume"):
         return _sweep_run(a)
     store = sweeps.SweepStore(a.dir)
     if a.sweep_cmd == "status":
@@ -573,20 +959,61 @@ def cmd_sweep(a) -> dict:
     return _sweep_collect(a, store)
 
 
-def _sweep_run(a) -> dict:
-    from icl_kinetics.simulate import sweeps
-    from icl_kinetics.simulate.sweeps.presets import check_scale_preset, preset
+def _sweep_spec(a):
+    """The sweep that ``sweep run`` / ``sweep resume`` asks for (built once, kept on ``a``)."""
+    if getattr(a, "_sweep", None) is not None:
+        return a._sweep
+    from icl_kinetics.errors import ParameterError
 
-    check_scale_preset(a.preset, a.scale)
-    _require_device(a.device)
-    spec = preset(a.preset, a.scale, device=a.device)
-    slurm = {"timeout_min": a.slurm_time, "gpus_per_node": a.slurm_gpus}
-    if a.slurm_partition:
-        slurm["slurm_partition"] = a.slurm_partition
-    # a.out: _check_outputs has filled in and checked the default, runs/PRESET-SCALE
-    res = sweeps.run_sweep(spec, a.out, executor=a.executor, progress=not (a.quiet or a.json),
-                           retry_failed=a.retry_failed, processes=a.processes, slurm=slurm)
-    res = {**res, "dir": a.out}
+    if a.sweep_cmd == "resume":
+        from icl_kinetics.simulate.sweeps import SweepStore
+
+        a._sweep = SweepStore(a.dir).spec  # the folder's own record: no preset or spec file needed
+    elif a.spec is not None:
+        from icl_kinetics.simulate.sweeps.specfile import load_spec
+
+        if a.preset is not None:
+            raise ParameterError("spec", a.spec, f"a spec file or a preset, not both (preset {a.preset!r} given)")
+        a._sweep = load_spec(a.spec, a.scale, device=a.device)
+    else:
+        from icl_kinetics.simulate.sweeps.presets import check_scale_preset, preset
+
+        if a.preset is None:
+            raise ParameterError("preset", None, "a preset name (see 'icl-kinetics sweep list') or --spec FILE")
+        scale = a.scale or "small"
+        check_scale_preset(a.preset, scale)
+        a._sweep = preset(a.preset, scale, device=a.device or "cpu")
+    return a._sweep
+
+
+def _sweep_default_out(a) -> str:
+    spec = _sweep_spec(a)
+    return f"runs/{spec.name}-{spec.scale}"
+
+
+def _sweep_run(a) -> dict:
+    from icl_kinetics.errors import one_of, positive_int
+    from icl_kinetics.simulate import sweeps
+    from icl_kinetics.simulate.sweeps.specfile import execution_of
+
+    spec = _sweep_spec(a)
+    out = a.dir if a.sweep_cmd == "resume" else a.out  # run: _check_outputs filled in the default
+    for dev in {r.config.device for r in spec.runs}:
+        _require_device(dev)
+    ex = execution_of(spec)  # the spec's [execution]; the flags win
+    executor = one_of("executor", a.executor or ex.get("executor", "local"), sweeps.EXECUTORS)
+    processes = a.processes if a.processes is not None else ex.get("processes")
+    if processes is not None:
+        processes = positive_int("processes", processes)
+    slurm = {"timeout_min": positive_int("slurm_time", a.slurm_time or ex.get("slurm_time", 600)),
+             "gpus_per_node": positive_int("slurm_gpus", a.slurm_gpus if a.slurm_gpus is not None
+                                           else ex.get("slurm_gpus", 0), 0)}
+    part = a.slurm_partition or ex.get("slurm_partition")
+    if part:
+        slurm["slurm_partition"] = str(part)
+    res = sweeps.run_sweep(spec, out, executor=executor, progress=not (a.quiet or a.json),
+                           retry_failed=a.retry_failed, processes=processes, slurm=slurm)
+    res = {**res, "dir": str(out)}
     res["failure"] = _unfinished(res)
     return res
 
@@ -625,9 +1052,10 @@ def _print_presets(r):
     print(f"{'preset':12} {'figure':14} {'scale':6} {'runs':>5} {'seeds':>6} {'seed-its':>10} "
           f"{'core-h':>8} {'wall-h':>7}  (upper bounds: every seed to its cap, {r['cores']} cores)")
     for p in r["presets"]:
-        for s in ("small", "paper"):
-            e = p[s]
-            print(f"{p['preset'] if s == 'small' else '':12} {p['figure'] if s == 'small' else '':14} {s:6} "
+        scales = [k for k, v in p.items() if isinstance(v, dict)]  # small, paper; a spec's own scales
+        for s in scales:
+            e, first = p[s], s == scales[0]
+            print(f"{p['preset'] if first else '':12} {p['figure'] if first else '':14} {s:6} "
                   f"{e['runs']:>5} {e['seeds']:>6} {e['seed_iterations']:>10.3g} {e['cpu_core_hours']:>8.3g} "
                   f"{e['wall_hours_on_cores']:>7.3g}")
 
@@ -647,21 +1075,63 @@ def _print_sweep_status(r):
                 print(f"  {what} {rid}: {why}")
 
 
+def _column_map(pairs) -> dict | None:
+    """``--map SRC=DST`` options as {SRC: DST} (None when none is given)."""
+    from icl_kinetics.errors import ParameterError
+
+    if not pairs:
+        return None
+    out = {}
+    for p in pairs:
+        src, eq, dst = p.partition("=")
+        if not eq or not src.strip() or not dst.strip() or src.strip() in out:
+            raise ParameterError("--map", p, "SRC=DST: a column of the table and the schema column it is read as, "
+                                 "each source column once")
+        out[src.strip()] = dst.strip()
+    return out
+
+
 def cmd_validate(a) -> dict:
+    from icl_kinetics.errors import ParameterError
     from icl_kinetics.validate.report import run_validation
 
+    if a.runs is None:
+        for flag, given in (("--plan", a.plan), ("--map", a.map), ("--iterations-per-epoch", a.iterations_per_epoch),
+                            ("--k-minus-one-is-inf", a.k_minus_one_is_inf)):
+            if given:
+                raise ParameterError(flag, given, "used with --runs TABLE... (it applies to your own table)")
     if not a.no_run and a.runs is None:
         _require_device(a.device)
     return run_validation(preset=a.preset, sweeps=a.sweeps, runs=a.runs, out=a.out, run=not a.no_run,
-                          progress=not (a.quiet or a.json), device=a.device)
+                          progress=not (a.quiet or a.json), device=a.device, plan=a.plan,
+                          column_map=_column_map(a.map), iterations_per_epoch=a.iterations_per_epoch,
+                          k_minus_one_is_inf=a.k_minus_one_is_inf or None)
+
+
+def _print_plan(r):
+    print(f"{r['title']}: {r['rows']} rows, {r['seeds']} seeds; N = "
+          f"{', '.join(f'{n:g}' for n in r['N']) or '-'}; K = {', '.join(f'{k:g}' for k in r['K']) or '-'}")
+    for c in r["checks"]:
+        print(f"- {c['check']}: {'can run' if c['runnable'] else 'cannot run at its minimum'}")
+        if not c["runnable"]:
+            print(f"    lacks: {'; '.join(c['lacks'])}")
+        print(f"    needs: columns {', '.join(c['columns'])}; {c['minimum']}")
 
 
 def _print_validate(r):
+    if "checks" in r:  # --plan
+        return _print_plan(r)
     print(r["title"])
     for v in r["verdicts"]:
-        print(f"- {v['prediction']} [{v['rung']}]: {v['verdict'].upper()}: predicted {v['predicted']}; "
-              f"measured {v['measured']}; {v['metric']}")
+        if v["verdict"] == "skipped":  # a reason, never "predicted -; measured -; -"
+            print(f"- {v['prediction']} [{v['rung']}]: SKIPPED: {v['reason']}")
+            continue
+        shown = [f"{k} {v[k]}" for k in ("predicted", "measured") if v[k] != "-"] + \
+            ([v["metric"]] if v["metric"] != "-" else [])
+        print(f"- {v['prediction']} [{v['rung']}]: {v['verdict'].upper()}" + (f": {'; '.join(shown)}" if shown else ""))
         print(f"    {v['reason']}")
+    for k, why in r.get("figures_not_drawn", {}).items():
+        print(f"- figure not drawn: {k}: {why}")
     for k, why in r["skipped"].items():
         print(f"- {k}: skipped ({why})")
     for k, why in r.get("problems", {}).items():
@@ -717,7 +1187,7 @@ def _check_outputs(a) -> None:
         check_output_file("--plot", a.plot, FIGURE_SUFFIXES)
     key = (a.command, getattr(a, "sweep_cmd", None)) if a.command == "sweep" else a.command
     if key == ("sweep", "run") and a.out is None:
-        a.out = f"runs/{a.preset}-{a.scale}"  # the default, checked like a given one
+        a.out = _sweep_default_out(a)  # runs/NAME-SCALE, checked like a given one
     if key in _OUT_DIRS and getattr(a, "out", None) is not None:
         check_output_dir("--out", a.out)
     if key == ("sweep", "collect"):  # the default, DIR/collected.csv, is checked like a given path

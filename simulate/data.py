@@ -1,6 +1,7 @@
 """Seeded, device-side data generator for the paper's in-context classification task.
 
-Nguyen & Reddy (ICLR 2025), paper-notes §1.2 and §7.1.  Everything here is vectorized
+Nguyen & Reddy (ICLR 2025); the task as the paper describes it, with the conventions and
+choices below (also in docs/engine.md, "Data").  Everything here is vectorized
 torch on a given ``device`` (default CPU); there are no Python loops over sequences.
 
 **N convention.**  ``N`` counts *context* tokens only; the target (query) token is NOT
@@ -55,7 +56,8 @@ as the paper's code uses one fixed seed for it.  Same seeds => bitwise identical
 on CPU; CPU and CUDA streams differ from each other.  The Zipf and non-equal-class-size
 uniform paths draw float64 / int64 random numbers (fine on CPU and CUDA, not on MPS).
 
-**Deliberate differences from the paper's released code** (paper-notes §7.2):
+**Deliberate differences from the paper's released code** (also in docs/engine.md,
+"Deliberate differences from the paper's released code"):
 
 * Data streams are seeded explicitly (the released code seeds data with ``time.time()``,
   so its runs are not reproducible and jobs started in the same second share data).
@@ -392,7 +394,7 @@ def _check_item_set(cfg: DataConfig, items, labels, device, need_class_size: int
 
 # ------------------------------------------------------------------ sampler
 class SequenceSampler:
-    """Training sequences for ONE run (one data generator); paper-notes §1.2 / §7.1.
+    """Training sequences for ONE run (one data generator), as in the module docstring's "Modes".
 
     * finite K, iid: N context indices i.i.d. from the item distribution (uniform, or
       Zipf p(k) ~ (k+1)^-alpha via inverse CDF); the target index from the same

@@ -52,7 +52,7 @@ from icl_kinetics.errors import ParameterError, finite_float, one_of, positive_f
 from icl_kinetics.simulate.workers import run_in_threads
 from icl_kinetics.theory import T_ICL_THRESHOLD
 
-__all__ = ["TrainConfig", "TrainResult", "train", "time_steps", "METRIC_COLUMNS", "BACKENDS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "time_steps", "metrics_table", "METRIC_COLUMNS", "BACKENDS"]
 
 #: the engine's backends (``TrainConfig.backend``)
 BACKENDS = ("auto", "overlaps", "autograd")
@@ -622,7 +622,11 @@ class _Group:
 
     # -- evaluation ----------------------------------------------------------------------
     def _eval_set(self, batch, attention: bool, tables=None):
-        """Accuracy, loss, and (transformer/minimal) effective (w, beta) on a test set."""
+        """Accuracy, loss, and (transformer/minimal) effective (w, beta) on a test set: the
+        theory's definitions, :func:`icl_kinetics.theory.correct_margin` and
+        :func:`icl_kinetics.theory.effective_head`."""
+        from icl_kinetics.theory.probes import correct_margin, effective_head
+
         torch = self.torch
         S = len(self.active)
         ctx = batch.ctx.unsqueeze(0).expand(S, -1, -1)
@@ -636,25 +640,17 @@ class _Group:
             outs.append(lo)
             atts.append(at)
         logit = torch.cat(outs, 1).double()
-        yl = y.double() * logit
+        yl = correct_margin(logit, y.double(), multiclass=False)  # y * logit
         res = {"acc": (yl > 0).double().mean(1), "loss": torch.nn.functional.softplus(-yl).mean(1), "yl": yl}
         if attention and atts[0] is not None:
             p_ctx = torch.cat([a[0] for a in atts], 1).double()
             p_tgt = torch.cat([a[1] for a in atts], 1).double()
-            lab = batch.labels[batch.ctx].double()
             match = (batch.ctx == batch.tgt[:, None])  # (n, N): copies of the target
-            m = (p_ctx * lab).sum(-1) * y.double()  # attention-weighted label sum along y
-            # effective beta: log of (mean weight on matching keys) / (mean weight on the others)
-            nm = match.sum(1).double() + 1.0
-            pm = ((p_ctx * match).sum(-1) + p_tgt) / nm
-            no = (~match).sum(1).double().clamp_min(1.0)
-            po = (p_ctx * (~match)).sum(-1) / no
-            beta_eff = (pm.clamp_min(1e-300).log() - po.clamp_min(1e-300).log()).mean(1)
-            # effective w: slope of y*logit on the attention readout along y
-            mc = m - m.mean(1, keepdim=True)
-            w_eff = (mc * (yl - yl.mean(1, keepdim=True))).sum(1) / (mc * mc).sum(1).clamp_min(1e-300)
+            # the one definition of the effective (w, beta), shared with validate.probes
+            head = effective_head(p_ctx, match, batch.labels[batch.ctx].double(), y.double(), yl,
+                                  attention_target=p_tgt)
             logp = torch.cat([p_ctx, p_tgt[..., None]], -1).clamp_min(1e-300).log()
-            res.update(w=w_eff, beta=beta_eff, attn_logit_std=logp.std(-1).mean(1))
+            res.update(w=head["w"], beta=head["beta"], attn_logit_std=logp.std(-1).mean(1))
         return res
 
     def _probe_phi_plus(self, S):
@@ -1047,7 +1043,7 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
             done = it >= cfg.iterations or not any(g.active for g in groups)
             if ckpt is not None:
                 _save(ckpt, cfg, groups, it)
-                write_csv(out / "metrics.csv", _rows(groups))
+                write_csv(out / "metrics.csv", metrics_table(cfg, _rows(groups)))
             if done:
                 break
         if bar is not None:
@@ -1065,6 +1061,29 @@ def _rows(groups) -> list:
     rows = [r for g in groups for r in g.rows]
     rows.sort(key=lambda r: (r["seed"], r["iteration"]))
     return rows
+
+
+def metrics_table(cfg: TrainConfig, rows: list) -> list:
+    """The rows of a run's ``metrics.csv``: each metrics row (:data:`METRIC_COLUMNS`) after
+    ``run_id`` (the run's sweep id, :func:`icl_kinetics.simulate.sweeps.run_id`) and the
+    grid columns (:data:`icl_kinetics.simulate.sweeps.GRID_COLUMNS`; K = inf for fresh
+    items), with the values ``sweep collect`` writes, so that the file is a table of the
+    validation schema as it stands (``icl-kinetics validate --runs OUT/metrics.csv``).
+
+    Args:
+        cfg: the run's configuration.
+        rows: its metrics rows (``TrainResult.rows``; iterations, nats, ...: docs/engine.md).
+
+    Returns:
+        list of dicts, one per row, keys in the file's column order.
+    """
+    # imported here: the sweeps package imports this module
+    from icl_kinetics.simulate.sweeps.spec import GRID_COLUMNS, run_id
+
+    d = cfg.to_dict()
+    head = {"run_id": run_id(cfg), **{k: (float("inf") if (k == "K" and d[k] is None) else d[k])
+                                      for k in GRID_COLUMNS}}
+    return [{**head, **r} for r in rows]
 
 
 def _result(cfg, groups, it, seconds) -> TrainResult:

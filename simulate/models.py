@@ -3,14 +3,14 @@
 Four models (``ModelConfig.kind``), all functional (parameters are a dict of tensors)
 so that S independent seeds train in one set of batched matmuls:
 
-``"transformer"`` (the paper's, paper-notes §2)::
+``"transformer"`` (the paper's one-layer transformer; docs/engine.md, "Models")::
 
     tokens (B, N+1, T) --LayerNorm(T)--> h
     q, k, v = h Wq^T, h Wk^T, h Wv^T        bias-free, single head, no output projection
     sa = softmax_causal(q k^T * 1.0) v      attention scale 1.0 (no 1/sqrt(T))
     logit = MLP(h_last + sa_last)           MLP: T -> width -> width -> 1, ReLU
 
-``"transformer2"``: the two-layer control (paper Fig. A5).  The notes give its
+``"transformer2"``: the two-layer control (paper Fig. A5).  The paper gives its
 parts but not its wiring; ours is::
 
     h = LN(tokens); r1 = h + attn1(h); r2 = r1 + MLP_mid(r1)       (every position)

@@ -227,3 +227,89 @@ def test_acc_threshold_moves_the_early_stop_unless_early_stop_is_given():
     cfg = _minimal_config(_parse(["minimal", "--t-icl-threshold", "0.9", "--early-stop", "0.99"]))
     assert (cfg.t_icl_threshold, cfg.early_stop) == (0.9, 0.99)
     assert _minimal_config(_parse(["minimal", "--early-stop", "none"])).early_stop is None
+
+
+# ---------------------------------------------------------------- threshold / onset: measured inputs, text
+def _mlp_table(path, Ks=(100, 300, 1000, 3000), lr=0.01):
+    """Schema-like MLP rows: c1(t) = 0.5 / (1 + t / t0(K)), cut at 4000 iterations, plus transformer rows
+    without c1 (skipped)."""
+    lines = ["run_id,model,K,lr,seed,iteration,c1"]
+    for K in Ks:
+        for it in np.linspace(0, 4000, 81):
+            lines.append(f"m{K},mlp,{K},{lr},0,{it:g},{0.5 / (1 + it / (0.3 * K)):.10g}")
+        lines.append(f"t{K},transformer,{K},{lr},0,0,")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_threshold_text_flags_k_star_below_one_and_prints_interval(cli):
+    code, out, _ = cli(["threshold", "--N", "50", "100", "--nu", "0.7", "--amplitude", "1000"])
+    assert code == 0 and out.count("< 1 item: every K >= 1 acquires ICL") == 2
+    code, out, _ = cli(["threshold", "--N", "50", "--nu", "0.7", "--amplitude", "0.2", "--amplitude-ci", "0.15",
+                        "0.27", "--nu-ci", "0.66", "0.74", "--json"])
+    r = json.loads(out)
+    from icl_kinetics.theory import k_star_interval
+
+    ref = k_star_interval([50], 0.0, 0.2, 0.7, amplitude_ci=(0.15, 0.27), nu_ci=(0.66, 0.74))
+    assert np.allclose(r["k_star_lo"], ref["lo"]) and np.allclose(r["k_star_hi"], ref["hi"])
+    assert r["c2"] == 0.5
+
+
+def test_threshold_beta0_eff_route_is_labelled_fitted(cli):
+    code, out, _ = cli(["threshold", "--N", "50", "--nu", "0.7", "--amplitude", "0.2", "--beta0-eff", "1.0",
+                        "--beta0-scale", "0.4"])
+    assert code == 0 and "0.4 x beta0_eff 1; scale FITTED" in out
+    ref = k_star(50, 0.4, 0.2, 0.7)
+    code, out, _ = cli(["threshold", "--N", "50", "--nu", "0.7", "--amplitude", "0.2", "--beta0-eff", "1.0",
+                        "--beta0-scale", "0.4", "--json"])
+    assert json.loads(out)["k_star"][0] == pytest.approx(ref, rel=1e-12)
+    code, _, err = cli(["threshold", "--N", "50", "--nu", "0.7", "--amplitude", "0.2", "--beta0-eff", "1.0"])
+    assert code == 2 and "--beta0-scale or --onset-slope" in err
+
+
+def test_threshold_from_a_c1_table(cli, tmp_path):
+    """A, nu fitted from the MLP rows' I_K at the horizon (independently: trapezoids of c1 * lr dt)."""
+    path = _mlp_table(tmp_path / "mlp.csv")
+    code, out, _ = cli(["threshold", "--N", "50", "--c1-table", str(path), "--json"])
+    assert code == 0
+    r = json.loads(out)
+    Ks = np.array([100, 300, 1000, 3000.0])
+    t = np.linspace(0, 4000, 81)
+    ik = [np.trapezoid(0.5 / (1 + t / (0.3 * K)), 0.01 * t) for K in Ks]
+    nu, la = np.polyfit(np.log(Ks), np.log(ik), 1)
+    assert r["nu"] == pytest.approx(nu, rel=1e-8) and r["amplitude"] == pytest.approx(np.exp(la), rel=1e-8)
+    assert r["k_star_lo"][0] < r["k_star"][0] < r["k_star_hi"][0]
+
+
+def test_onset_text_shows_closed_form_quantiles_and_signs(cli):
+    code, out, _ = cli(["onset", "--N", "2", "3", "--lr", "0.5", "--beta0-mean", "2", "--beta0-std", "0.3",
+                        "--samples", "2000"])
+    assert code == 0 and out.count("closed form") == 2 and "K = inf" in out
+    assert "+ -" not in out
+
+
+def test_onset_finite_k(cli, tmp_path):
+    """--K with --amplitude/--nu: the fraction that acquires (p_icl) and 'never' above it;
+    --c1-table: onsets of FiniteKOnset on the table's curve."""
+    from icl_kinetics.theory import FiniteKOnset, Tabulated, p_icl
+
+    code, out, _ = cli(["onset", "--N", "50", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1", "--K", "3000",
+                        "--amplitude", "0.2", "--nu", "0.7", "--nu-ci", "0.65", "0.75", "--samples", "5000", "--json"])
+    r = json.loads(out)["per_N"][0]
+    assert r["fraction_acquired"] == pytest.approx(p_icl(0.2 * 3000**0.7, 50, 0.0, 1.0), rel=1e-9)
+    lo, hi = r["fraction_acquired_range"]
+    assert lo < r["fraction_acquired"] < hi
+    assert r["closed_form_quantiles"]["0.95"] is None and r["quantiles_are_lower_bounds"]  # never: null in JSON
+    path = _mlp_table(tmp_path / "mlp.csv", lr=0.1)
+    code, out, _ = cli(["onset", "--N", "20", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1",
+                        "--c1-table", str(path), "--K", "1000", "--samples", "2000", "--json"])
+    assert code == 0
+    r = json.loads(out)["per_N"][0]
+    t = np.linspace(0, 4000, 81)
+    d = FiniteKOnset(N=20, lr=0.1, c1=Tabulated(0.1 * t, 0.5 / (1 + t / 300.0)))
+    assert 0.05 < d.fraction_acquired() < 0.95
+    assert r["closed_form_quantiles"]["0.05"] == pytest.approx(float(d.quantile(0.05)), rel=1e-9)
+    assert r["fraction_acquired"] == pytest.approx(d.fraction_acquired(), rel=1e-9)
+    code, _, err = cli(["onset", "--N", "20", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1",
+                        "--c1-table", str(path)])
+    assert code == 2 and "--K" in err

@@ -81,3 +81,39 @@ def test_final_accuracy_by_k_takes_each_seeds_last_evaluation():
     fig = F.accuracy_vs_k_figure(by)
     mean = [ln for ln in fig.axes[0].lines if ln.get_label() == "mean over seeds"][0]
     np.testing.assert_allclose(mean.get_ydata(), [0.6, 0.9])
+
+
+def test_k_star_figure_ticks_at_two_n_and_parameters_in_title():
+    """Two values of N (less than a decade apart) get labelled ticks at those values; the title
+    shows A, nu, beta0."""
+    fig = F.k_star_figure({"N": [19, 29], "k_star": [1700.0, 2400.0]}, nu=0.6, amplitude=0.2, beta0=0.0)
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [19.0, 29.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["19", "29"]
+    assert "A = 0.2" in ax.get_title() and "nu = 0.6" in ax.get_title() and "beta0 = 0" in ax.get_title()
+    fig = F.k_star_scaling_figure([19, 29], [1700.0, 2400.0], [[1500, 1900], [2000, 2800]], 1.6)
+    assert list(fig.axes[0].get_xticks()) == [19.0, 29.0]
+
+
+def test_drive_figure_ticks_and_title_fit(tmp_path):
+    """The drive figure's x axis has a tick at each K (more than one), and its suptitle is broken
+    over two lines so that it fits the figure width once drawn."""
+    panels = [{"N": 19, "K": [2048, 2048, 4096, 4096], "i_k": [5.0, 6.0, 7.0, 8.0],
+               "acquired": [True, False, True, True], "inf": [6.0, 7.0, 8.0], "median": 7.0}]
+    fig = F.drive_figure(panels, params="lr = 0.01")
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [2048.0, 4096.0]
+    fig.canvas.draw()
+    bb = fig._suptitle.get_window_extent()
+    assert bb.x0 >= 0 and bb.x1 <= fig.bbox.width and "lr = 0.01" in fig._suptitle.get_text()
+
+
+def test_onset_figure_bins_cover_the_tails():
+    """The histogram bins span every sample, the extreme tails included (nothing clipped)."""
+    rng = np.random.default_rng(0)
+    t = np.exp(rng.normal(7, 1.5, 3000))
+    fig = F.onset_figure({"N": [50] * t.size, "t_icl": t}, title="lr = 0.1")
+    ax = fig.axes[0]
+    xs = np.concatenate([p.get_path().vertices[:, 0] for p in ax.patches])
+    assert xs.min() <= np.log10(t.min()) + 1e-12 and xs.max() >= np.log10(t.max()) - 1e-12
+    assert fig._suptitle.get_text() == "lr = 0.1"

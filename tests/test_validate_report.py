@@ -15,7 +15,7 @@ def test_handwritten_table_through_validate_runs(tmp_path):
     verdicts: onset times linear in N, K* slope consistent with the paper's nu."""
     rows = []
     rng = np.random.default_rng(3)
-    for N in (10, 20, 30):
+    for N in (10, 20, 30, 40):
         for s in range(12):
             t = 100 * N * math.exp(-rng.normal(0, 0.3))
             rows += [{"seed": f"s{s}", "iteration": 0, "N": N, "K": "inf", "icl_acc": 0.5},
@@ -28,9 +28,13 @@ def test_handwritten_table_through_validate_runs(tmp_path):
     verdicts, skipped = validate_runs(path)
     byname = {v.prediction: v for v in verdicts}
     assert byname["onset_times_linear"].verdict == "holds"
-    assert byname["onset_times_shape"].verdict == "skipped"  # no beta column
+    assert skipped["onset_times_shape"] == "missing columns: beta"
     assert byname["k_star_scaling"].verdict == "skipped"  # no finite K
     assert skipped["memorization_law"] == "missing columns: model, c1, lr"
+    # every check is either run or named with its reason: none is silently absent
+    from icl_kinetics.validate.requirements import REQUIREMENTS
+
+    assert set(REQUIREMENTS) <= set(byname) | set(skipped)
     r = run_validation(runs=path, out=tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "onset_times_linear" in text and "**holds**" in text and "missing columns" in text

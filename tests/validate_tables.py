@@ -25,10 +25,11 @@ def mlp_table(nu=0.6, amp=2.0, lr=0.1, Ks=(64, 128, 256, 512, 1024), T=60_000, e
     return cols(rows)
 
 
-def kstar_table(slope=1.5, k0=2000.0, Ns=(20, 40, 80), seeds=6, shuffle=False, rng=None):
-    """Final ICL accuracy is a sharp sigmoid in log10 K around K*(N) = k0 (N/20)^slope."""
+def kstar_table(slope=1.5, k0=2000.0, Ns=(20, 40, 80), seeds=6, shuffle=False, rng=None, n_k=12):
+    """Final ICL accuracy is a sharp sigmoid in log10 K around K*(N) = k0 (N/20)^slope, at
+    ``n_k`` values of K from 250 to 2e5 (log-spaced)."""
     rng = rng or np.random.default_rng(0)
-    Ks = np.geomspace(250, 2e5, 12)
+    Ks = np.geomspace(250, 2e5, n_k)
     kst = {N: k0 * (N / 20) ** slope for N in Ns}
     if shuffle:  # break the K*-N relation: K* no longer grows with N
         vals = [kst[N] for N in Ns][::-1]

@@ -8,11 +8,22 @@ Public surface (each quantity has one name, listed with its unit in the glossary
   :func:`icl_threshold_beta` (``beta_c``), :func:`head_escaped`;
 * the loss: :func:`averaged_loss`;
 * flows: :func:`solve_flow` (full / linear / reduced) returning :class:`FlowSolution`;
+  :func:`reduced_odes_in_range` (the reduced ODEs' range, ``e^beta0 / sqrt(N) <=``
+  :data:`REDUCED_ODES_RANGE`);
 * closed forms: :func:`escape_time`, :func:`escape_condition`, :func:`t_icl`,
   :func:`k_star`, :func:`critical_beta0`, :func:`p_icl`;
 * memorization: :func:`mlp_coefficients` (numpy arrays or torch tensors), :func:`i_k`,
   curve models :class:`Constant`, :class:`PowerLaw`, :class:`Tabulated`;
-* onset distribution: :class:`OnsetDistribution`;
+* onset distribution: :class:`OnsetDistribution` (K = infinity), :class:`FiniteKOnset` (a
+  measured c1 curve: :func:`inverse_i_k`), :func:`onset_quantile_ci` (its quantiles with a
+  bootstrap interval over the seeds of a c1 table, averaged by :func:`mean_c1_curve`);
+* measured inputs: :func:`memorization_law_fit` (A, nu with t intervals),
+  :func:`k_star_interval` (their CIs propagated into K*), :func:`calibrate_beta0` and
+  :func:`onset_slope` (a transformer's effective beta0 onto the theory's scale, fitted);
+  :data:`C2_DEFAULT` = 1/2, the one default of c2;
+* what a trained network is measured by (numpy arrays or torch tensors):
+  :func:`correct_margin` (phi_plus from binary or multi-class logits),
+  :func:`effective_head` (the effective (w, beta) from attention weights);
 * transience: :func:`w_tr`, :func:`icl_loss_from_iwl_loss`, :func:`transience_flow`,
   :func:`t_icl_loss`.
 
@@ -35,11 +46,14 @@ it takes a few seconds).
 """
 
 from icl_kinetics.theory.closed_form import critical_beta0, escape_condition, escape_time, k_star, p_icl, t_icl
-from icl_kinetics.theory.flow import FlowSolution, solve_flow
+from icl_kinetics.theory.closed_form import C2_DEFAULT, calibrate_beta0, k_star_interval, onset_slope
+from icl_kinetics.theory.flow import REDUCED_ODES_RANGE, FlowSolution, reduced_odes_in_range, solve_flow
 from icl_kinetics.theory.loss import averaged_loss
 from icl_kinetics.theory.memorization import Constant, PowerLaw, Tabulated, i_k, mlp_coefficients
+from icl_kinetics.theory.memorization import inverse_i_k, memorization_law_fit
 from icl_kinetics.theory.minimal import T_ICL_THRESHOLD, head_escaped, icl_accuracy, icl_threshold_beta
-from icl_kinetics.theory.onset import OnsetDistribution
+from icl_kinetics.theory.onset import FiniteKOnset, OnsetDistribution, mean_c1_curve, onset_quantile_ci
+from icl_kinetics.theory.probes import correct_margin, effective_head
 from icl_kinetics.theory.transience import icl_loss_from_iwl_loss, t_icl_loss, transience_flow, w_tr
 
 __all__ = [
@@ -49,5 +63,8 @@ __all__ = [
     "critical_beta0", "escape_condition", "escape_time", "k_star", "p_icl", "t_icl",
     "Constant", "PowerLaw", "Tabulated", "i_k", "mlp_coefficients",
     "OnsetDistribution",
+    "correct_margin", "effective_head",
+    "C2_DEFAULT", "FiniteKOnset", "calibrate_beta0", "inverse_i_k", "k_star_interval", "memorization_law_fit",
+    "onset_slope", "mean_c1_curve", "onset_quantile_ci", "REDUCED_ODES_RANGE", "reduced_odes_in_range",
     "icl_loss_from_iwl_loss", "t_icl_loss", "transience_flow", "w_tr",
 ]

@@ -42,6 +42,13 @@ REGIMES = ("exact", "signal", "noise")
 _SIGMA_MAX = 8.0  # integrate s = beta - beta0 up to 64: the remaining time is < e^-60
 GAMMA_NUMERIC_MAX = 1e12  # the sigma-parametrized integration is reliable up to here (fails ~1e16)
 REFERENCE_MAX_STEPS = 2e5  # escape_time_reference: ~c2 * tau explicit steps on the noise plateau
+#: The one default of c2 (escape_time, t_icl, k_star, critical_beta0, p_icl, OnsetDistribution):
+#: c2 = 1 - <sigma(-phi_plus)^2> / c1 is exactly 1/2 for an untrained MLP (phi_plus = 0) and stays
+#: 1/2 at K = infinity (nothing is memorized); a memorizing MLP with phi_plus >= 0 has
+#: c2 in [1/2, 1) (sigma <= 1/2 gives <sigma^2> <= c1/2), so 1/2 is also the least context-label
+#: noise a memorizing MLP can have.  c2 = 0 drops the noise: the paper's closed forms
+#: (K* = (sqrt(pi/2) N e^-beta0 / A)^(1/nu)).
+C2_DEFAULT = 0.5
 
 
 def trajectory_invariant(w, beta):
@@ -75,7 +82,7 @@ def _check_regime(w0, c2, regime):
     return w0, c2, regime
 
 
-def escape_condition(i_k_inf, N: int, beta0, w0: float = 0.0, c2: float = 0.0, regime: str = "exact"):
+def escape_condition(i_k_inf, N: int, beta0, w0: float = 0.0, c2: float = C2_DEFAULT, regime: str = "exact"):
     """True where the head escapes: ``I_K(inf) / N > tau_star(beta0)``.
 
     ``i_k_inf`` is the total integrated residual error in learning-rate time.
@@ -248,7 +255,7 @@ def _checked_tau(beta0, w0, c2, regime, beta_c, name="beta0", value=None):
     return tau
 
 
-def escape_time(beta0, w0: float = 0.0, c2: float = 0.5, regime: str = "exact", beta_c: float = np.inf):
+def escape_time(beta0, w0: float = 0.0, c2: float = C2_DEFAULT, regime: str = "exact", beta_c: float = np.inf):
     """Escape time ``tau_star`` of the induction head, in reduced time ``tau = I_K / N``.
 
     Args:
@@ -285,7 +292,7 @@ def escape_time(beta0, w0: float = 0.0, c2: float = 0.5, regime: str = "exact", 
     return _checked_tau(beta0_a, w0, c2, regime, beta_c_a, "beta0", beta0)
 
 
-def escape_time_reference(beta0: float, w0: float = 0.0, c2: float = 0.5, beta_stop: float = 20.0,
+def escape_time_reference(beta0: float, w0: float = 0.0, c2: float = C2_DEFAULT, beta_stop: float = 20.0,
                           tail: bool = True) -> float:
     """Reference escape time by direct ``solve_ivp`` of the reduced ODE in tau (any w0).
 
@@ -350,7 +357,7 @@ def _blame(contributions: dict, what: str, result_name: str):
     return ParameterError(name, value, f"such that {result_name} is a finite float > 0 (it {what})")
 
 
-def t_icl(N: int, beta0, lr: float, w0: float = 0.0, c1: float = 0.5, c2: float = 0.5,
+def t_icl(N: int, beta0, lr: float, w0: float = 0.0, c1: float = 0.5, c2: float = C2_DEFAULT,
           regime: str = "exact", beta_c: float = np.inf):
     """ICL onset time in **iterations** for constant c1, c2 (K -> infinity: c1 = c2 = 1/2).
 
@@ -389,21 +396,29 @@ def _check_scaled(out, tau, factors, beta0, result_name, beta0_name="beta0"):
     raise _blame(contrib, "overflowed to inf" if sign > 0 else "underflowed to 0", result_name)
 
 
-def k_star(N, beta0: float, amplitude: float, nu: float, w0: float = 0.0, c2: float = 0.0,
+def k_star(N, beta0: float, amplitude: float, nu: float, w0: float = 0.0, c2: float = C2_DEFAULT,
            regime: str = "exact"):
     """Diversity threshold K* (number of items) for ``I_K(inf) = amplitude * K^nu``.
 
     ICL is acquired iff ``I_K(inf) > N tau_star(beta0)``, so
-    ``K* = (N tau_star(beta0) / amplitude)^(1/nu)``; with c2 = 0 (the default, the
-    paper's closed form) ``K* = (sqrt(pi/2) N e^-beta0 / amplitude)^(1/nu)`` and
-    ``d log K* / d log N = 1/nu``.
+    ``K* = (N tau_star(beta0) / amplitude)^(1/nu)`` and ``d log K* / d log N = 1/nu``;
+    with c2 = 0 (noise dropped, the paper's closed form)
+    ``K* = (sqrt(pi/2) N e^-beta0 / amplitude)^(1/nu)``.  A K* below 1 item means that
+    every K >= 1 acquires ICL (the threshold lies outside the range of K): callers that
+    print it say so (the ``threshold`` command does, and :func:`k_star_interval` flags it).
 
     Args:
         N: context length(s), target not counted (int or array of ints).
         beta0: initial inverse temperature.
         amplitude: A in ``I_K(inf) = A K^nu``, in learning-rate time.
         nu: memorization exponent (> 0).
-        c2: constant c2 of the context-label noise (0 drops it).
+        w0: initial readout weight.
+        c2: constant c2 of the context-label noise (default ``C2_DEFAULT`` = 1/2, the
+            value of an untrained MLP; 0 drops the noise: the paper's closed form).
+        regime: as in :func:`escape_time`.
+
+    Returns:
+        K* in items (a float, or an array over ``N``).
 
     Raises:
         ParameterError: ``N`` not integers >= 1; ``beta0`` not a finite number;
@@ -444,7 +459,7 @@ def k_star(N, beta0: float, amplitude: float, nu: float, w0: float = 0.0, c2: fl
     return out if np.ndim(N) else float(out[0])
 
 
-def critical_beta0(i_k_inf, N: int, w0: float = 0.0, c2: float = 0.0, regime: str = "exact"):
+def critical_beta0(i_k_inf, N: int, w0: float = 0.0, c2: float = C2_DEFAULT, regime: str = "exact"):
     """The beta0 above which a seed escapes, given ``I_K(inf)`` (learning-rate time).
 
     Solves ``tau_star(beta0) = I_K(inf) / N``; ``tau_star`` decreases monotonically
@@ -484,7 +499,7 @@ def critical_beta0(i_k_inf, N: int, w0: float = 0.0, c2: float = 0.0, regime: st
     return out if np.ndim(i_k_inf) else float(out[0])
 
 
-def p_icl(i_k_inf, N: int, beta0_mean: float, beta0_std: float, w0: float = 0.0, c2: float = 0.0,
+def p_icl(i_k_inf, N: int, beta0_mean: float, beta0_std: float, w0: float = 0.0, c2: float = C2_DEFAULT,
           regime: str = "exact"):
     """Fraction of seeds that acquire ICL, for ``beta0 ~ Normal(beta0_mean, beta0_std)``.
 
@@ -507,3 +522,162 @@ def p_icl(i_k_inf, N: int, beta0_mean: float, beta0_std: float, w0: float = 0.0,
         return np.where(beta0_mean > beta0_c, 1.0, 0.0) if np.ndim(beta0_c) else float(beta0_mean > beta0_c)
     p = ndtr((beta0_mean - np.asarray(beta0_c, float)) / beta0_std)
     return p if np.ndim(beta0_c) else float(p)
+
+
+#: draws of the seeded Monte Carlo route of :func:`k_star_interval` (and of the CLI's propagation)
+CI_DRAWS = 20000
+
+
+def _ci_sd(name, ci, center, log: bool, z: float):
+    """The standard deviation that a two-sided interval ``ci`` (lo, hi) at the z of ``level``
+    implies around ``center``, on the log scale for ``log=True``: the mean of the two half-widths
+    divided by z.  Refuses an interval that does not contain ``center``."""
+    if ci is None:
+        return 0.0
+    try:
+        lo, hi = (float(v) for v in ci)
+    except (TypeError, ValueError):
+        raise ParameterError(name, ci, "a pair (lo, hi) of numbers") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= center <= hi and (lo > 0 or not log)):
+        raise ParameterError(name, ci, f"a finite interval (lo, hi) with lo <= {center:g} <= hi"
+                             + (" and lo > 0" if log else ""))
+    if log:
+        return (math.log(hi) - math.log(lo)) / (2 * z)
+    return (hi - lo) / (2 * z)
+
+
+def k_star_interval(N, beta0: float, amplitude: float, nu: float, *, amplitude_ci=None, nu_ci=None,
+                    level: float = 0.95, method: str = "delta", draws: int = CI_DRAWS, seed: int = 0,
+                    w0: float = 0.0, c2: float = C2_DEFAULT, regime: str = "exact") -> dict:
+    """K* (items) with an interval propagated from the CIs of the memorization law ``A K^nu``.
+
+    The CIs are read as normal intervals at ``level`` (``amplitude_ci`` on the log scale,
+    where A is fitted; ``nu_ci`` on the linear scale), their standard deviations being the
+    mean half-width over z, and A and nu independent.  With ``L = ln(N tau_star) - ln A``,
+    ``ln K* = L / nu``:
+
+    * ``method='delta'`` (analytic, first order): ``sd(ln K*)^2 = (sd_lnA / nu)^2 +
+      (L sd_nu / nu^2)^2`` and the interval is ``K* e^(+-z sd)``;
+    * ``method='monte_carlo'``: ``draws`` draws of (ln A, nu) from ``numpy`` seed ``seed``
+      (nu draws <= 0 are refused, naming ``nu_ci``), the interval their ``level`` percentiles.
+
+    The two agree while ``sd_nu / nu`` is small (tested); the Monte Carlo route keeps the
+    skew of ``1/nu`` when it is not.
+
+    Args:
+        N: context length(s), target not counted.
+        beta0, amplitude, nu, w0, c2, regime: as in :func:`k_star` (amplitude in learning-rate time).
+        amplitude_ci, nu_ci: (lo, hi) intervals of A and nu at ``level``, or None (exact).
+        level: the intervals' confidence level, in (0, 1).
+        method: ``'delta'`` or ``'monte_carlo'``.
+        draws, seed: the Monte Carlo draws and their seed.
+
+    Returns:
+        dict with ``k_star``, ``lo``, ``hi`` (items; arrays over N, or floats for a scalar N),
+        ``below_one`` (where K* < 1 item: every K acquires ICL), ``method``, ``level`` and
+        ``draws`` (None for the delta method).
+
+    Raises:
+        ParameterError: anything :func:`k_star` refuses; ``amplitude_ci`` / ``nu_ci`` not a pair
+            of finite numbers bracketing the estimate (A's lo > 0); ``level`` not in (0, 1);
+            unknown ``method``; ``draws``, ``seed`` not integers (>= 100, >= 0); a Monte Carlo
+            draw of nu <= 0 (``nu_ci`` too wide for the normal reading).
+    """
+    from statistics import NormalDist
+
+    k = k_star(N, beta0, amplitude, nu, w0=w0, c2=c2, regime=regime)
+    level = finite_float("level", level, minimum=0.0, maximum=1.0)
+    if not 0 < level < 1:
+        raise ParameterError("level", level, "a confidence level in (0, 1)")
+    one_of("method", method, ("delta", "monte_carlo"))
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    sd_la = _ci_sd("amplitude_ci", amplitude_ci, float(amplitude), True, z)
+    sd_nu = _ci_sd("nu_ci", nu_ci, float(nu), False, z)
+    ka = np.atleast_1d(np.asarray(k, float))
+    L = np.log(ka) * nu  # ln(N tau_star / A)
+    if method == "delta":
+        sd = np.sqrt((sd_la / nu) ** 2 + (L * sd_nu / nu**2) ** 2)
+        lo, hi, n_draws = ka * np.exp(-z * sd), ka * np.exp(z * sd), None
+    else:
+        n_draws = positive_int("draws", draws, 100)
+        seed = positive_int("seed", seed, 0)
+        rng = np.random.default_rng(seed)
+        la = rng.normal(0.0, sd_la, n_draws)  # ln A - ln A_hat
+        nus = rng.normal(nu, sd_nu, n_draws)
+        if np.any(nus <= 0):
+            raise ParameterError("nu_ci", nu_ci, f"narrow enough that nu stays > 0 in the Monte Carlo draws "
+                                 f"({int(np.sum(nus <= 0))} of {n_draws} draws of nu were <= 0)")
+        lk = (L[:, None] - la[None, :]) / nus[None, :]
+        q = 100 * (0.5 - level / 2), 100 * (0.5 + level / 2)
+        lo, hi = np.exp(np.percentile(lk, q[0], axis=1)), np.exp(np.percentile(lk, q[1], axis=1))
+    scalar = np.ndim(N) == 0
+    pick = (lambda a: float(a[0])) if scalar else (lambda a: a)
+    return {"k_star": pick(ka), "lo": pick(lo), "hi": pick(hi),
+            "below_one": bool(ka[0] < 1) if scalar else ka < 1,
+            "method": method, "level": level, "draws": n_draws}
+
+
+def onset_slope(beta0, c2: float = C2_DEFAULT, w0: float = 0.0) -> float:
+    """The theory's ``d ln t_ICL / d beta0`` at ``beta0`` (per unit beta0): ``d ln tau_star / d beta0``,
+    -1 in the signal regime, -> -2 deep in the noise regime (central difference, step 1e-4).
+
+    Raises:
+        ParameterError: as :func:`escape_time`.
+    """
+    b = finite_float("beta0", beta0)
+    h = 1e-4
+    t = escape_time(np.array([b - h, b + h]), w0=w0, c2=c2)
+    return float((math.log(t[1]) - math.log(t[0])) / (2 * h))
+
+
+def calibrate_beta0(measured_slope: float, beta0_eff_mean: float = 0.0, *, slope_ci=None,
+                    c2: float = C2_DEFAULT) -> dict:
+    """The **fitted** scale ``a`` in ``beta0 = a * beta0_eff`` from a measured onset slope.
+
+    A transformer's effective beta0 (``validate``'s ``beta0``: the effective beta of the
+    first evaluation) is a log-ratio of attention weights, not the reduced model's beta0;
+    its ordering of the seeds matches, its scale need not.  ``validate`` reports the per-seed
+    slope ``s = d ln t_ICL / d beta0_eff`` (at K = infinity); the theory's slope is
+    ``m(beta0) = d ln tau_star / d beta0`` (:func:`onset_slope`).  With ``beta0 = a beta0_eff``,
+    ``s = a m(a beta0_eff_mean)``, solved for ``a`` by fixed-point iteration (``m`` varies
+    slowly: -1 to -2).  The scale is *fitted* from the same onsets it is then used to
+    describe, so a prediction made with it is a consistency check, not a test.
+
+    Args:
+        measured_slope: ``d ln t_ICL / d beta0_eff`` (negative: larger beta0_eff, earlier onset).
+        beta0_eff_mean: the seeds' mean effective beta0, where ``m`` is taken.
+        slope_ci: optional (lo, hi) interval of the measured slope, mapped to an interval of ``a``.
+        c2: as in :func:`escape_time`.
+
+    Returns:
+        dict ``scale`` (a), ``scale_ci`` ((lo, hi) or None), ``theory_slope`` (m at the
+        calibrated beta0), ``beta0_mean`` (a * beta0_eff_mean) and ``fitted`` (True).
+
+    Raises:
+        ParameterError: ``measured_slope`` not a finite number < 0; ``beta0_eff_mean`` not
+            finite; ``slope_ci`` not a pair of negative numbers around ``measured_slope``.
+    """
+    s = finite_float("measured_slope", measured_slope)
+    if not s < 0:
+        raise ParameterError("measured_slope", measured_slope, "a finite number < 0 (d ln t_ICL / d beta0_eff: "
+                             "a seed with larger beta0_eff acquires earlier); a slope >= 0 has no scale")
+    be = finite_float("beta0_eff_mean", beta0_eff_mean)
+    a = 1.0
+    for _ in range(50):
+        m = onset_slope(a * be, c2=c2)
+        a_new = s / m
+        if abs(a_new - a) < 1e-10:
+            a = a_new
+            break
+        a = a_new
+    m = onset_slope(a * be, c2=c2)
+    ci = None
+    if slope_ci is not None:
+        try:
+            lo, hi = sorted(float(v) for v in slope_ci)
+        except (TypeError, ValueError):
+            raise ParameterError("slope_ci", slope_ci, "a pair (lo, hi) of numbers") from None
+        if not (math.isfinite(lo) and lo <= s <= hi < 0):
+            raise ParameterError("slope_ci", slope_ci, f"a finite interval of negative slopes around {s:g}")
+        ci = (hi / m, lo / m)  # m < 0: the steeper slope gives the larger scale
+    return {"scale": a, "scale_ci": ci, "theory_slope": m, "beta0_mean": a * be, "fitted": True}

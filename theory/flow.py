@@ -35,6 +35,55 @@ from icl_kinetics.theory.minimal import (
 
 STAGES = ("full", "linear", "reduced")
 
+#: the reduced ODEs' range: e^beta0 / sqrt(N) at most this.  They are leading order in
+#: e^beta / N and the head escapes near e^beta ~ sqrt(N), so their t_ICL error grows like
+#: e^beta0 / sqrt(N): -6 % against the full flow at 0.1 (N = 100, beta0 = 0), -22 % at 0.38
+#: (N = 50, beta0 = 1) (docs/theory.md section 2)
+REDUCED_ODES_RANGE = 0.1
+
+
+def reduced_odes_expansion(N, beta0):
+    """The reduced ODEs' expansion parameter ``e^beta0 / sqrt(N)`` (dimensionless).
+
+    Args:
+        N: context tokens (target not counted): integers >= 1 (an array broadcasts).
+        beta0: initial inverse temperature of the head: finite numbers.
+
+    Returns:
+        ``e^beta0 / sqrt(N)``: a float for scalar inputs, else an array.
+
+    Raises:
+        ParameterError: ``N`` not integers >= 1; ``beta0`` not finite numbers.
+    """
+    n = finite_array("N", N, minimum=1.0)
+    if np.any(n != np.round(n)):
+        raise ParameterError("N", N, "integers >= 1 (context tokens)")
+    b = finite_array("beta0", beta0)
+    with np.errstate(over="ignore"):
+        x = np.exp(b) / np.sqrt(n)
+    return float(x) if x.ndim == 0 else x
+
+
+def reduced_odes_in_range(N, beta0, expansion_max: float = REDUCED_ODES_RANGE):
+    """Whether the reduced ODEs (the paper's Eq. 6) are in their range at ``(N, beta0)``:
+    ``e^beta0 / sqrt(N) <= expansion_max`` (:func:`reduced_odes_expansion`).
+
+    Args:
+        N, beta0: as in :func:`reduced_odes_expansion`.
+        expansion_max: the largest expansion parameter counted as in range (> 0; default
+            :data:`REDUCED_ODES_RANGE`, where their t_ICL is within ~6 % of the full flow).
+
+    Returns:
+        a bool for scalar inputs, else a bool array.
+
+    Raises:
+        ParameterError: ``N``, ``beta0`` as in :func:`reduced_odes_expansion`; ``expansion_max``
+            not a finite number > 0.
+    """
+    expansion_max = positive_float("expansion_max", expansion_max)
+    x = reduced_odes_expansion(N, beta0)
+    return bool(x <= expansion_max) if np.ndim(x) == 0 else x <= expansion_max
+
 
 def _rhs_linear(w, beta, N, lr, c1, c2, contexts="iid"):
     a = np.exp(beta)

@@ -1,7 +1,7 @@
 """Memorization curves c1(t), c2(t), c3(t) and the integrated residual error I_K(t).
 
 The MLP enters the induction head's dynamics only through its correct-label logit
-``phi_plus = y * phi(x)`` over the training items, summarized by (paper-notes §2)::
+``phi_plus = y * phi(x)`` over the training items, summarized by (the paper's c1, c2, c3; docs/theory.md §2)::
 
     c1 = < sigma(-phi_plus) >                 residual error (1/2 at init)
     c2 = 1 - < sigma(-phi_plus)^2 > / c1      so that c1 c2 = < sigma (1 - sigma) >
@@ -18,6 +18,7 @@ induction head escapes its plateau when ``I_K / N`` reaches the escape time
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -291,3 +292,92 @@ def i_k(c1, s):
             numbers >= 0 (inf allowed).
     """
     return as_curve(c1, "c1")._integral(_times(s))
+
+
+def inverse_i_k(c1, i_k):
+    """The learning-rate time ``s`` at which ``I_K(s) = integral_0^s c1`` reaches ``i_k``.
+
+    Exact for the three curve models (a quadratic within a segment of :class:`Tabulated`,
+    closed forms for :class:`Constant` and :class:`PowerLaw`); ``inf`` where ``target``
+    is at or beyond ``I_K(inf)`` (never reached), 0 where ``i_k <= 0``.  ``i_k`` in learning-rate time.
+
+    Raises:
+        ParameterError: ``c1`` not a curve model or a finite number >= 0; ``i_k`` NaN.
+    """
+    c = as_curve(c1, "c1")
+    target = i_k
+    y = finite_array("i_k", target, allow_inf=True)
+    total = float(c._integral(np.inf))
+    with np.errstate(all="ignore"):
+        if isinstance(c, Constant):
+            s = y / c.value if c.value > 0 else np.full(y.shape, np.inf)
+        elif isinstance(c, PowerLaw):
+            u = y / (c.c0 * c.s0)
+            x = np.exp(u) if c.alpha == 1.0 else (1.0 + u * (1.0 - c.alpha)) ** (1.0 / (1.0 - c.alpha))
+            s = c.s0 * (x - 1.0)
+        else:
+            s = _tabulated_inverse(c, y)
+        s = np.where(y >= total, np.inf, np.where(y <= 0, 0.0, s))
+    return s if np.ndim(target) else float(s)
+
+
+def _tabulated_inverse(c: "Tabulated", y):
+    t, v = np.asarray(c.s), np.asarray(c.values)
+    grid = np.concatenate([[0.0], t]) if t[0] > 0 else t
+    vals = np.concatenate([[v[0]], v]) if t[0] > 0 else v
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (vals[1:] + vals[:-1]) * np.diff(grid))])
+    y = np.asarray(y, float)
+    yc = np.clip(y, 0.0, cum[-1])
+    i = np.clip(np.searchsorted(cum, yc, side="right") - 1, 0, grid.size - 2)
+    h = grid[i + 1] - grid[i]
+    a = 0.5 * (vals[i + 1] - vals[i]) / h  # I = cum + y0 x + a x^2 within the segment
+    r = yc - cum[i]
+    b = vals[i]
+    disc = np.sqrt(np.maximum(b * b + 4 * a * r, 0.0))
+    x = np.where(np.abs(a) > 1e-300, 2 * r / np.where(b + disc > 0, b + disc, np.inf), r / np.where(b > 0, b, np.inf))
+    out = grid[i] + np.minimum(x, h)
+    if c.extrapolate == "hold" and v[-1] > 0:
+        out = np.where(y > cum[-1], grid[-1] + (y - cum[-1]) / v[-1], out)
+    return out
+
+
+def memorization_law_fit(K, i_k_inf, level: float = 0.95) -> dict:
+    """``I_K(inf) = A K^nu``: least squares of ln I on ln K, with t intervals (n - 2 degrees of
+    freedom) for ``nu`` and ``ln A``.
+
+    Args:
+        K: the numbers of training items (>= 3 distinct values > 0).
+        i_k_inf: the integrated residual error at each K (learning-rate time, > 0).
+        level: the intervals' confidence level.
+
+    Returns:
+        dict ``amplitude`` (A, learning-rate time), ``amplitude_ci``, ``nu``, ``nu_ci``, ``n``
+        (points) and ``r2``.
+
+    Raises:
+        ParameterError: ``K``, ``i_k_inf`` not finite numbers > 0 of the same length, with at
+            least 3 distinct K (2 points leave no degree of freedom for an interval).
+    """
+    from scipy import stats
+
+    k = finite_array("K", K, minimum=0.0, exclusive_minimum=True, max_ndim=1)
+    y = finite_array("i_k_inf", i_k_inf, minimum=0.0, exclusive_minimum=True, max_ndim=1)
+    if k.shape != y.shape:
+        raise ParameterError("i_k_inf", i_k_inf, f"one value per K ({k.size} K, {y.size} values)")
+    if np.unique(k).size < 3:
+        raise ParameterError("K", K, "at least 3 distinct values (a power law with an interval needs n - 2 >= 1 "
+                             "degrees of freedom)")
+    x, ly = np.log(k), np.log(y)
+    n = x.size
+    nu, la = np.polyfit(x, ly, 1)
+    resid = ly - (la + nu * x)
+    s2 = float(resid @ resid) / (n - 2)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    se_nu = math.sqrt(s2 / sxx)
+    se_la = math.sqrt(s2 * (1.0 / n + x.mean() ** 2 / sxx))
+    tq = float(stats.t.ppf(0.5 + level / 2, n - 2))
+    ss = float(((ly - ly.mean()) ** 2).sum())
+    return {"amplitude": float(math.exp(la)),
+            "amplitude_ci": (float(math.exp(la - tq * se_la)), float(math.exp(la + tq * se_la))),
+            "nu": float(nu), "nu_ci": (float(nu - tq * se_nu), float(nu + tq * se_nu)), "n": n,
+            "r2": 1.0 - float(resid @ resid) / ss if ss > 0 else 1.0, "level": level}

@@ -25,7 +25,7 @@ from icl_kinetics.errors import (
 )
 from icl_kinetics.resources import require_memory
 from icl_kinetics.theory._compat import renamed_keywords
-from icl_kinetics.theory.closed_form import _check_regime, _check_scaled, _checked_tau, escape_time
+from icl_kinetics.theory.closed_form import C2_DEFAULT, _check_regime, _check_scaled, _checked_tau, escape_time
 
 TABLE_SDS = 9.0  # the beta0 -> t table (cdf, pdf, beta0_of) spans beta0_mean +- 9 standard deviations
 MEDIAN_FLOOR = 1.0  # iterations: a median onset below one SGD step is outside the gradient-flow theory
@@ -41,7 +41,9 @@ class OnsetDistribution:
         beta0_mean, beta0_std: the Gaussian spread of beta0 across seeds
             (``beta0_std = 0``: every seed has the same onset).
         w0: initial readout weight (>= 0), the same for every seed.
-        c1, c2: constant MLP coefficients (1/2 without memorization).
+        c1, c2: constant MLP coefficients: this is the K = infinity distribution (nothing is
+            memorized, c1 = c2 = 1/2, the defaults); for a finite K with a measured c1
+            curve use :class:`FiniteKOnset`.
         regime: ``'exact'``, ``'signal'`` or ``'noise'`` (see :func:`escape_time`).
         beta_c: threshold beta (see :func:`escape_time`); ``inf``: blow-up time.
 
@@ -69,7 +71,7 @@ class OnsetDistribution:
     beta0_std: float = 1.0
     w0: float = 0.0
     c1: float = 0.5
-    c2: float = 0.5
+    c2: float = C2_DEFAULT
     regime: str = "exact"
     beta_c: float = np.inf
     _grid: tuple = field(default=None, init=False, repr=False)
@@ -247,3 +249,291 @@ class OnsetDistribution:
         if self.w0 == 0 and np.isposinf(self.beta_c):
             return 16.0
         return 8500.0
+
+
+@dataclass
+class FiniteKOnset:
+    """Onset times (iterations) at a finite K, driven by a memorization curve c1(s).
+
+    With a memorizing MLP the head advances in reduced time ``tau = I_K(s) / N``
+    (``I_K(s) = integral_0^s c1``, s = lr * t learning-rate time): a seed with initial
+    beta0 acquires ICL at the learning-rate time where ``I_K(s) = N tau_star(beta0)``, and
+    never if ``I_K(inf) <= N tau_star(beta0)`` (the bimodality).  The onset is
+    ``t = I_K^-1(N tau_star(beta0)) / lr`` (:func:`~icl_kinetics.theory.memorization.inverse_i_k`),
+    still decreasing in beta0, so its quantiles are those of beta0; levels above the fraction
+    that acquires are ``inf`` (never).  c2 is held constant (default 1/2; a memorizing MLP's c2
+    rises from 1/2 towards 1, which delays the escape: pass a larger c2 to bound that).
+
+    Args:
+        N: context tokens (target not counted).
+        lr: learning rate (the c1 curve's time axis is learning-rate time).
+        c1: the memorization curve: :class:`Tabulated` (e.g. a measured c1 table, its iterations
+            times lr), :class:`PowerLaw` or :class:`Constant` (c1 = 1/2 gives the K = infinity onsets).
+        beta0_mean, beta0_std: the seeds' beta0 ~ Normal(mean, std^2).
+        c2, w0, regime, beta_c: as in :func:`~icl_kinetics.theory.escape_time`.
+
+    Raises:
+        ParameterError: ``N`` not an integer >= 1; ``lr`` not a finite number > 0; ``c1`` not a
+            curve model or a number >= 0; ``beta0_mean`` not finite; ``beta0_std`` not >= 0;
+            ``c2``, ``w0``, ``regime``, ``beta_c`` as in :class:`OnsetDistribution`.
+    """
+
+    N: int
+    lr: float
+    c1: object
+    beta0_mean: float = 0.0
+    beta0_std: float = 1.0
+    c2: float = C2_DEFAULT
+    w0: float = 0.0
+    regime: str = "exact"
+    beta_c: float = np.inf
+
+    def __post_init__(self):
+        from icl_kinetics.theory.memorization import as_curve
+
+        self.N = positive_int("N", self.N)
+        self.lr = positive_float("lr", self.lr)
+        self.c1 = as_curve(self.c1, "c1")
+        self.beta0_mean = finite_float("beta0_mean", self.beta0_mean)
+        self.beta0_std = positive_float("beta0_std", self.beta0_std, allow_zero=True)
+        self.c2 = positive_float("c2", self.c2, allow_zero=True)
+        self.w0, self.c2, self.regime = _check_regime(self.w0, self.c2, self.regime)
+        self.beta_c = real_float("beta_c", self.beta_c, allow_inf=True)
+
+    def i_k_inf(self) -> float:
+        """``I_K(inf)`` of the curve (learning-rate time)."""
+        return float(self.c1._integral(np.inf))
+
+    def onset_of(self, beta0):
+        """Onset (iterations) of seeds with initial beta0 ``beta0``; ``inf`` for a seed that never
+        acquires ICL.
+
+        Raises:
+            ParameterError: ``beta0`` not finite numbers (or as :func:`escape_time`).
+        """
+        from icl_kinetics.theory.memorization import inverse_i_k
+
+        tau = escape_time(beta0, w0=self.w0, c2=self.c2, regime=self.regime, beta_c=self.beta_c)
+        s = inverse_i_k(self.c1, self.N * np.asarray(tau, float))
+        return np.asarray(s, float) / self.lr if np.ndim(s) else float(s) / self.lr
+
+    def fraction_acquired(self) -> float:
+        """The fraction of seeds that acquire ICL, ``P(N tau_star(beta0) < I_K(inf))`` (bisection
+        of the decreasing map beta0 -> tau_star on [mean - 12 sd, mean + 12 sd])."""
+        from scipy.special import ndtr
+
+        target = self.i_k_inf() / self.N
+        if math.isinf(target):
+            return 1.0
+        tau = lambda b: float(escape_time(b, w0=self.w0, c2=self.c2, regime=self.regime,  # noqa: E731
+                                          beta_c=self.beta_c))
+        if self.beta0_std == 0:
+            return float(tau(self.beta0_mean) < target)
+        lo, hi = self.beta0_mean - 12 * self.beta0_std, self.beta0_mean + 12 * self.beta0_std
+        if tau(lo) < target:
+            return 1.0
+        if not tau(hi) < target:
+            return 0.0
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if tau(mid) < target else (mid, hi)
+        return float(ndtr((self.beta0_mean - 0.5 * (lo + hi)) / self.beta0_std))
+
+    def quantile(self, p):
+        """Onset quantiles (iterations) at levels ``p`` of all seeds: ``inf`` where ``p`` is above
+        :meth:`fraction_acquired` (those seeds never acquire).
+
+        Raises:
+            ParameterError: ``p`` not numbers in (0, 1).
+        """
+        p = finite_array("p", p, minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True,
+                         allowed="numbers in (0, 1) (quantile levels)")
+        nd = NormalDist(self.beta0_mean, self.beta0_std) if self.beta0_std > 0 else None
+        b = np.vectorize(lambda q: nd.inv_cdf(1 - q) if nd else self.beta0_mean)(p)
+        return self.onset_of(b)
+
+    def sample(self, samples: int, seed: int = 0):
+        """``samples`` onsets (iterations; ``inf`` for seeds that never acquire) from beta0 drawn
+        with ``numpy`` seed ``seed``.
+
+        Raises:
+            ParameterError: ``samples`` not an integer >= 1 (or too large for memory); ``seed`` not
+                an integer >= 0.
+        """
+        n = positive_int("samples", samples)
+        seed = positive_int("seed", seed, 0)
+        require_memory("samples", n, 16 * 8.0 * n, f"sampling {n} onset times")
+        rng = np.random.default_rng(seed)
+        return self.onset_of(rng.normal(self.beta0_mean, self.beta0_std, n))
+
+
+#: the bootstrap's default number of resamples (:func:`onset_quantile_ci`, ``onset --c1-table``)
+CI_RESAMPLES = 2000
+#: fewer seeds than this in a c1 table: no interval is given (a bootstrap over 1 or 2 seeds
+#: resamples at most 3 distinct mean curves; its "interval" would say nothing)
+MIN_CI_SEEDS = 3
+
+
+def _checked_seed_curves(seed_curves, name: str = "seed_curves"):
+    """(union grid of learning-rate times, values (seeds x times, NaN where a seed has no
+    value)) of per-seed c1 curves, checked."""
+    items = list(seed_curves.values()) if isinstance(seed_curves, dict) else list(seed_curves)
+    if not items:
+        raise ParameterError(name, seed_curves, "at least one seed's c1 curve (a pair: learning-rate times, c1)")
+    pairs = []
+    for i, item in enumerate(items):
+        try:
+            s, v = item
+        except (TypeError, ValueError):
+            raise ParameterError(f"{name}[{i}]", item, "a pair (learning-rate times, c1 values)") from None
+        s = finite_array(f"{name}[{i}] times", s, minimum=0.0, max_ndim=1, allow_empty=False)
+        v = finite_array(f"{name}[{i}] c1", v, minimum=0.0, max_ndim=1, allow_empty=False)
+        if s.shape != v.shape or s.ndim != 1:
+            raise ParameterError(f"{name}[{i}]", item, f"times and c1 values of one length (got {s.shape} and "
+                                 f"{v.shape})")
+        if np.any(np.diff(s) <= 0):
+            raise ParameterError(f"{name}[{i}] times", s, "strictly increasing learning-rate times")
+        pairs.append((s, v))
+    grid = np.unique(np.concatenate([s for s, _ in pairs]))
+    if grid.size < 2:
+        raise ParameterError(name, seed_curves, "curves with at least 2 distinct learning-rate times in all")
+    vals = np.full((len(pairs), grid.size), np.nan)
+    for i, (s, v) in enumerate(pairs):
+        vals[i, np.searchsorted(grid, s)] = v
+    return grid, vals
+
+
+def _weighted_mean_curve(grid, vals, weights):
+    """The c1 curve averaged over seeds with ``weights`` (resampling counts) at each time; a time
+    that no weighted seed has is left out (the interpolant bridges it)."""
+    from icl_kinetics.theory.memorization import Tabulated
+
+    present = ~np.isnan(vals)
+    wsum = weights @ present
+    keep = wsum > 0
+    mean = (weights @ np.where(present, vals, 0.0))[keep] / wsum[keep]
+    if keep.sum() < 2:  # every drawn seed has a single time: hold it (nothing else is known)
+        t = grid[keep][0]
+        return Tabulated((t, t + 1.0), (mean[0], mean[0]))
+    return Tabulated(grid[keep], mean)
+
+
+def mean_c1_curve(seed_curves):
+    """The c1 curve averaged over seeds at each learning-rate time (a seed without a value at a
+    time is left out of that time's mean), as :class:`~icl_kinetics.theory.memorization.Tabulated`
+    (0 beyond the last time: nothing is claimed there).
+
+    Args:
+        seed_curves: one ``(s, c1)`` pair per seed (a list, or a dict seed -> pair): strictly
+            increasing learning-rate times ``s`` (``lr * iteration``) >= 0 and c1 >= 0.
+
+    Raises:
+        ParameterError: an empty ``seed_curves``; a pair whose times are not finite, >= 0 and
+            strictly increasing, or whose c1 values are not finite numbers >= 0 of the same
+            length; fewer than 2 distinct times over all seeds.
+    """
+    grid, vals = _checked_seed_curves(seed_curves)
+    return _weighted_mean_curve(grid, vals, np.ones(vals.shape[0]))
+
+
+def onset_quantile_ci(seed_curves, p, *, N: int, lr: float, beta0_mean: float, beta0_std: float,
+                      c2: float = C2_DEFAULT, w0: float = 0.0, regime: str = "exact", beta_c: float = np.inf,
+                      resamples: int = CI_RESAMPLES, seed: int = 0, level: float = 0.95) -> dict:
+    """Finite-K onset quantiles (iterations) driven by a measured c1 curve, with a bootstrap
+    interval that carries the seed-to-seed scatter of that curve.
+
+    The point estimate is :meth:`FiniteKOnset.quantile` with c1 = :func:`mean_c1_curve` of all
+    seeds.  The interval: ``resamples`` times, draw as many seeds as there are, with
+    replacement (``numpy`` generator seeded by ``seed``), average their curves the same way,
+    and recompute the quantiles; the interval is the ``(1 - level) / 2`` and ``(1 + level) / 2``
+    order statistics of the resampled quantiles (the lower and the upper one: no interpolation,
+    so ``inf``, never acquiring, is carried through).  The beta0 spread is the model's, not
+    resampled: the interval is the uncertainty of the memorization curve only.  With fewer than
+    :data:`MIN_CI_SEEDS` seeds no interval is given (``lo``, ``hi`` are None and ``reason`` says
+    why): a bootstrap over 1 or 2 seeds has 1 or 3 distinct resamples.
+
+    Args:
+        seed_curves: per-seed c1 curves, as in :func:`mean_c1_curve` (learning-rate time).
+        p: quantile levels in (0, 1) of all seeds (levels above the fraction that acquires
+            give ``inf``).
+        N, lr, beta0_mean, beta0_std, c2, w0, regime, beta_c: as in :class:`FiniteKOnset`.
+        resamples: bootstrap resamples (an integer >= 100).
+        seed: the resampling generator's seed (an integer >= 0).
+        level: the interval's confidence level, in (0, 1).
+
+    Returns:
+        dict ``quantile`` (the point estimates, iterations, one per level), ``lo``, ``hi``
+        (arrays, or None below :data:`MIN_CI_SEEDS` seeds), ``fraction_acquired`` (of the mean
+        curve), ``seeds`` (the number of curves), ``resamples``, ``seed``, ``level``,
+        ``reason`` (None when the interval is given).
+
+    Raises:
+        ParameterError: ``seed_curves`` as in :func:`mean_c1_curve`; ``p`` not numbers in (0, 1);
+            ``resamples`` not an integer >= 100; ``seed`` not an integer >= 0; ``level`` not in
+            (0, 1); the onset parameters as in :class:`FiniteKOnset`.
+    """
+    grid, vals = _checked_seed_curves(seed_curves)
+    p = np.atleast_1d(finite_array("p", p, minimum=0.0, maximum=1.0, exclusive_minimum=True,
+                                   exclusive_maximum=True, max_ndim=1, allowed="numbers in (0, 1) (quantile levels)"))
+    resamples = positive_int("resamples", resamples, 100)
+    seed = positive_int("seed", seed, 0)
+    level = finite_float("level", level)
+    if not 0.0 < level < 1.0:
+        raise ParameterError("level", level, "a confidence level in (0, 1)")
+    n = vals.shape[0]
+    d = FiniteKOnset(N=N, lr=lr, c1=_weighted_mean_curve(grid, vals, np.ones(n)), beta0_mean=beta0_mean,
+                     beta0_std=beta0_std, c2=c2, w0=w0, regime=regime, beta_c=beta_c)
+    point = np.atleast_1d(d.quantile(p))
+    out = {"quantile": point, "lo": None, "hi": None, "fraction_acquired": d.fraction_acquired(), "seeds": n,
+           "resamples": resamples, "seed": seed, "level": level, "reason": None}
+    if n < MIN_CI_SEEDS:
+        out["reason"] = (f"needs >= {MIN_CI_SEEDS} seeds in the c1 table (it has {n}): a bootstrap over fewer "
+                         "seeds has too few distinct resamples to give an interval")
+        return out
+    # the escape times of the quantile levels' beta0 do not depend on c1: computed once
+    nd = NormalDist(d.beta0_mean, d.beta0_std) if d.beta0_std > 0 else None
+    b = np.array([nd.inv_cdf(1 - q) if nd else d.beta0_mean for q in p])
+    target = d.N * np.asarray(escape_time(b, w0=d.w0, c2=d.c2, regime=d.regime, beta_c=d.beta_c), float)
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+    boot = _resampled_onsets(grid, vals, counts, target) / d.lr
+    alpha = (1.0 - level) / 2
+    out["lo"] = np.quantile(boot, alpha, axis=0, method="lower")
+    out["hi"] = np.quantile(boot, 1 - alpha, axis=0, method="higher")
+    return out
+
+
+def _resampled_onsets(grid, vals, counts, target):
+    """Learning-rate times (resamples x levels) at which the integral of each resample's mean c1
+    curve reaches ``target``: :func:`~icl_kinetics.theory.memorization.inverse_i_k` of
+    :func:`_weighted_mean_curve` for every row of ``counts``, vectorized over the resamples whose
+    seeds cover every time of ``grid`` (the others, with ragged seed grids, one at a time)."""
+    from icl_kinetics.theory.memorization import inverse_i_k
+
+    present = ~np.isnan(vals)
+    full = (counts @ present) == counts.sum(axis=1, keepdims=True)  # a weighted seed at every time
+    full = full.all(axis=1)
+    out = np.empty((counts.shape[0], target.size))
+    for r in np.flatnonzero(~full):
+        out[r] = inverse_i_k(_weighted_mean_curve(grid, vals, counts[r]), target)
+    if not full.any():
+        return out
+    w = counts[full]
+    mean = (w @ np.where(present, vals, 0.0)) / (w @ present)
+    g = grid
+    if g[0] > 0:  # the curve is held at its first value from s = 0
+        g, mean = np.concatenate([[0.0], g]), np.concatenate([mean[:, :1], mean], axis=1)
+    h = np.diff(g)
+    cum = np.concatenate([np.zeros((mean.shape[0], 1)), np.cumsum(0.5 * (mean[:, 1:] + mean[:, :-1]) * h, axis=1)],
+                         axis=1)
+    y = np.broadcast_to(target, (mean.shape[0], target.size))
+    i = np.clip((cum[:, None, :] <= y[:, :, None]).sum(axis=-1) - 1, 0, g.size - 2)
+    b = np.take_along_axis(mean, i, axis=1)
+    a = 0.5 * (np.take_along_axis(mean, i + 1, axis=1) - b) / h[i]  # I = cum + b x + a x^2 in the segment
+    rem = np.maximum(y - np.take_along_axis(cum, i, axis=1), 0.0)
+    with np.errstate(all="ignore"):
+        disc = np.sqrt(np.maximum(b * b + 4 * a * rem, 0.0))
+        x = np.where(b + disc > 0, 2 * rem / (b + disc), np.inf)
+    s = g[i] + np.minimum(x, h[i])
+    out[full] = np.where(y >= cum[:, -1:], np.inf, np.where(y <= 0, 0.0, s))
+    return out
