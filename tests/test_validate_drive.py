@@ -73,3 +73,15 @@ def test_drive_figure_plots_every_seed_on_its_side_and_the_k_inf_band():
     (band,) = ax.patches
     assert np.allclose([band.get_y(), band.get_y() + band.get_height()], np.quantile(fd["inf"], [0.1, 0.9]))
     fig.clf()
+
+
+def test_drive_at_onset_says_what_it_lacks_when_no_k_inf_seed_is_left_to_compare():
+    """6 K = inf seeds, all of them also at finite K: too few for the paired test (8) and
+    none left for the unpaired one.  The verdict is inconclusive and no text shows a NaN."""
+    fin, inf = drive_tables()
+    keep = lambda t: {k: [x for x, sd in zip(col, t["seed"]) if sd < 6] for k, col in t.items()}  # noqa: E731
+    (v,) = drive_at_onset(fin, keep(inf))
+    assert v.verdict == "inconclusive" and math.isnan(v.details["p"])
+    for text in (v.measured, v.metric, v.reason):
+        assert "nan" not in text.lower(), text
+    assert "not compared" in v.measured and "outside the finite-K set" in v.reason

@@ -124,8 +124,13 @@ def _drive_shift_test(seed_log: dict, own: dict, inf: list[InfSeed], margin: flo
     how = (f"{len(a)} seeds against {len(others)} other K = inf seeds (Mann-Whitney)"
            + (f"; {n_left} censored K = inf seeds left out" if n_left else ""))
     if not (len(a) >= 1 and len(others) >= 1):
+        # say what is lacking: a paired test needs >= 8 seeds in both sets, an unpaired one
+        # K = inf seeds that are not also in the finite-K set (one seed = one initialization)
+        lacking = (f"not compared: the {len(common)} K = inf seeds with an onset are all among the {len(a)} "
+                   f"finite-K seeds (a paired test needs >= 8 seeds in both, an unpaired one K = inf seeds "
+                   f"outside the finite-K set)")
         return ShiftTest(p=math.nan, ratio=math.nan, ci=(math.nan, math.nan), p_min=1.0, n=len(a),
-                         test="Mann-Whitney", how=how, paired=False)
+                         test="Mann-Whitney", how=lacking, paired=False)
     ob = np.asarray(others)
     p = 2 * min(float(mannwhitneyu(a + margin, ob, alternative="less").pvalue),
                 float(mannwhitneyu(a - margin, ob, alternative="greater").pvalue))
@@ -278,7 +283,7 @@ def _drive_verdict(c: _DriveCheck, where: str) -> Verdict:
         verdict = "does not hold"
     else:
         verdict = "holds" if testable and equivalent else "inconclusive"
-    reason = _drive_reason(c, testable, never_ran)
+    reason = _drive_reason(c, never_ran)
     if verdict == "inconclusive" and testable and not equivalent:
         reason += (f". Not rejected, but the ratio's CI leaves {band[0]:.2f}-{band[1]:.2f} (the tolerance "
                    f"x{DRIVE_TOLERANCE:g} and the grid's margin): too few seeds to call it K-independent")
@@ -289,10 +294,11 @@ def _drive_verdict(c: _DriveCheck, where: str) -> Verdict:
     return Verdict(
         prediction="drive_at_onset", rung=where,
         predicted=f"the drive I = lr int c1 dt at ICL onset does not depend on K (K = inf median {c.median:.3g})",
-        measured=(f"acquired: {t1.ratio:.2f} x the K = inf drive" if c.full_k else "acquired: -")
+        measured=(("acquired: not compared" if not np.isfinite(t1.p) else
+                   f"acquired: {t1.ratio:.2f} x the K = inf drive") if c.full_k else "acquired: -")
         + f"; never acquired: {len(t2.over)}/{len(t2.worst)} seeds above their own K = inf drive"
         + (f", {t2.beyond} beyond noise" if never_ran else ""),
-        metric=(f"{t1.test} p = {t1.p:.2g}" if c.full_k else "-") + (f"; binomial p = {t2.p:.2g}" if never_ran else ""),
+        metric=(f"{t1.test} p = {t1.p:.2g}" if c.full_k and np.isfinite(t1.p) else "-") + (f"; binomial p = {t2.p:.2g}" if never_ran else ""),
         verdict=verdict, reason=reason,
         details={"threshold_median": c.median, "inf_seeds": len(c.inf), "inf_censored": n_cens, "full_k": c.full_k,
                  "seeds_tested": t1.n, "paired": t1.paired, "p": t1.p, "margin": c.margin, "ratio": t1.ratio,
@@ -304,17 +310,27 @@ def _drive_verdict(c: _DriveCheck, where: str) -> Verdict:
                      "median": c.median})
 
 
-def _drive_reason(c: _DriveCheck, testable: bool, never_ran: bool) -> str:
+def _acquired_words(c: _DriveCheck) -> str:
+    """Test 1 in words: the ratio with its CI and p, or what it lacked."""
+    t1 = c.shift
+    if not c.full_k:
+        return "no K where every seed acquired ICL"
+    where = f"at the K where every seed acquired (K >= {c.full_k[0]:g})"
+    if not np.isfinite(t1.p):
+        return f"{where}: {t1.how}"
+    words = (f"{where}, ICL came at {t1.ratio:.2f} x the K = inf drive [95% CI {t1.ci[0]:.2f}, {t1.ci[1]:.2f}], "
+             f"{t1.how}, p = {t1.p:.2g} for a difference beyond the evaluation grid's {math.expm1(c.margin):.1%}")
+    if not (t1.n >= 3 and t1.p_min < 0.01):
+        words += f"; too few seeds for p < 0.01 to be reachable (smallest possible p = {t1.p_min:.2g})"
+    return words
+
+
+def _drive_reason(c: _DriveCheck, never_ran: bool) -> str:
     """The verdict's reason: the K = inf median, test 1 and test 2 in words."""
     t1, t2 = c.shift, c.never
     n_cens = sum(not v.observed for v in c.inf)
     reason = (f"K = inf onsets: median drive {c.median:.3g} (Kaplan-Meier, {len(c.inf)} seeds, {n_cens} censored). "
-              "Acquired: " + (f"at the K where every seed acquired (K >= {c.full_k[0]:g}), ICL came at {t1.ratio:.2f} x "
-                              f"the K = inf drive [95% CI {t1.ci[0]:.2f}, {t1.ci[1]:.2f}], {t1.how}, p = {t1.p:.2g} for "
-                              f"a difference beyond the evaluation grid's {math.expm1(c.margin):.1%}"
-                              if c.full_k else "no K where every seed acquired ICL")
-              + ("" if testable or not c.full_k else f"; too few seeds for p < 0.01 to be reachable (smallest "
-                 f"possible p = {t1.p_min:.2g})")
+              "Acquired: " + _acquired_words(c)
               + f". Never acquired: {len(t2.over)} of {len(t2.worst)} seeds ended above their own K = inf onset drive "
               "at some K where they never acquired (theory: none, up to run-to-run noise)")
     if t2.over:
