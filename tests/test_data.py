@@ -232,7 +232,7 @@ def test_equalized_exact_half(K):
     s, items, labels, gens = _sampler(cfg)
     batches = [s.sample(400), icl_test_set(cfg, None, gens["eval"])]
     if K is not None:
-        # paper-code label map with M < K: still label-balanced contexts (cf. §7.2)
+        # paper-code label map with M < K: still label-balanced contexts (docs/engine.md)
         batches.append(icl_test_set(cfg, labels, seed_generators(0, 5)["eval"]))
     for b in batches:
         lab = b.labels[b.ctx]

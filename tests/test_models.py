@@ -111,7 +111,7 @@ def test_reference_matches_module_written_model():
 def test_init_matches_pytorch_default_ranges():
     cfg = mm.ModelConfig(token_dim=65, D=63, width=512)
     p = mm.init_params(cfg, torch.Generator().manual_seed(0))
-    assert sum(v.numel() for v in p.values()) == 309_766  # the paper's parameter count (notes §7.1)
+    assert sum(v.numel() for v in p.values()) == 309_766  # the paper's parameter count (the paper's Fig. 2 transformer)
     for k, fan_in in (("wq", 65), ("W1", 65), ("W2", 512), ("W3", 512), ("b2", 512)):
         bound = 1 / math.sqrt(fan_in)
         assert p[k].abs().max() <= bound and p[k].abs().max() > 0.9 * bound
@@ -165,7 +165,7 @@ def test_two_layer_has_separate_parameters_that_all_get_gradients():
     tokens = torch.cat([ct[ctx], tt[ctx[:, :, 0]].unsqueeze(2)], 2)
     out = mm.transformer_reference(p, tokens)
     grads = torch.autograd.grad(out.sum(), list(p.values()))
-    # the paper code's defect (notes §7.2): its output MLP was in no optimizer group.  Here every
+    # the paper code's defect (docs/engine.md): its output MLP was in no optimizer group.  Here every
     # parameter, the output MLP included, is a trained parameter with a gradient.
     assert all(g.abs().sum() > 0 for k, g in zip(p, grads) if k != "ln_b")
     att, mlp_names = mm.param_groups(p)

@@ -54,7 +54,7 @@ def test_every_preset_builds_at_both_scales(scale):
 
 def test_paper_presets_follow_the_paper_grids():
     ks = sorted({r.config.K for r in preset("fig2bc", "paper").runs})
-    assert ks[:3] == [500, 11554, 22610] and ks[-1] == 100_000 and len(ks) == 10  # notes §4 Fig. 2b
+    assert ks[:3] == [500, 11554, 22610] and ks[-1] == 100_000 and len(ks) == 10  # the paper's Fig. 2b
     a = preset("fig6a", "paper")
     assert sorted({r.config.N for r in a.runs}) == [49, 99, 149, 199, 249]  # len_context 50..250
     assert len({r.config.K for r in a.runs}) == 30 and all(r.config.iterations == 2000 * 469 for r in a.runs)

@@ -168,7 +168,7 @@ def _never_acquired_test(vals: list[FiniteSeed], own: dict, sig: float, margin: 
 def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]:
     """The heart of the theory on a model whose head is not the reduced one: ICL is acquired
     when the drive I(t) = lr * integral c1 dt (I_K, :func:`icl_kinetics.validate.core.i_k`)
-    reaches a threshold that depends on N and beta0 but not on K (paper-notes §3.8:
+    reaches a threshold that depends on N and beta0 but not on K (docs/theory.md §4:
     sqrt(pi/2) N e^-beta0 for the reduced model).  K* follows from this, so a K-dependent
     threshold bends the K* slope away from 1/nu.
 

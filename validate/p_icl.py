@@ -188,7 +188,7 @@ def p_icl_from_k_star(table, k_star: dict, nu: float, nu_ci=None, rung: str = "t
     spread of the seeds' thresholds.
 
     Theory: a seed escapes iff its I_K(T) ~ A K^nu exceeds its threshold theta
-    (paper-notes §3.8), K* being where half the seeds escape.  With log theta ~ Normal
+    (docs/theory.md §4), K* being where half the seeds escape.  With log theta ~ Normal
     across seeds,
 
         P(ICL | K, N) = Phi(nu ln(K / K*(N)) / sd(log theta)).

@@ -1,4 +1,4 @@
-"""Named presets: every experiment of the paper (paper-notes §4, §7.1) at two scales.
+"""Named presets: every experiment of the paper (its Figs. 2-6 and A5) at two scales.
 
 Each preset is a spec file, ``preset_specs/<name>.toml``, in the format any user's grid is
 written in (:mod:`.specfile`, docs/sweeps.md "Spec files"); ``sweep run NAME`` runs it
