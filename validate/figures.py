@@ -106,7 +106,7 @@ def onset_figure(samples, curves=None, title: str | None = None) -> Figure:
     bins = np.linspace(np.nanmin(logt), np.nanmax(logt), int(np.clip(3 * np.sqrt(per_n), 8, 120)))
     for N, col in zip(Ns, cols):
         x = logt[c["N"] == N]
-        ax.hist(x, bins=bins, density=True, histtype="step", color=col, lw=1.5, label=f"N = {N}")
+        ax.hist(x, bins=bins, density=True, histtype="step", color=col, lw=1.5, label=f"N = {N:g}")
     if curves is not None:
         cc = columns(curves)
         for N, col in zip(Ns, cols):
@@ -332,7 +332,8 @@ def memorization_figure(i_k: Mapping, fit: Mapping | None = None, fitted=None) -
     if fit:
         kk = np.geomspace(K.min(), K.max(), 50)
         ax.plot(kk, fit["amplitude"] * kk ** fit["exponent"], "--", color="k",
-                label=f"A K^nu, nu = {fit['exponent']:.2f} [{fit['exponent_ci'][0]:.2f}, {fit['exponent_ci'][1]:.2f}]")
+                label=f"A K^nu: A = {fit['amplitude']:.3g}, nu = {fit['exponent']:.2f} "
+                f"[{fit['exponent_ci'][0]:.2f}, {fit['exponent_ci'][1]:.2f}]")
     _loglog(ax, "K (items)", "I_K(T) (learning-rate time)", "memorization law (MLP alone)")
     return fig
 
@@ -478,6 +479,7 @@ def bimodality_figure(acc, observed, N, K, xlabel: str = "final ICL accuracy") -
             label=[f"acquired ({o.sum()})", f"not acquired ({(~o).sum()})"])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("seeds")
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_title(f"outcomes near K*: N = {N:g}, K = {K:g}", fontsize=10)
     ax.legend(fontsize=8)
     return fig
@@ -501,7 +503,11 @@ def transience_runs_figure(rows) -> Figure:
     ax.plot([], [], "o", mfc="none", color="tab:blue", label="kept ICL to the end")
     ax.plot([], [], "x", color="tab:gray", label="never acquired")
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    # one labelled tick per weight decay run (the points are jittered around it)
+    wds = sorted({float(r[0]) for r in rows if r[0] > 0})
+    if wds:
+        ax.set_xticks(wds, [f"{w:.2g}" for w in wds], fontsize=8)
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_xlabel("weight decay on attention (wd_attn)")
     ax.set_ylabel("iteration")
     ax.set_title("transience against weight decay", fontsize=10)
