@@ -444,3 +444,12 @@ def test_a_table_already_read_is_taken_as_it_is(tmp_path):
     # a plain dict of the same columns is a table in memory: its NaN K is refused
     with pytest.raises(ParameterError, match="ambiguous"):
         read_table(dict(t))
+
+
+def test_report_title_names_few_files_and_counts_many(tmp_path):
+    from icl_kinetics.validate.report import source_names
+
+    few = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    assert source_names(few) == f"{few[0]}, {few[1]}"
+    many = [tmp_path / "t" / f"run{i}.csv" for i in range(5)] + [tmp_path / "u" / "x.csv"]
+    assert source_names(many) == f"6 tables in {tmp_path}"

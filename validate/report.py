@@ -8,6 +8,7 @@ the columns for, and names the ones it had to skip with the columns each lacked.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -259,7 +260,9 @@ def source_names(source) -> str:
     if type(source).__name__ == "DataFrame":
         return "a DataFrame"
     if isinstance(source, (list, tuple)) and source and all(isinstance(x, (str, Path)) for x in source):
-        return ", ".join(map(str, source))
+        if len(source) <= 3:
+            return ", ".join(map(str, source))
+        return f"{len(source)} tables in {os.path.commonpath([os.path.abspath(x) for x in source])}"
     if isinstance(source, (list, tuple)) and source and all(isinstance(x, dict) for x in source):
         return "a list of rows"
     return "several tables"
