@@ -24,7 +24,8 @@ What it trains (all at lr 0.05, batch 128, D = 63, one-hot labels, MLP width 128
 * the MLP alone on K items (``model = "mlp"``) at several K: c1(t) for the memorization law;
 * the transformer at K = inf (fresh items in every sequence) at several N: ICL onset times;
 * the transformer at one N and a few finite K: c1(t) in situ, which K acquire ICL, and
-  12 seeds near the threshold (K* ~ 700 items at N = 9) for bimodality and P(ICL).
+  12 seeds near the threshold for bimodality and P(ICL) (K = 640 items at N = 9, where
+  4 of 12 seeds acquired ICL by 4000 iterations in a trial run).
 
 The report lands in ``OUT/report/`` (``report.md``, ``report.json``, figures); the
 tables in ``OUT/tables/``.  A check that the tables cannot support says so
@@ -241,7 +242,7 @@ SIZES = {
     # MLP alone: K (items); transformer: N at K = inf, seeds; finite K at one N: {K: seeds}
     "default": dict(mlp_K=(64, 128, 256, 512, 1024), mlp_seeds=2, mlp_iterations=8000,
                     N=(9, 13, 17, 21), seeds=5, iterations=6000,
-                    finite_N=9, finite_K={256: 3, 768: 12, 1024: 3, 4096: 3}, finite_iterations=4000,
+                    finite_N=9, finite_K={256: 3, 640: 12, 1024: 3, 4096: 3}, finite_iterations=4000,
                     eval_every=100, eval_size=500),
     "tiny": dict(mlp_K=(16, 32, 64), mlp_seeds=1, mlp_iterations=200,
                  N=(3, 5, 7), seeds=2, iterations=150,
