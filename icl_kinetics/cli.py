@@ -106,12 +106,14 @@ def _parser_threshold(sub):
     p = sub.add_parser("threshold", help="diversity threshold K*(N) for I_K(inf) = A K^nu",
                        description="K* = (N tau_star(beta0) / A)^(1/nu) items.  The memorization law comes from "
                                    "--amplitude/--nu (with optional CIs) or from a measured c1 table (A, nu and "
-                                   "their t intervals fitted over its K).  " + _BETA0_EFF_HELP + ".")
+                                   "their t intervals fitted over its memorized K).  " + _BETA0_EFF_HELP + ".")
     p.add_argument("--N", nargs="+", type=int_type("N", 1), required=True, help=N_HELP)
     p.add_argument("--nu", type=float_type("nu", 0.0), help="memorization exponent nu > 0")
     p.add_argument("--amplitude", type=float_type("amplitude", 0.0),
                    help="A in I_K(inf) = A K^nu, learning-rate time units (> 0)")
-    p.add_argument("--c1-table", metavar="CSV", help=_C1_TABLE_HELP + "; needs >= 3 finite K")
+    p.add_argument("--c1-table", metavar="CSV", help=_C1_TABLE_HELP + "; A and nu are fitted over its finite K "
+                   "memorized by the end of their runs (the rule of validate's memorization_law: mean final c1 "
+                   "below MEMORIZED_C1), >= 3 of them")
     p.add_argument("--lr", type=float_type("lr", 0.0), help="learning rate of the c1 table's run (if it has no "
                    "'lr' column)")
     _add_memorization_flags(p, "K*")
@@ -343,7 +345,7 @@ def _parser_validate(sub):
                    "its minimum data and what it lacks (columns, values of N or K, seeds); nothing is fitted")
     p.add_argument("--map", metavar="SRC=DST", action="append", default=None,
                    help="with --runs: read column SRC as the schema's column DST (repeatable; e.g. icl_val_acc=icl_acc)")
-    p.add_argument("--iterations-per-epoch", type=int_type("iterations_per_epoch", 1), default=None, metavar="E",
+    p.add_argument("--iterations-per-epoch", type=int_type("iterations-per-epoch", 1), default=None, metavar="E",
                    help="with --runs: the table has an 'epoch' column; iteration = epoch x E")
     p.add_argument("--k-minus-one-is-inf", action="store_true",
                    help="with --runs: read K = -1 (the paper's code's convention) as K = inf (fresh items)")
@@ -366,45 +368,38 @@ def _c1_curves(path, lr, name: str = "c1-table", by_seed: bool = False) -> dict:
     times s, c1 averaged over seeds at each iteration).  Only the schema's MLP rows are kept when the
     table has a 'model' column with any; rows with an empty c1 are skipped.  ``by_seed``: K -> {seed
     (its run_id and seed columns, those it has) -> (s, c1 of that seed, averaged over its rows at
-    each iteration)} instead."""
-    import csv
-    import gzip
+    each iteration)} instead.  The file is read by :func:`icl_kinetics.io.read_csv_numbers`."""
     import math
 
     from icl_kinetics.errors import ParameterError
+    from icl_kinetics.io import read_csv_numbers
 
-    pth = Path(path)
-    if not pth.is_file():
-        raise ParameterError(name, str(path), "an existing CSV file (.csv or .csv.gz)")
-    try:
-        opener = gzip.open if pth.name.endswith(".gz") else open
-        with opener(pth, "rt", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as e:
-        raise ParameterError(name, str(path), f"a readable CSV file ({type(e).__name__})") from None
-    if not rows or not {"iteration", "c1"} <= set(rows[0]):
-        raise ParameterError(name, str(path), "a CSV with columns 'iteration' and 'c1' and at least one row")
-    if "model" in rows[0] and any(r["model"] == "mlp" for r in rows):
-        rows = [r for r in rows if r["model"] == "mlp"]
+    cols = read_csv_numbers(path, name, need=("iteration", "c1"), optional=("K", "lr"),
+                            text=("model", "run_id", "seed"))
+    n = len(cols["c1"])
+    keep = range(n)
+    if "model" in cols and "mlp" in cols["model"]:
+        keep = [i for i in keep if cols["model"][i] == "mlp"]
     groups: dict = {}
-    try:
-        for r in rows:
-            if r["c1"] in ("", "nan", "NaN", None):
-                continue
-            k = float(r["K"]) if r.get("K") not in (None, "") else math.inf
-            if k < 2 and math.isfinite(k):
-                raise ParameterError(name, str(path), f"K >= 2 items or inf (a row has K = {r['K']})")
-            run_lr = float(r["lr"]) if r.get("lr") not in (None, "") else lr
-            if run_lr is None:
-                raise ParameterError("lr", None, "a learning rate > 0: the c1 table has no 'lr' column, so give --lr")
-            g = groups.setdefault(k, {})
-            if by_seed:
-                g = g.setdefault((r.get("run_id"), r.get("seed")), {})
-            g.setdefault(float(r["iteration"]), []).append((float(r["c1"]), run_lr))
-    except ValueError as e:
-        raise ParameterError(name, str(path), f"numeric 'iteration', 'c1', 'K' and 'lr' values ({e})") from None
+    for i in keep:
+        c1 = cols["c1"][i]
+        if math.isnan(c1):
+            continue
+        k = cols["K"][i] if "K" in cols and not math.isnan(cols["K"][i]) else math.inf
+        if k < 2 and math.isfinite(k):
+            raise ParameterError(name, str(path), f"K >= 2 items or inf (a row has K = {k:g})")
+        run_lr = cols["lr"][i] if "lr" in cols and not math.isnan(cols["lr"][i]) else lr
+        if run_lr is None:
+            raise ParameterError("lr", None, "a learning rate > 0: the c1 table has no 'lr' column, so give --lr")
+        if math.isnan(cols["iteration"][i]):
+            raise ParameterError(name, str(path), "an 'iteration' in every row with a c1 value")
+        g = groups.setdefault(k, {})
+        if by_seed:
+            g = g.setdefault(tuple(cols[c][i] if c in cols else None for c in ("run_id", "seed")), {})
+        g.setdefault(cols["iteration"][i], []).append((c1, run_lr))
     if not groups:
         raise ParameterError(name, str(path), "at least one row with a c1 value")
+
     def curve(g):
         its = sorted(g)
         return [it * g[it][0][1] for it in its], [sum(v for v, _ in g[it]) / len(g[it]) for it in its]
@@ -416,19 +411,31 @@ def _c1_curves(path, lr, name: str = "c1-table", by_seed: bool = False) -> dict:
 
 def _memorization_law(a) -> dict:
     """A, nu and their intervals: from --amplitude/--nu (and --amplitude-ci/--nu-ci) or fitted to the
-    c1 table's I_K at its horizon over its finite K (t intervals)."""
+    c1 table's I_K at its horizon (t intervals) over its finite K memorized by then, by the rule of
+    ``validate``'s memorization_law (:func:`icl_kinetics.validate.memorization.memorized`)."""
     from icl_kinetics.errors import ParameterError
     from icl_kinetics.theory import Tabulated, memorization_law_fit
 
     if a.c1_table:
+        from icl_kinetics.validate.memorization import MEMORIZED_C1, memorized
+
         if a.amplitude is not None or a.nu is not None:
             raise ParameterError("c1-table", a.c1_table, "given alone: A and nu are fitted from it (drop "
                                  "--amplitude/--nu)")
         curves = {k: v for k, v in _c1_curves(a.c1_table, a.lr).items() if k != float("inf")}
         ks = sorted(curves)
         ik = [float(Tabulated(*curves[k]).integral(curves[k][0][-1])) for k in ks]
-        fit = memorization_law_fit(ks, ik)
-        return {**fit, "source": "c1 table", "K": ks, "i_k": ik}
+        c1_final = [curves[k][1][-1] for k in ks]
+        mem = memorized(c1_final)
+        left = [ks[i] for i in range(len(ks)) if i not in mem]
+        if len(mem) < 3:
+            raise ParameterError("c1-table", a.c1_table, f"at least 3 finite K memorized by the end of their runs "
+                                 f"(final c1 < {MEMORIZED_C1}; has {len(mem)} of {len(ks)}"
+                                 + (f", not memorized: K = {', '.join(f'{k:g}' for k in left)}" if left else "")
+                                 + "): run longer or add K")
+        fit = memorization_law_fit([ks[i] for i in mem], [ik[i] for i in mem])
+        return {**fit, "source": "c1 table", "K": ks, "i_k": ik, "c1_final": c1_final,
+                "K_fitted": [ks[i] for i in mem], "K_not_memorized": left}
     if a.amplitude is None or a.nu is None:
         raise ParameterError("amplitude" if a.amplitude is None else "nu", None,
                              "given (with --nu / --amplitude), or a --c1-table")
@@ -476,6 +483,7 @@ def cmd_threshold(a) -> dict:
            "ci_method": ki["method"] if has_ci else None, "ci_draws": ki["draws"] if has_ci else None,
            "slope": slope, "predicted_slope": 1.0 / law["nu"], "nu": law["nu"], "amplitude": law["amplitude"],
            "nu_ci": law["nu_ci"], "amplitude_ci": law["amplitude_ci"], "memorization_source": law["source"],
+           "memorization_K_fitted": law.get("K_fitted"), "memorization_K_not_memorized": law.get("K_not_memorized"),
            "beta0": beta0, "beta0_eff": a.beta0_eff, "calibration": cal, "c2": a.c2,
            "units": {"N": "context tokens (target not counted)", "amplitude": "learning-rate time",
                      "k_star": "items"}}
@@ -496,6 +504,13 @@ def _print_threshold(r):
     ci += "" if r["nu_ci"] is None else f", nu in [{r['nu_ci'][0]:.4g}, {r['nu_ci'][1]:.4g}]"
     print(f"K* for I_K(inf) = {r['amplitude']:.4g} K^{r['nu']:.4g} ({r['memorization_source']}{ci}), {b}, "
           f"c2 = {r['c2']:g}")
+    if r.get("memorization_K_fitted") is not None:
+        from icl_kinetics.validate.memorization import MEMORIZED_C1
+
+        left = r["memorization_K_not_memorized"]
+        print(f"A and nu fitted over the K memorized by the end of their runs (final c1 < {MEMORIZED_C1}): K = "
+              + ", ".join(f"{k:g}" for k in r["memorization_K_fitted"])
+              + ("; left out (not memorized): K = " + ", ".join(f"{k:g}" for k in left) if left else ""))
     lo_hi = r["k_star_lo"] is not None
     print(f"{'N':>8} {'K* (items)':>14}" + (f" {'95% interval':>25}" if lo_hi else ""))
     for i, (n, k) in enumerate(zip(r["N"], r["k_star"])):
@@ -1136,8 +1151,6 @@ def _print_validate(r):
         print(f"- {k}: skipped ({why})")
     for k, why in r.get("problems", {}).items():
         print(f"- data problem: {k}: {why}")
-    if r["not_checked"]:
-        print(f"not checked by this version: {', '.join(r['not_checked'])}")
     print(f"report: {r['report']}")
 
 
@@ -1194,11 +1207,21 @@ def _check_outputs(a) -> None:
         check_output_file("--out", a.out if a.out is not None else str(Path(a.dir) / "collected.csv"), (".csv",))
 
 
+#: API parameter names whose command-line option is not the name with '-' for '_'
+_FLAG_OF = {"column_map": "map"}
+
+
 def _flag_message(cmd_parser, e) -> str:
     """A ParameterError's message, prefixed with the command-line option when the API name
-    (``beta0_mean``) has one (``--beta0-mean``)."""
+    (``beta0_mean``) has one (``--beta0-mean``; ``column_map``: ``--map``, and the message
+    names the option too)."""
+    from icl_kinetics.errors import ParameterError
+
     msg = str(e)
     name = str(getattr(e, "name", ""))
+    if cmd_parser is not None and name in _FLAG_OF:
+        name = _FLAG_OF[name]
+        msg = str(ParameterError(name, e.value, e.allowed))
     if cmd_parser is not None and name and not name.startswith("-"):
         flag = "--" + name.replace("_", "-")
         opts = {o for act in cmd_parser._actions for o in act.option_strings}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 
@@ -164,33 +165,63 @@ def _default(o):
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def read_csv_numbers(path, name: str, need=(), one_of=()) -> dict:
-    """The numeric columns of a small UTF-8 CSV file: column name -> list of floats.
+def read_csv_numbers(path, name: str, need=(), one_of=(), optional=(), text=()) -> dict:
+    """The columns of a small UTF-8 CSV file (``.csv``, or ``.csv.gz`` read as gzip-compressed):
+    column name -> list, one value per row.
 
-    Reads the columns of ``need`` (each must be present) and those of ``one_of`` that are
-    present (at least one must be).  Raises :class:`~icl_kinetics.errors.ParameterError`
-    naming ``name`` (the option that gave the file) for a missing or unreadable file, a
-    missing column or a value that is not a number.
+    Reads the numeric columns of ``need`` (each must be present), those of ``one_of`` that are
+    present (at least one must be) and those of ``optional`` that are present, as floats (an
+    empty cell is NaN), and the columns of ``text`` that are present as text.  Blank lines
+    are skipped.  Raises :class:`~icl_kinetics.errors.ParameterError` naming ``name`` (the
+    option that gave the file) and the path for a missing or unreadable file (not UTF-8, not
+    gzip data, a damaged archive), a missing column, a row whose number of fields is not the
+    header's (with its line) or a value that is not a number (with its line and column).
     """
+    import gzip
+    import zlib
+
     from icl_kinetics.errors import ParameterError
 
     p = Path(path)
     if not p.is_file():
-        raise ParameterError(name, str(path), "an existing CSV file")
+        raise ParameterError(name, str(path), "an existing CSV file (.csv or .csv.gz)")
+    opener = gzip.open if p.name.endswith(".gz") else open
     try:
-        with open(p, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ParameterError(name, str(path), f"a text CSV file ({type(e).__name__}: not readable as UTF-8 CSV)") \
-            from None
-    have = set(rows[0]) if rows else set()
+        with opener(p, "rt", newline="", encoding="utf-8") as f:
+            lines = [(i, r) for i, r in enumerate(csv.reader(f, strict=True), 1) if any(c.strip() for c in r)]
+    except UnicodeDecodeError:
+        raise ParameterError(name, str(path), "a text CSV file (not readable as UTF-8 CSV; a gzip-compressed "
+                             "one must be named .gz)") from None
+    except (OSError, EOFError, zlib.error, csv.Error) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise ParameterError(name, str(path), f"a readable CSV file ({type(e).__name__}: {why})") from None
+    header = [h.strip() for h in lines[0][1]] if lines else []
+    rows = lines[1:]
+    have = set(header)
     if not rows or not set(need) <= have or (one_of and not set(one_of) & have):
         wanted = " and ".join(f"'{c}'" for c in need)
         if one_of:
             wanted += (" and " if need else "") + " or ".join(f"'{c}'" for c in one_of)
         raise ParameterError(name, str(path), f"a CSV with columns {wanted} and at least one row")
-    keep = [c for c in (*need, *one_of) if c in have]
-    try:
-        return {c: [float(r[c]) for r in rows] for c in keep}
-    except (ValueError, TypeError) as e:
-        raise ParameterError(name, str(path), f"numeric columns ({e})") from None
+    for line, r in rows:
+        if len(r) != len(header):
+            raise ParameterError(name, str(path), f"a well-formed CSV (line {line} has {len(r)} fields, the "
+                                 f"header {len(header)})")
+    out = {}
+    for c in dict.fromkeys((*need, *one_of, *optional)):
+        if c not in have:
+            continue
+        j, vals = header.index(c), []
+        for line, r in rows:
+            v = r[j].strip()
+            try:
+                vals.append(float(v) if v else math.nan)
+            except ValueError:
+                raise ParameterError(name, str(path), f"numbers in column '{c}' (line {line} has "
+                                     f"{v[:40]!r})") from None
+        out[c] = vals
+    for c in text:
+        if c in have:
+            j = header.index(c)
+            out[c] = [r[j] for _, r in rows]
+    return out

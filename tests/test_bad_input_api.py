@@ -1,4 +1,4 @@
-"""One error contract for the theory API (issue 10): every bad argument raises exactly
+"""One error contract for the theory API: every bad argument raises exactly
 :class:`~icl_kinetics.errors.ParameterError` (a ValueError), with a one-line message that
 starts with the parameter's name, and never returns a number instead.
 

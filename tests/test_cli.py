@@ -136,7 +136,7 @@ def test_minimal_is_train_model_minimal_with_its_own_defaults():
 
     names = {f.name for f in fields(TrainConfig)}
     assert set(MINIMAL_DEFAULTS) <= names
-    # the old simulator's defaults (MinimalConfig, issue 11)
+    # the defaults of the former stand-alone minimal-model simulator (MinimalConfig)
     assert MINIMAL_DEFAULTS == dict(N=100, width=0, lr=0.1, eval_every=10, log_every=100,
                                     early_stop=FOLLOW_THRESHOLD, iterations=10_000, seeds=8, D=63, batch_size=128,
                                     eval_size=2000, beta0=0.0, w0=0.0)
@@ -268,17 +268,76 @@ def test_threshold_beta0_eff_route_is_labelled_fitted(cli):
 
 
 def test_threshold_from_a_c1_table(cli, tmp_path):
-    """A, nu fitted from the MLP rows' I_K at the horizon (independently: trapezoids of c1 * lr dt)."""
+    """A, nu fitted from the MLP rows' I_K at the horizon (independently: trapezoids of c1 * lr dt), over
+    the K memorized by then: c1(4000) < 0.05 leaves K = 3000 (c1 = 0.092) out."""
     path = _mlp_table(tmp_path / "mlp.csv")
     code, out, _ = cli(["threshold", "--N", "50", "--c1-table", str(path), "--json"])
     assert code == 0
     r = json.loads(out)
-    Ks = np.array([100, 300, 1000, 3000.0])
+    Ks = np.array([100, 300, 1000.0])
     t = np.linspace(0, 4000, 81)
     ik = [np.trapezoid(0.5 / (1 + t / (0.3 * K)), 0.01 * t) for K in Ks]
     nu, la = np.polyfit(np.log(Ks), np.log(ik), 1)
     assert r["nu"] == pytest.approx(nu, rel=1e-8) and r["amplitude"] == pytest.approx(np.exp(la), rel=1e-8)
     assert r["k_star_lo"][0] < r["k_star"][0] < r["k_star_hi"][0]
+    assert r["memorization_K_fitted"] == [100, 300, 1000] and r["memorization_K_not_memorized"] == [3000]
+    code, out, _ = cli(["threshold", "--N", "50", "--c1-table", str(path)])
+    assert code == 0 and "K = 100, 300, 1000; left out (not memorized): K = 3000" in out
+
+
+def test_threshold_c1_table_fits_the_same_k_as_validate(cli, tmp_path):
+    """One table with an un-memorized K (3000): the CLI's nu is validate's memorization_law's nu."""
+    from icl_kinetics.validate import memorization_law, read_table
+
+    path = _mlp_table(tmp_path / "mlp.csv", Ks=(100, 200, 400, 1000, 3000))
+    code, out, _ = cli(["threshold", "--N", "50", "--c1-table", str(path), "--json"])
+    assert code == 0
+    r = json.loads(out)
+    v = memorization_law(read_table(path))
+    assert v.details["K_fitted"] == r["memorization_K_fitted"] == [100, 200, 400, 1000]
+    assert r["nu"] == pytest.approx(v.details["fit"]["exponent"], rel=1e-9)
+    assert r["amplitude"] == pytest.approx(v.details["fit"]["amplitude"], rel=1e-9)
+
+
+def test_threshold_c1_table_with_too_few_memorized_k(cli, tmp_path):
+    path = _mlp_table(tmp_path / "mlp.csv", Ks=(100, 3000, 5000))
+    code, out, err = cli(["threshold", "--N", "50", "--c1-table", str(path)])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--c1-table" in err and "has 1 of 3" in err and "K = 3000, 5000" in err
+
+
+def test_c1_table_short_row_is_refused_by_line(cli, tmp_path):
+    """A row with fewer fields than the header: exit 2, one line naming the option, file and line."""
+    path = tmp_path / "short.csv"
+    path.write_text("c1,iteration,K\n0.4\n")
+    for argv in (["threshold", "--N", "50", "--c1-table", str(path)],
+                 ["onset", "--N", "20", "--lr", "0.1", "--beta0-mean", "0", "--beta0-std", "1", "--c1-table", str(path),
+                  "--K", "100"]):
+        code, out, err = cli(argv)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "--c1-table" in err and "short.csv" in err and "line 2 has 1 fields" in err
+        assert "internal error" not in err
+
+
+def test_c3_table_can_be_gzip_compressed(cli, tmp_path):
+    """A .csv.gz c3 table gives what the same .csv gives; a gzip file named .csv is refused in one line."""
+    import gzip
+
+    text = "iteration,c3\n" + "\n".join(f"{i},{1 / (1 + i / 1e4)}" for i in np.geomspace(1, 1e7, 60)) + "\n"
+    plain, packed = tmp_path / "c3.csv", tmp_path / "c3.csv.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    runs = [cli(["transience", "--wd-attn", "3e-3", "--c3-table", str(p), "--lr", "0.01", "--json"])
+            for p in (plain, packed)]
+    assert runs[0][0] == runs[1][0] == 0 and json.loads(runs[0][1]) == json.loads(runs[1][1])
+    wrong = tmp_path / "gz.csv"
+    wrong.write_bytes(gzip.compress(text.encode()))
+    code, _, err = cli(["transience", "--wd-attn", "3e-3", "--c3-table", str(wrong), "--lr", "0.01"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--c3-table" in err and "UTF-8" in err
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(gzip.compress(text.encode())[:40])
+    code, _, err = cli(["transience", "--wd-attn", "3e-3", "--c3-table", str(broken), "--lr", "0.01"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--c3-table" in err
 
 
 def test_onset_text_shows_closed_form_quantiles_and_signs(cli):

@@ -1,4 +1,4 @@
-"""One name per quantity (issue 11, acceptance 5): the glossary in docs/theory.md, the
+"""One name per quantity: the glossary in docs/theory.md, the
 engine's metrics columns, the validation schema's columns, the sweep tables' columns,
 the config fields and the theory API's parameters use the same names, and no
 deprecated alias is a public name."""

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from icl_kinetics.errors import ParameterError  # noqa: E402
 from icl_kinetics.simulate import models as mm  # noqa: E402
 
-TOL = 1e-5  # issue 4: logits and every parameter gradient to 1e-5 (float64)
+TOL = 1e-5  # logits and every parameter gradient agree with the reference to 1e-5 (float64)
 
 
 def _tables(K, D, gen):

@@ -1,4 +1,4 @@
-"""The worked example docs/examples/own_model.py (issue 12, acceptance 1): a user's own
+"""The worked example docs/examples/own_model.py: a user's own
 PyTorch transformer (nn.MultiheadAttention + MLP, not the engine), trained for seconds with
 its own loop, measured with the probes through a forward hook, logged with RunLogger and
 validated.  Every check the tables allow must run (a verdict, not a crash), every other

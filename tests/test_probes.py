@@ -1,6 +1,6 @@
 """The probes (theory.correct_margin / theory.effective_head and validate.probes) against
-independent references: the engine's own logged metrics on its own model (acceptance 3 of
-issue 12), naive loops, hand-built attention whose (w, beta) is known, numpy vs torch."""
+independent references: the engine's own logged metrics on its own model (the same function
+gives the same w, beta and c1), naive loops, hand-built attention whose (w, beta) is known, numpy vs torch."""
 
 import math
 
@@ -14,7 +14,7 @@ from icl_kinetics.validate.probes import AttentionRecorder, coefficients_from_lo
 torch = pytest.importorskip("torch")
 
 
-# ----------------------------------------------------------------------------- acceptance 3
+# ----------------------------------------------------------------------------- the engine's own metrics
 @pytest.mark.parametrize("model, rtol", [
     # the engine evaluates "transformer" with its fast last-token path (float32), the probe
     # input comes from the naive full-attention oracle (float32): they agree to float32

@@ -1,12 +1,13 @@
-"""The published tidy-table schema: reading a hand-written table, and naming what each
-prediction would still need."""
+"""The published tidy-table schema: reading a hand-written table, and the columns each
+check needs."""
 
 import math
 
 import pytest
 
 from icl_kinetics.errors import ParameterError
-from icl_kinetics.validate.schema import COLUMNS, PREDICTIONS, REQUIRED, available_predictions, read_table
+from icl_kinetics.validate.requirements import REQUIREMENTS
+from icl_kinetics.validate.schema import COLUMNS, REQUIRED, read_table
 
 DATA = __import__("pathlib").Path(__file__).parent / "data"
 
@@ -19,20 +20,9 @@ def test_handwritten_table_is_read_with_types_and_fresh_items_as_inf():
     assert math.isnan(t["iwl_acc"][2])
 
 
-def test_available_predictions_name_the_missing_columns():
-    t = read_table(DATA / "handwritten_runs.csv")
-    ok, skipped = available_predictions(t)
-    assert set(ok) == {"k_star_scaling", "onset_times", "bimodality"}
-    assert skipped["equalized_contexts"] == ["contexts"]
-    assert skipped["transience"] == ["wd_attn"]
-    assert skipped["transience_tracking"] == ["wd_attn", "w", "c3"]
-    assert skipped["memorization_law"] == ["model", "c1"]
-    assert set(ok) | set(skipped) == set(PREDICTIONS)
-
-
-def test_every_prediction_needs_only_known_columns():
-    for need in PREDICTIONS.values():
-        assert set(need) <= set(COLUMNS)
+def test_every_check_needs_only_known_columns():
+    for req in REQUIREMENTS.values():
+        assert set(req.columns) <= set(COLUMNS), req.check
     assert set(REQUIRED) <= set(COLUMNS)
 
 

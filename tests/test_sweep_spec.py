@@ -1,7 +1,7 @@
 """Sweep spec files (docs/sweeps.md, "Spec files"): the presets as spec files with the run ids
 they always had, every key checked, and a custom spec sweep through the same store, resume,
-status and collect as the presets (acceptance 6 of issue 12: SIGKILL, resume, identical table,
-straight into validate_runs).  Tiny shapes only."""
+status and collect as the presets (it survives SIGKILL and resume with an identical table and
+goes straight into validate_runs).  Tiny shapes only."""
 
 import builtins
 import csv
@@ -263,7 +263,7 @@ def _done(d):
 
 
 def test_custom_spec_sweep_survives_sigkill_and_goes_into_validate(tmp_path):
-    """Acceptance 6: a spec sweep SIGKILLed part-way and resumed collects the same table, byte
+    """A spec sweep SIGKILLed part-way and resumed collects the same table, byte
     for byte, as an uninterrupted one; the table goes straight into validate_runs."""
     spec = _write(tmp_path, KILL_SPEC)
     ref, d = tmp_path / "ref", tmp_path / "killed"

@@ -1,4 +1,4 @@
-"""Tables from any source (issue 12, acceptance 5): a CSV, a pandas DataFrame (real, and a
+"""Tables from any source: a CSV, a pandas DataFrame (real, and a
 minimal stand-in that always runs), a list of row dicts and a dict of columns are read by
 the same rules into the same typed table; column_map, iterations_per_epoch and the K = -1
 convention; and train's metrics.csv carries the grid columns as sweep collect writes them,
@@ -453,3 +453,18 @@ def test_report_title_names_few_files_and_counts_many(tmp_path):
     assert source_names(few) == f"{few[0]}, {few[1]}"
     many = [tmp_path / "t" / f"run{i}.csv" for i in range(5)] + [tmp_path / "u" / "x.csv"]
     assert source_names(many) == f"6 tables in {tmp_path}"
+
+
+def test_cli_names_map_and_iterations_per_epoch_by_their_flags(tmp_path, cli):
+    """The CLI's one-line errors name the options as typed: --map (not the API's column_map)
+    and --iterations-per-epoch."""
+    path = _write(tmp_path / "runs.csv", ROWS)
+    argv = ["validate", "--runs", str(path), "--out", str(tmp_path / "o"), "--plan"]
+    code, _, err = cli(argv + ["--map", "nosuch=icl_acc"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "argument --map: map='nosuch' is not allowed: map must be a column of the table" in err, err
+    assert "column_map" not in err
+    code, _, err = cli(argv + ["--iterations-per-epoch", "0"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "argument --iterations-per-epoch: iterations-per-epoch must be" in err, err
+    assert "iterations_per_epoch" not in err

@@ -1,8 +1,8 @@
 """What each check needs (validate/requirements.py) and verdicts that say what the data can
 support: below its stated minimum every check is "inconclusive: needs ...", never a pass or
 a fail; a holding verdict at (or near) its minimum does not become "does not hold" when one
-seed is added; `validate --plan` lists each check's needs before anything is fitted; the
-crash case of issue 12 (a transformer table with c1 and no MLP rows) writes a full report.
+seed is added; `validate --plan` lists each check's needs before anything is fitted; a
+transformer table with c1 and no MLP rows (once a crash) writes a full report.
 
 Tables are built from the theory (tests/validate_tables.py) with seeded noise."""
 
@@ -273,7 +273,7 @@ def test_decay_at_the_floor_is_no_decay_and_early_stopped_runs_do_not_keep_icl()
 
 # ----------------------------------------------------------------------------- validate --runs
 def test_a_transformer_table_with_c1_and_no_mlp_rows_writes_a_full_report(tmp_path, cli):
-    """Acceptance 2: model, K, c1, lr present, no model = mlp rows; the report is written and
+    """Columns model, K, c1, lr present, no model = mlp rows; the report is written and
     names why the memorization check did not run."""
     fin, inf = drive_tables(seeds=6)
     rows = [dict(r, model="transformer") for r in rows_of(fin) + rows_of(inf)]
@@ -335,7 +335,7 @@ def test_sources_and_reading_options_reach_the_checks(tmp_path, cli):
 
 # ----------------------------------------------------------------------------- the plan
 def test_plan_on_the_schema_example_table_lists_every_check(cli):
-    """Acceptance 4: the published example table (tests/data/handwritten_runs.csv)."""
+    """The plan of the published example table (tests/data/handwritten_runs.csv) names every check."""
     p = plan(DATA / "handwritten_runs.csv")
     assert [c["check"] for c in p["checks"]] == list(REQUIREMENTS)
     by_check = {c["check"]: c for c in p["checks"]}

@@ -33,15 +33,20 @@ def test_rung1_onset_holds_within_tolerance_and_flags_the_points_outside():
 
 # --- validate/compare.py: the full flow is the headline, the reduced ODEs are flagged outside their range
 
+def _cells(line: str) -> list:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def test_reduced_odes_range_is_the_theorys_one_definition():
     import numpy as np
     import pytest
 
     from icl_kinetics.errors import ParameterError
     from icl_kinetics.theory import REDUCED_ODES_RANGE, reduced_odes_in_range
-    from icl_kinetics.validate import demo
+    from icl_kinetics.validate import compare, demo
 
-    assert demo.in_reduced_range is reduced_odes_in_range and demo.REDUCED_RANGE == REDUCED_ODES_RANGE == 0.1
+    assert demo.reduced_odes_in_range is compare.reduced_odes_in_range is reduced_odes_in_range
+    assert demo.REDUCED_ODES_RANGE == REDUCED_ODES_RANGE == 0.1
     assert reduced_odes_in_range(100, 0.0) and not reduced_odes_in_range(50, 1.0)  # e^0/10 = 0.1; e/7.07 = 0.38
     Ns, b = np.array([25, 50, 100, 400]), np.array([-1.0, 0.0, 0.0, 1.0])
     assert np.array_equal(reduced_odes_in_range(Ns, b), np.exp(b) / np.sqrt(Ns) <= 0.1)
@@ -79,6 +84,19 @@ def test_compare_theory_curves_put_the_full_flow_first_and_flag_the_reduced_odes
     cols = [c.strip() for c in head.strip("|").split("|")]
     assert cols[4] == "theory: full flow" and cols[6] == "reduced ODEs" and cols[8] == "reduced ODEs in range?"
     assert "NO: e^beta0/sqrt(N) = 0.38" in line and f"{p['theory_full_flow']:.0f}" in line.split("|")[5]
+    # the demo's table is the same table without the closed-form columns (signal, noise, regime)
+    from icl_kinetics.validate.demo import format_demo
+
+    short = format_onset_table([row], closed_forms=False).splitlines()
+    long_ = format_onset_table([row]).splitlines()
+    for s_line, l_line in zip(short[:3], long_[:3]):
+        assert _cells(s_line) == _cells(l_line)[:9]
+    assert short[3:] == long_[3:]
+    demo = {"default": {"amplitude": 0.2, "nu": 0.7, "beta0": 0.0, "c2": 0.5, "lr": 0.01, "beta0_mean": 0.0,
+                        "beta0_std": 1.0}, "k_star": {}, "k_star_slope": 1 / 0.7, "t_icl": {}, "p_icl_N100": {},
+            "sgd_check": {"rows": [row], "plot": "c.png"}, "k_star_plot": "k.png", "onset_plot": "o.png",
+            "summary_json": "s.json"}
+    assert "\n".join(short) in format_demo(demo)
 
 
 def test_compare_keeps_its_json_keys_and_draws_the_full_flow(tmp_path):

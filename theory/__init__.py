@@ -8,8 +8,8 @@ Public surface (each quantity has one name, listed with its unit in the glossary
   :func:`icl_threshold_beta` (``beta_c``), :func:`head_escaped`;
 * the loss: :func:`averaged_loss`;
 * flows: :func:`solve_flow` (full / linear / reduced) returning :class:`FlowSolution`;
-  :func:`reduced_odes_in_range` (the reduced ODEs' range, ``e^beta0 / sqrt(N) <=``
-  :data:`REDUCED_ODES_RANGE`);
+  :func:`reduced_odes_in_range` (the reduced ODEs' range, :func:`reduced_odes_expansion`
+  ``= e^beta0 / sqrt(N) <=`` :data:`REDUCED_ODES_RANGE`);
 * closed forms: :func:`escape_time`, :func:`escape_condition`, :func:`t_icl`,
   :func:`k_star`, :func:`critical_beta0`, :func:`p_icl`;
 * memorization: :func:`mlp_coefficients` (numpy arrays or torch tensors), :func:`i_k`,
@@ -47,7 +47,8 @@ it takes a few seconds).
 
 from icl_kinetics.theory.closed_form import critical_beta0, escape_condition, escape_time, k_star, p_icl, t_icl
 from icl_kinetics.theory.closed_form import C2_DEFAULT, calibrate_beta0, k_star_interval, onset_slope
-from icl_kinetics.theory.flow import REDUCED_ODES_RANGE, FlowSolution, reduced_odes_in_range, solve_flow
+from icl_kinetics.theory.flow import REDUCED_ODES_RANGE, FlowSolution, reduced_odes_expansion, reduced_odes_in_range
+from icl_kinetics.theory.flow import solve_flow
 from icl_kinetics.theory.loss import averaged_loss
 from icl_kinetics.theory.memorization import Constant, PowerLaw, Tabulated, i_k, mlp_coefficients
 from icl_kinetics.theory.memorization import inverse_i_k, memorization_law_fit
@@ -65,6 +66,7 @@ __all__ = [
     "OnsetDistribution",
     "correct_margin", "effective_head",
     "C2_DEFAULT", "FiniteKOnset", "calibrate_beta0", "inverse_i_k", "k_star_interval", "memorization_law_fit",
-    "onset_slope", "mean_c1_curve", "onset_quantile_ci", "REDUCED_ODES_RANGE", "reduced_odes_in_range",
+    "onset_slope", "mean_c1_curve", "onset_quantile_ci", "REDUCED_ODES_RANGE", "reduced_odes_expansion",
+    "reduced_odes_in_range",
     "icl_loss_from_iwl_loss", "t_icl_loss", "transience_flow", "w_tr",
 ]

@@ -27,6 +27,7 @@ from icl_kinetics.errors import (
 )
 from icl_kinetics.resources import require_memory
 from icl_kinetics.theory._compat import renamed_keywords
+from icl_kinetics.theory.closed_form import C2_DEFAULT
 from icl_kinetics.theory.loss import _gradient, _phi_nodes, _xi_nodes
 from icl_kinetics.theory.memorization import as_curve
 from icl_kinetics.theory.minimal import (
@@ -164,7 +165,7 @@ class FlowSolution:
 
 @renamed_keywords(lam="wd_attn")
 def solve_flow(N: int, beta0: float, lr: float, *, w0: float = 0.0, stage: str = "full",
-               c1=0.5, c2=0.5, phi_plus=0.0, contexts: str = "iid", wd_attn: float = 0.0,
+               c1=0.5, c2=C2_DEFAULT, phi_plus=0.0, contexts: str = "iid", wd_attn: float = 0.0,
                t_max: float | None = None, accuracy: float = T_ICL_THRESHOLD, beta_escape: float | None = None,
                n_points: int = 400) -> FlowSolution:
     """Integrate the flow of (w, beta) from (w0, beta0) with ``solve_ivp``.

@@ -29,12 +29,18 @@ def _walk(a, b, path, out, rtol):
         for i, (x, y) in enumerate(zip(a, b)):
             _walk(x, y, f"{path}[{i}]", out, rtol)
     elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
-        if math.isnan(a) and math.isnan(b):
-            return
-        if a != b and abs(a - b) > rtol * max(abs(a), abs(b)):
+        if not (math.isfinite(a) and math.isfinite(b)):  # NaN or inf on either side: only the same is same
+            if not (a == b or (math.isnan(a) and math.isnan(b))):
+                out.append(("number", path, a, b))
+        elif a != b and abs(a - b) > rtol * max(abs(a), abs(b)):
             out.append(("number", path, a, b))
     elif a != b:
         out.append(("value", path, a, b))
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def main(argv=None) -> int:
@@ -43,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("new")
     ap.add_argument("--rtol", type=float, default=1e-9)
     a = ap.parse_args(argv)
-    old, new = (json.load(open(p, encoding="utf-8")) for p in (a.old, a.new))
+    old, new = (_load(p) for p in (a.old, a.new))
     key = lambda v: (v["prediction"], v["rung"])  # noqa: E731
     vo, vn = {key(v): v for v in old["verdicts"]}, {key(v): v for v in new["verdicts"]}
     same = True
@@ -63,11 +69,11 @@ def main(argv=None) -> int:
         if out:
             print(f"\n{k[0]} | {k[1]}:")
             for kind, path, x, y in out:
-                rel = f"  (rel {abs(x - y) / max(abs(x), abs(y)):.2e})" if kind == "number" else ""
+                finite = kind == "number" and math.isfinite(x) and math.isfinite(y)
+                rel = f"  (rel {abs(x - y) / max(abs(x), abs(y)):.2e})" if finite else ""
                 print(f"  {kind:6s} {path}: {x!r} -> {y!r}{rel}")
-    for f in ("skipped", "not_checked"):
-        if old.get(f) != new.get(f):
-            print(f"\n{f} differs: {old.get(f)!r} -> {new.get(f)!r}")
+    if old.get("skipped") != new.get("skipped"):
+        print(f"\nskipped differs: {old.get('skipped')!r} -> {new.get('skipped')!r}")
     return 0 if same else 1
 
 

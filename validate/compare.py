@@ -19,12 +19,12 @@ import numpy as np
 from icl_kinetics.errors import finite_float, positive_float, positive_int
 from icl_kinetics.io import write_csv, write_json, atomic_write_text
 from icl_kinetics.theory import (
-    REDUCED_ODES_RANGE, T_ICL_THRESHOLD, icl_threshold_beta, reduced_odes_in_range, solve_flow, t_icl,
+    C2_DEFAULT, REDUCED_ODES_RANGE, T_ICL_THRESHOLD, icl_threshold_beta, reduced_odes_expansion, reduced_odes_in_range,
+    solve_flow, t_icl,
 )
-from icl_kinetics.theory.flow import reduced_odes_expansion
 
 
-def regime_of(beta0: float, c2: float = 0.5) -> str:
+def regime_of(beta0: float, c2: float = C2_DEFAULT) -> str:
     """Which closed form is within 5 % of the exact escape time (docs/theory.md §3):
     gamma = c2 e^-beta0 < 0.3 -> "signal", gamma > 10 -> "noise", else "crossover" (use the exact T*)."""
     g = c2 * math.exp(-beta0)
@@ -262,25 +262,28 @@ def _write_outputs(out: Path, plot, result: dict, seed_rows: list, theory_rows: 
     return result
 
 
-def format_onset_table(rows) -> str:
+def format_onset_table(rows, closed_forms: bool = True) -> str:
     """Markdown table of measured vs predicted median t_ICL: the full flow (the headline) first,
     then the reduced ODEs with their range flag (rows made before the flag existed get it from
-    N and beta0), and their closed-form regimes."""
+    N and beta0), and (``closed_forms``) their closed-form regimes: the signal and noise
+    formulas and which of them holds.  ``closed_forms=False``: the demo's shorter table."""
     def f(v, fmt="{:.0f}"):
         return "n/a" if v is None else fmt.format(v)
 
-    lines = ["| N | beta0 | acquired | median t_ICL (SGD) | theory: full flow | rel. err | reduced ODEs | rel. err | "
-             "reduced ODEs in range? | signal formula | noise formula | regime |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    head = ["N", "beta0", "acquired", "median t_ICL (SGD)", "theory: full flow", "rel. err", "reduced ODEs",
+            "rel. err", "reduced ODEs in range?"] + (["signal formula", "noise formula", "regime"] if closed_forms
+                                                     else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = []
     for r in rows:
         acq = f"{r['acquired']}/{r['seeds']}" + (f" ({r['diverged']} diverged)" if r.get("diverged") else "")
         x = reduced_odes_expansion(r["N"], r["beta0"])
         rng = "yes" if reduced_odes_in_range(r["N"], r["beta0"]) else f"NO: e^beta0/sqrt(N) = {x:.2f}"
-        lines.append(f"| {r['N']} | {r['beta0']:g} | {acq} | {f(r['median_t_icl'])} | "
-                     f"{f(r['theory_full_flow'])} | {f(r.get('rel_err_full_flow'), '{:+.1%}')} | "
-                     f"{f(r['theory_exact'])} | {f(r['rel_err_exact'], '{:+.1%}')} | {rng} | "
-                     f"{f(r['theory_signal'])} | {f(r['theory_noise'])} | {r['regime']} |")
+        cells = [str(r["N"]), f"{r['beta0']:g}", acq, f(r["median_t_icl"]), f(r["theory_full_flow"]),
+                 f(r.get("rel_err_full_flow"), "{:+.1%}"), f(r["theory_exact"]), f(r["rel_err_exact"], "{:+.1%}"), rng]
+        if closed_forms:
+            cells += [f(r["theory_signal"]), f(r["theory_noise"]), r["regime"]]
+        lines.append("| " + " | ".join(cells) + " |")
         if r.get("note"):
             notes.append(f"- N = {r['N']}, beta0 = {r['beta0']:g}: {r['note']}")
     lines += ["", f"Headline: the full flow (exact data-averaged gradient flow, large D).  Reduced ODEs: the "

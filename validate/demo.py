@@ -16,9 +16,10 @@ Embedded default (paper scale where the paper fixes it):
   reduced ODEs (the paper's Eq. 6, "reduced ODEs" column) sit beside it, flagged where
   they are outside their range: they are leading order in e^beta / N and their error
   grows like e^beta0 / sqrt(N) (docs/theory.md section 2: -6 % at e^beta0 / sqrt(N) = 0.1,
-  -22 % at N = 50, beta0 = 1), so a row with e^beta0 / sqrt(N) > ``REDUCED_RANGE`` is flagged
-  (the theory's one definition: :func:`icl_kinetics.theory.reduced_odes_in_range`,
-  :data:`~icl_kinetics.theory.REDUCED_ODES_RANGE`).
+  -22 % at N = 50, beta0 = 1), so a row with e^beta0 / sqrt(N) >
+  :data:`~icl_kinetics.theory.REDUCED_ODES_RANGE` is flagged (the theory's one definition:
+  :func:`icl_kinetics.theory.reduced_odes_in_range`).  The table is ``compare``'s
+  (:func:`icl_kinetics.validate.compare.format_onset_table`) without its closed-form columns.
 
 c2 is the theory's one default, 1/2 (:data:`icl_kinetics.theory.C2_DEFAULT`).
 """
@@ -30,33 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from icl_kinetics.io import write_json
-from icl_kinetics.theory import C2_DEFAULT, OnsetDistribution, k_star, p_icl
-from icl_kinetics.theory import REDUCED_ODES_RANGE as REDUCED_RANGE
-from icl_kinetics.theory import reduced_odes_in_range as in_reduced_range
-from icl_kinetics.theory.flow import reduced_odes_expansion
+from icl_kinetics.theory import C2_DEFAULT, REDUCED_ODES_RANGE, OnsetDistribution, k_star, p_icl, reduced_odes_in_range
+from icl_kinetics.validate.compare import compare_minimal_onset, format_onset_table
 
 DEFAULT = {"N": [50, 100, 150, 200, 250], "nu": 0.7, "amplitude": 0.2, "beta0": 0.0,
            "lr": 0.01, "beta0_mean": 0.0, "beta0_std": 1.0, "samples": 100_000, "c2": C2_DEFAULT}
-
-
-def format_sgd_table(rows) -> str:
-    """The demo's SGD check as a markdown table: the full flow is the headline prediction, the
-    reduced ODEs beside it, flagged where outside their range."""
-    def f(v, fmt="{:.0f}"):
-        return "n/a" if v is None else fmt.format(v)
-
-    lines = ["| N | beta0 | acquired | median t_ICL (SGD) | theory: full flow | rel. err | reduced ODEs | "
-             "rel. err | reduced ODEs in range? |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ok = in_reduced_range(r["N"], r["beta0"])
-        ratio = reduced_odes_expansion(r["N"], r["beta0"])
-        lines.append(f"| {r['N']} | {r['beta0']:g} | {r['acquired']}/{r['seeds']} | {f(r['median_t_icl'])} | "
-                     f"{f(r['theory_full_flow'])} | {f(r['rel_err_full_flow'], '{:+.1%}')} | "
-                     f"{f(r['theory_exact'])} | {f(r['rel_err_exact'], '{:+.1%}')} | "
-                     + ("yes" if ok else f"NO: e^beta0/sqrt(N) = {ratio:.2f} > {REDUCED_RANGE:g}") + " |")
-    lines.append(f"\nReduced ODEs (the paper's Eq. 6): leading order in e^beta / N, in range where e^beta0 / sqrt(N) "
-                 f"<= {REDUCED_RANGE:g}; outside it they drift from the full flow (docs/theory.md section 2).")
-    return "\n".join(lines)
 
 
 def run_demo(out="out/demo", simulate: bool = True, progress: bool = True) -> dict:
@@ -89,13 +68,12 @@ def run_demo(out="out/demo", simulate: bool = True, progress: bool = True) -> di
     res["p_icl_N100"] = {f"{k:.0f}": float(p_icl(d["amplitude"] * k ** d["nu"], 100, d["beta0_mean"],
                                                    d["beta0_std"], c2=d["c2"])) for k in K}
     if simulate:
-        from icl_kinetics.validate.compare import compare_minimal_onset
-
         cmp = compare_minimal_onset(Ns=(50,), beta0s=(0.0, 1.0), lr=0.1, seeds=8, out=out / "compare",
                                     progress=progress)
         res["sgd_check"] = {"rows": cmp["rows"], "plot": cmp["plot"], "wall_seconds": cmp["wall_seconds"],
-                            "headline": "theory_full_flow", "reduced_range": f"e^beta0 / sqrt(N) <= {REDUCED_RANGE:g}",
-                            "reduced_in_range": [in_reduced_range(r["N"], r["beta0"]) for r in cmp["rows"]]}
+                            "headline": "theory_full_flow",
+                            "reduced_range": f"e^beta0 / sqrt(N) <= {REDUCED_ODES_RANGE:g}",
+                            "reduced_in_range": [reduced_odes_in_range(r["N"], r["beta0"]) for r in cmp["rows"]]}
     res["summary_json"] = write_json(out / "summary.json", res)
     return res
 
@@ -115,7 +93,7 @@ def format_demo(r: dict) -> str:
     lines.append("  " + "  ".join(f"K={k}: {p:.2f}" for k, p in r["p_icl_N100"].items()))
     if "sgd_check" in r:
         lines.append("\nQuick check, minimal-model SGD (no MLP, K -> inf, lr 0.1, 8 seeds) vs theory:")
-        lines.append(format_sgd_table(r["sgd_check"]["rows"]))
+        lines.append(format_onset_table(r["sgd_check"]["rows"], closed_forms=False))
     lines.append(f"\nFigures: {r['k_star_plot']}, {r['onset_plot']}"
                  + (f", {r['sgd_check']['plot']}" if "sgd_check" in r else ""))
     lines.append(f"Summary: {r['summary_json']}")

@@ -21,7 +21,7 @@ SLOPE_TOLERANCE = 0.25
 
 
 class KStar(NamedTuple):
-    """A measured K* (items) and its interval (:func:`k_star_interval`)."""
+    """A measured K* (items) and its interval (:func:`measured_k_star_interval`)."""
 
     k_star: float
     lo: float
@@ -46,7 +46,7 @@ def measured_k_star(seeds: list[SeedSummary], n_boot: int = 200) -> fits.Sigmoid
     return fit_k_star([math.log10(s.K) for s in seeds], [s.final_icl_acc for s in seeds], n_boot)
 
 
-def k_star_interval(fit: fits.SigmoidFit, Ks) -> tuple[float, float]:
+def measured_k_star_interval(fit: fits.SigmoidFit, Ks) -> tuple[float, float]:
     """The measured K* interval (items): the fit's bootstrap CI, widened to the two grid
     values of K around the fitted K*.  When every seed agrees at each K the transition is
     sharp and the bootstrap CI collapses, but the data only place K* between neighbouring
@@ -114,10 +114,10 @@ def _widened(lo: float, hi: float, Ks) -> tuple[float, float]:
 def _predicted_k_star(ik: dict, N: float, beta0: float) -> tuple[list, list]:
     """(tau* for c2 = 0 and 1/2, sorted; the K* where the measured I_K(T), interpolated in
     log-log, crosses N tau*: NaN outside the measured range)."""
-    from icl_kinetics.theory import escape_time
+    from icl_kinetics.theory import C2_DEFAULT, escape_time
 
     lk, li = np.log(ik["K"]), np.log(np.maximum(ik["i_k"], 1e-300))
-    taus = sorted([float(escape_time(beta0, c2=0.0)), float(escape_time(beta0, c2=0.5))])
+    taus = sorted([float(escape_time(beta0, c2=0.0)), float(escape_time(beta0, c2=C2_DEFAULT))])
     pred = []
     for tau in taus:
         target = math.log(N * tau)
@@ -145,7 +145,7 @@ def _k_star_from_c1_at(ik: dict, sn: list, N: float, rung: str) -> Verdict:
         ys, fit, observable = [s.final_icl_acc for s in sn], fit_acc, "final ICL accuracy"
     any_pred = np.isfinite(pred).any()
     lo_p, hi_p = (np.nanmin(pred), np.nanmax(pred)) if any_pred else (math.nan, math.nan)
-    mlo, mhi = k_star_interval(fit, [s.K for s in sn])
+    mlo, mhi = measured_k_star_interval(fit, [s.K for s in sn])
     if not np.isfinite(lo_p) or not np.isfinite(fit.k_star):
         verdict, reason = "inconclusive", ("N tau* lies outside the measured I_K(T) range" if not np.isfinite(lo_p)
                                            else f"no K* measured: {fit.reason}")
@@ -194,7 +194,7 @@ def k_star_scaling(table, nu: float | None = None, nu_ci=None, rung: str = "tran
     for N in Ns:
         sn = [s for s in seeds if s.N == N]
         per[N] = measured_k_star(sn)
-        interval[N] = k_star_interval(per[N], [s.K for s in sn])
+        interval[N] = measured_k_star_interval(per[N], [s.K for s in sn])
     good = [N for N in Ns if np.isfinite(per[N].k_star) and not per[N].reason]
     assumed = nu is None
     nu_v = 0.7 if nu is None else nu
@@ -248,7 +248,7 @@ def _slope_with_interval(Ns, k_stars, intervals) -> tuple[float, tuple, float]:
 def k_star_at_horizon(table, horizon: float) -> dict:
     """K*(N) as the midpoint of a sigmoid fit, against log10 K, of the indicator "acquired
     ICL (accuracy > 0.95) by iteration ``horizon``", one point per seed; returns
-    {N: :class:`KStar`} with the interval of :func:`k_star_interval`, leaving out N whose
+    {N: :class:`KStar`} with the interval of :func:`measured_k_star_interval`, leaving out N whose
     fit failed or whose K* lies outside the K grid.  Used to predict P(ICL) of runs with
     another iteration cap than the K* sweep: I_K(T) grows with T, so K* depends on it."""
     seeds = _finite_k_icl_seeds(table)
@@ -258,7 +258,7 @@ def k_star_at_horizon(table, horizon: float) -> dict:
         y = [float(s.observed and s.t_icl <= horizon) for s in sn]
         fit = fit_k_star([math.log10(s.K) for s in sn], y)
         if np.isfinite(fit.k_star) and not fit.reason:
-            out[N] = KStar(fit.k_star, *k_star_interval(fit, [s.K for s in sn]))
+            out[N] = KStar(fit.k_star, *measured_k_star_interval(fit, [s.K for s in sn]))
     return out
 
 

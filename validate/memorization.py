@@ -17,6 +17,15 @@ from icl_kinetics.validate.core import Estimate, Verdict, columns, i_k, seed_sum
 MEMORIZED_C1 = 0.05
 
 
+def memorized(c1_final) -> list[int]:
+    """The positions of the K memorized by the end of their runs: mean final c1 below
+    :data:`MEMORIZED_C1`.  Only these K enter a fit of the memorization law I_K = A K^nu
+    (:func:`memorization_law`, ``icl-kinetics threshold --c1-table``): for the others I_K(T)
+    is still rising (~ c1 * lr * T) and says more about T than about K.  NaN is never
+    memorized."""
+    return [i for i, c in enumerate(c1_final) if c < MEMORIZED_C1]
+
+
 def i_k_table(table) -> dict:
     """Per K (items): the mean I_K(T) (learning-rate time) over the seeds of the memorization
     (``model == 'mlp'``) runs with a learning rate, its seed spread, T (iterations: the
@@ -66,7 +75,7 @@ def memorization_law(table, paper_nu: float = 0.7) -> Verdict:
     if not ik["K"]:
         return Verdict.skipped(name, rung, "needs standalone-MLP runs (model = mlp) at finite K with lr and c1; "
                                "this table has none")
-    mem = [i for i, c in enumerate(ik["c1_final"]) if c < MEMORIZED_C1]
+    mem = memorized(ik["c1_final"])
     predicted = f"I_K = A K^nu (paper: nu ~ {paper_nu})"
     if len(mem) < MIN_MEMORIZED_K:
         return inconclusive(name, rung, [f">= {MIN_MEMORIZED_K} K memorized within the runs (c1(T) < {MEMORIZED_C1});"

@@ -43,8 +43,6 @@ SWEEPS_FOR = {
 #: rung 1 (the minimal model without MLP, ``validate.compare``): N, beta0 and seeds per scale
 RUNG1 = {"small": {"Ns": (25, 50, 100, 200), "beta0s": (-1.0, 0.0), "seeds": 8, "lr": 0.1},
          "paper": {"Ns": (50, 100, 200), "beta0s": (-2.0, -1.0, 0.0), "seeds": 16, "lr": 0.1}}
-#: predictions of the issue that this version does not check yet (named in every report)
-NOT_YET: tuple = ()
 
 
 def _table(sweeps: Path, name: str, problems: dict):
@@ -341,9 +339,6 @@ def validate_runs(source, **read_options) -> tuple[list, dict]:
         out += [v for v in transience(t) if v.prediction in runs]
     if "transience_tracking" in runs:
         out.append(transience_tracking(t))
-    for name in NOT_YET:
-        if name in runs:
-            skipped[name] = "columns present, but this version does not check this prediction yet"
     return out, skipped
 
 
@@ -444,10 +439,6 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
         lines += ["", "## Data problems", "",
                   "These runs are not in the tables above; `icl-kinetics sweep run` re-runs them.", ""]
         lines += [f"- `{k}`: {r}" for k, r in problems.items()]
-    if NOT_YET:
-        lines += ["", "## Not checked by this version", "",
-                  "These predictions of the theory are not yet compared with trained models here: "
-                  + ", ".join(f"`{n}`" for n in NOT_YET) + ".", ""]
     if not_drawn:
         lines += ["", "## Figures not drawn", "", "Their data are degenerate; the verdicts above stand.", ""]
         lines += [f"- {k}: {r}" for k, r in not_drawn.items()]
@@ -457,7 +448,7 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
         lines += ["", f"Made in {seconds:.0f} s."]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     res = {"title": title, "verdicts": [v.to_dict() for v in verdicts], "skipped": skipped or {},
-           "not_checked": list(NOT_YET), "figures": figs, "report": str(out / "report.md")}
+           "figures": figs, "report": str(out / "report.md")}
     if not_drawn:
         res["figures_not_drawn"] = not_drawn
     if problems:
@@ -544,5 +535,5 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
                         time.perf_counter() - t0, tables=tables, problems=problems)
 
 
-__all__ = ["NOT_YET", "SWEEPS_FOR", "run_validation", "validate_runs", "validate_sweeps",
+__all__ = ["SWEEPS_FOR", "run_validation", "validate_runs", "validate_sweeps",
            "write_report"]

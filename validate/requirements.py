@@ -19,14 +19,9 @@ import numpy as np
 
 from icl_kinetics.validate.core import SeedSummary, Verdict, seed_summaries
 from icl_kinetics.validate.fits import MIN_BOOTSTRAP_POINTS
+from icl_kinetics.validate.memorization import MEMORIZED_C1, memorized
+from icl_kinetics.validate.schema import WD_ATTN_FLOOR
 
-try:  # the schema's floor (engineer B's constant); the same value until it lands there
-    from icl_kinetics.validate.schema import WD_ATTN_FLOOR
-except ImportError:  # pragma: no cover - only before schema.WD_ATTN_FLOOR exists
-    WD_ATTN_FLOOR = 1e-8
-
-#: c1 at the end of an MLP run below which its K counts as memorized (memorization.MEMORIZED_C1)
-MEMORIZED_C1 = 0.05
 #: memorization_law: memorized K values in the power-law fit (>= 2 residual degrees of freedom)
 MIN_MEMORIZED_K = 4
 #: k_star_from_c1, p_icl (rung 2): MLP K values to interpolate I_K(T) between
@@ -57,6 +52,9 @@ MIN_ACQUIRING_DRIVE = 5
 #: and ran on past it (not early-stopped), and post-acquisition evaluations
 MIN_ACQUIRING_DECAY = 3
 MIN_POST_EVALS = 10
+#: final ICL accuracy above which a run that ended before the longest run of its grid point
+#: counts as early-stopped (:func:`early_stopped`): not watched long enough to lose ICL
+EARLY_STOP_ACC = 0.99
 
 
 @dataclass(frozen=True)
@@ -142,15 +140,16 @@ def decayed(s: SeedSummary) -> bool:
 
 
 def early_stopped(s: SeedSummary, cap: float) -> bool:
-    """Whether the seed ended above 0.99 ICL accuracy before ``cap`` (iterations: the
-    longest run of its grid point): stopped early, so never watched long enough to lose ICL."""
-    return bool(s.final_icl_acc > 0.99 and s.cap < cap)
+    """Whether the seed ended above :data:`EARLY_STOP_ACC` ICL accuracy before ``cap``
+    (iterations: the longest run of its grid point): stopped early, so never watched long
+    enough to lose ICL."""
+    return bool(s.final_icl_acc > EARLY_STOP_ACC and s.cap < cap)
 
 
 def watched(seeds: list) -> list:
     """The seeds that acquired ICL and ran on past it: not early-stopped, the cap being the
-    longest run among ``seeds`` (a run that ended above 0.99 before it kept ICL only as far
-    as it was watched)."""
+    longest run among ``seeds`` (a run that ended above :data:`EARLY_STOP_ACC` before it kept
+    ICL only as far as it was watched)."""
     cap = max((s.cap for s in seeds), default=0.0)
     return [s for s in seeds if s.observed and not early_stopped(s, cap)]
 
@@ -173,13 +172,13 @@ def kstar_lacks(seeds: list, where: str = "") -> dict:
 
 
 def _mlp_ks(seeds: list) -> tuple[int, int]:
-    """(finite K values with MLP runs, of them memorized: mean final c1 < MEMORIZED_C1)."""
+    """(finite K values with MLP runs, of them memorized: mean final c1 < MEMORIZED_C1,
+    :func:`~icl_kinetics.validate.memorization.memorized`)."""
     byk = defaultdict(list)
     for s in seeds:
         if s.model == "mlp" and np.isfinite(s.lr) and s.finite_k:
             byk[s.K].append(s.final("c1"))
-    mem = sum(1 for v in byk.values() if np.nanmean(v) < MEMORIZED_C1) if byk else 0
-    return len(byk), mem
+    return len(byk), len(memorized([np.nanmean(v) for v in byk.values()]))
 
 
 def lacks_memorization_law(seeds: list) -> list:
@@ -351,19 +350,22 @@ def lacks_transience_tracking(seeds: list) -> list:
     return _decay_lacks(seeds, ("w", "c3"))
 
 
-_LACKS = {name: globals()[f"lacks_{name}"] for name in REQUIREMENTS}
-
-
-def lacks(check: str, table=None, seeds=None) -> list:
-    """What a table (or its seed summaries) lacks for ``check``: missing columns first, then
-    data below the check's minimum (:data:`REQUIREMENTS`); [] when it meets the minimum."""
-    have = set(table) if table is not None else None
-    if have is not None:
-        miss = [c for c in REQUIREMENTS[check].columns if c not in have]
-        if miss:
-            return ["columns " + ", ".join(miss)]
-    seeds = seed_summaries(table) if seeds is None else seeds
-    return _LACKS[check](seeds)
+#: each check's test of the data below its minimum (the columns are checked first, by :func:`plan_table`)
+_LACKS = {
+    "memorization_law": lacks_memorization_law,
+    "k_star_from_c1": lacks_k_star_from_c1,
+    "k_star_scaling": lacks_k_star_scaling,
+    "drive_at_onset": lacks_drive_at_onset,
+    "onset_times_linear": lacks_onset_times_linear,
+    "onset_times_shape": lacks_onset_times_shape,
+    "bimodality": lacks_bimodality,
+    "p_icl": lacks_p_icl,
+    "equalized_contexts": lacks_equalized_contexts,
+    "transience": lacks_transience,
+    "icl_iwl_loss_relation": lacks_icl_iwl_loss_relation,
+    "transience_tracking": lacks_transience_tracking,
+}
+assert set(_LACKS) == set(REQUIREMENTS), "every check of REQUIREMENTS has its _LACKS test"
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -401,5 +403,4 @@ def plan(source, **read_options) -> dict:
     return plan_table(read_source(source, read_options), f"Plan for {source_names(source)}")
 
 
-__all__ = ["REQUIREMENTS", "Requirement", "WD_ATTN_FLOOR", "MIN_BOOTSTRAP_POINTS", "decayed", "early_stopped",
-           "inconclusive", "lacks", "plan", "plan_table", "watched"]
+__all__ = ["REQUIREMENTS", "Requirement", "decayed", "early_stopped", "inconclusive", "plan", "plan_table", "watched"]

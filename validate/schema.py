@@ -1,11 +1,11 @@
-"""The tidy-table schema that the validation layer reads, and the check of which
-predictions a given table allows.
+"""The tidy-table schema that the validation layer reads.
 
 One row per (run, seed, evaluation).  A table made by ``icl-kinetics sweep collect``
 (or ``train``'s ``metrics.csv``) follows it; so can a table written by hand from any
 training code (another transformer, optimizer or task variant).  :func:`read_table`
 reads one from a CSV file, a pandas DataFrame, a list of row dicts or a dict of
-columns, all by the same rules.  Published in ``docs/validation.md``.
+columns, all by the same rules.  Published in ``docs/validation.md``.  Which checks a
+table allows, and what it lacks for the others: :mod:`icl_kinetics.validate.requirements`.
 """
 
 from __future__ import annotations
@@ -53,19 +53,6 @@ COLUMNS = {c.name: c for c in [
     Column("beta", "1/overlap", "inverse temperature of item matching (effective, for a transformer)", "float"),
 ]}
 REQUIRED = ("seed", "iteration")
-
-#: each prediction and the columns it needs (beyond REQUIRED)
-PREDICTIONS = {
-    "memorization_law": ("model", "K", "c1", "lr"),
-    "k_star_scaling": ("icl_acc", "K", "N"),
-    "onset_times": ("icl_acc", "K", "N"),
-    "drive_at_onset": ("icl_acc", "K", "N", "c1", "lr"),
-    "bimodality": ("icl_acc", "K", "N"),
-    "equalized_contexts": ("icl_acc", "K", "contexts"),
-    "transience": ("icl_acc", "wd_attn"),
-    "transience_tracking": ("icl_acc", "wd_attn", "w", "c3"),
-    "icl_iwl_loss_relation": ("icl_loss", "iwl_loss", "wd_attn"),
-}
 
 #: weight decay on the in-context pathway (``wd_attn``, per learning-rate time) at or below
 #: this is no decay.  The paper's runs without decay log 1e-10 ("effectively zero"): decay
@@ -768,15 +755,3 @@ def read_tables(sources, *, column_map=None, iterations_per_epoch=None, k_minus_
                 out[c] += ["" if kind == "str" else math.nan] * n
     return out
 
-
-def available_predictions(columns) -> tuple[list[str], dict]:
-    """Which predictions a table's columns allow: (runnable, {skipped: [missing columns]})."""
-    have = set(columns)
-    ok, skipped = [], {}
-    for name, need in PREDICTIONS.items():
-        miss = [c for c in need if c not in have]
-        if miss:
-            skipped[name] = miss
-        else:
-            ok.append(name)
-    return ok, skipped

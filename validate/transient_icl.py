@@ -9,7 +9,8 @@ from typing import NamedTuple
 import numpy as np
 
 from icl_kinetics.validate.core import SeedSummary, Verdict, seed_summaries
-from icl_kinetics.validate.requirements import WD_ATTN_FLOOR
+from icl_kinetics.validate.requirements import EARLY_STOP_ACC
+from icl_kinetics.validate.schema import WD_ATTN_FLOOR
 
 
 class TransienceRow(NamedTuple):
@@ -79,8 +80,8 @@ def _transience_verdict(rows: list[TransienceRow], n_zero: int, rung: str, lost_
                "per_wd": {str(w): {"acquired": sum(r.acquired for r in rows if r.wd_attn == w),
                                    "lost": sum(r.lost for r in rows if r.wd_attn == w),
                                    "n": sum(r.wd_attn == w for r in rows)} for w in wds}}
-    early = (f"; {n_early} early-stopped seeds (ended above 0.99 before the cap) are not counted as keeping ICL: "
-             "they were not watched long enough to lose it") if n_early else ""
+    early = (f"; {n_early} early-stopped seeds (ended above {EARLY_STOP_ACC:g} before the cap) are not counted as "
+             "keeping ICL: they were not watched long enough to lose it") if n_early else ""
     if not acq and not n_early:
         return Verdict(prediction="transience", rung=rung, predicted="ICL acquired, then lost",
                        measured=f"0 of {len(rows)} seeds acquired", verdict="skipped",
