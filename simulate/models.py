@@ -36,8 +36,10 @@ tokens and the target itself (label 0); phi (D -> width -> width -> 1) is option
       sa      = Wv (g * sum_j p_j n_j + b)   (the p_j sum to 1)
 
   The normalized tokens are computed once per item (:func:`normalize_tokens`), not
-  once per use, and the (B, N, T) token tensor is touched by one gather and two
-  batched reductions (plus their two backward passes).
+  once per use.  The softmax over the context and the weighted token mean run in one
+  fused CPU kernel that reads each sequence's rows straight from the token tables
+  (:func:`icl_kinetics.simulate.kernels.gather_attention`; a torch reference, which
+  gathers the (B, N, T) rows into a buffer, runs elsewhere and is tested against it).
 
 Initialization follows PyTorch's defaults (``nn.Linear``: U(-1/sqrt(fan_in),
 1/sqrt(fan_in)) for weights and biases; LayerNorm: g = 1, b = 0); each seed draws
@@ -177,24 +179,13 @@ def _full_attention(h, wq, wk, wv, return_last_row: bool = False):
     return (att @ v, att[:, :, -1]) if return_last_row else att @ v
 
 
-def _gather(table: torch.Tensor, idx: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows of ``table`` (M, T) shared, or (S, M, T) per seed, at ``idx`` (S, ...) -> (S, ..., T).
-
-    ``index_select`` on a flat table is about 3x faster on CPU than advanced indexing,
-    and writing into a reused ``out`` buffer avoids fresh pages (another ~3x for tens of MB).
-    """
-    T = table.shape[-1]
+def _flat_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Row numbers into ``table.reshape(-1, T)`` for indices ``idx`` (S, ...) into a table
+    (M, T) shared by the seeds, or (S, M, T) per seed (seed s's rows start at s M)."""
     if table.dim() == 3:
         S, M = table.shape[:2]
-        off = (torch.arange(S, device=idx.device) * M).view(S, *([1] * (idx.dim() - 1)))
-        table, idx = table.reshape(S * M, T), idx + off
-    flat = idx.reshape(-1)
-    if out is not None and out.numel() >= flat.numel() * T and out.dtype == table.dtype:
-        res = out.view(-1)[: flat.numel() * T].view(flat.numel(), T)
-        torch.index_select(table, 0, flat, out=res)
-    else:
-        res = table.index_select(0, flat)
-    return res.view(*idx.shape, T)
+        return idx + (torch.arange(S, device=idx.device) * M).view(S, *([1] * (idx.dim() - 1)))
+    return idx
 
 
 # ----------------------------------------------------------------------------- transformer
@@ -243,22 +234,22 @@ def transformer_fast(p: Params, n_ctx: torch.Tensor, n_tgt: torch.Tensor, ctx: t
     Returns:
         logits (S, B) [, (p_ctx, p_tgt)].
     """
+    from icl_kinetics.simulate.kernels import gather_attention
+
     S, B, N = ctx.shape
     T = n_ctx.shape[-1]
-    G = _gather(n_ctx, ctx, buffer).view(S * B, N, T)  # the one pass that writes (S, B, N, T)
-    nt = _gather(n_tgt, tgt)  # (S, B, T)
+    ci, ti = _flat_rows(n_ctx, ctx), _flat_rows(n_tgt, tgt)  # rows of the (flattened) tables
+    ct, tt = n_ctx.reshape(-1, T), n_tgt.reshape(-1, T)
+    nt = tt.index_select(0, ti.reshape(-1)).view(S, B, T)
     g, b = p["ln_w"].unsqueeze(1), p["ln_b"].unsqueeze(1)  # (S, 1, T)
     ht = g * nt + b  # (S, B, T)
     q = torch.bmm(ht, p["wq"].transpose(1, 2))
     a = g * torch.bmm(q, p["wk"])  # (S, B, T): g * (Wk^T q)
-    # (1, T) x (T, N) products on a transposed view of G: much faster on CPU than the
-    # equivalent (N, T) x (T, 1) matrix-vector bmm (benchmarks/bench_engine.py)
-    s_ctx = torch.bmm(a.reshape(S * B, 1, T), G.transpose(1, 2)).view(S, B, N)
-    s_tgt = (nt * a).sum(-1, keepdim=True)
-    att = torch.cat([s_ctx, s_tgt], dim=-1).softmax(-1)  # (S, B, N+1)
-    p_ctx, p_tgt = att[..., :N], att[..., N:]
-    mbar = torch.bmm(p_ctx.reshape(S * B, 1, N), G).view(S, B, T) + p_tgt * nt
-    sa = torch.bmm(g * mbar + b, p["wv"].transpose(1, 2))
+    # softmax over the N context tokens and the target, and the weighted token mean
+    # (kernels.py: one fused pass per direction over each sequence's rows)
+    att, mbar = gather_attention(a.reshape(S * B, T), ct, tt, ci.reshape(S * B, N), ti.reshape(S * B), buffer=buffer)
+    sa = torch.bmm(g * mbar.view(S, B, T) + b, p["wv"].transpose(1, 2))
+    p_ctx, p_tgt = att.view(S, B, N + 1)[..., :N], att.view(S, B, N + 1)[..., N:]
     logit = mlp(p, ht + sa)[..., 0]
     if return_attention:
         return logit, (p_ctx, p_tgt[..., 0])

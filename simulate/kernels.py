@@ -1,0 +1,203 @@
+"""The attention of the one-layer transformer's last-token path over gathered token rows:
+one fused CPU kernel, and the torch reference it is tested against.
+
+Sequence r reads L = N + 1 rows: ``ctx_table[ctx_idx[r, j]]`` (j < N), then
+``tgt_table[tgt_idx[r]]`` (the target itself).  With a query-key vector a_r (one per
+sequence)::
+
+    s_rj = a_r . x_rj,    p_r = softmax_j(s_r),    m_r = sum_j p_rj x_rj
+
+:func:`gather_attention` returns (p, m) and is differentiable in ``a`` (the tables are
+constants: normalized tokens, :func:`icl_kinetics.simulate.models.normalize_tokens`).
+
+Two implementations of the one function:
+
+* :func:`gather_attention_reference` (torch): gathers the (R, N, D) rows into a
+  buffer, then two batched products forward and two backward, each a pass over that
+  buffer (26 MB per 8 seeds at the paper's shapes): memory-bound on a CPU.
+* The fused kernel (``gather_attention.cpp``, compiled once per machine with
+  ``torch.utils.cpp_extension``): reads each sequence's rows straight from the token
+  tables (which stay in cache), once per direction, and never writes the gathered
+  rows.  ``benchmarks/bench_engine.py`` measures both.
+
+Which one runs: ``ICL_KINETICS_KERNEL=auto`` (the default) uses the fused kernel for
+float32/float64 CPU tensors when it compiles, else the reference with a one-line
+warning; ``cpp`` requires the kernel (an error if it cannot be built); ``torch``
+always uses the reference.  CUDA tensors always use the reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from pathlib import Path
+
+import torch
+
+from icl_kinetics.errors import ParameterError
+
+#: environment variable choosing the implementation: "auto", "cpp" or "torch"
+KERNEL_ENV = "ICL_KINETICS_KERNEL"
+_MODES = ("auto", "cpp", "torch")
+_SOURCE = Path(__file__).with_name("gather_attention.cpp")
+_CFLAGS = ["-O3", "-march=native", "-fopenmp-simd"]
+_LOCK = threading.Lock()
+_STATE: dict = {"ext": None, "error": None, "warned": False}
+
+
+def kernel_mode() -> str:
+    """The implementation asked for by ``ICL_KINETICS_KERNEL`` ("auto" when unset)."""
+    mode = os.environ.get(KERNEL_ENV, "auto").strip().lower() or "auto"
+    if mode not in _MODES:
+        raise ParameterError(KERNEL_ENV, mode, "auto, cpp or torch")
+    return mode
+
+
+def _cpu_signature() -> str:
+    """What the compiled code depends on: -march=native builds for this CPU's flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        import platform
+
+        return platform.processor()
+
+
+#: a build lock older than this (seconds) was left by a process killed while compiling
+#: (a build takes about a minute); torch would wait on it forever
+STALE_LOCK_S = 600.0
+
+
+def _clear_stale_lock(lock: Path) -> None:
+    """Remove a compile lock left behind by a killed process (torch's ``FileBaton``
+    never times out), with a note saying so."""
+    import time
+
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        print(f"icl-kinetics: removing a stale kernel build lock ({age:.0f} s old, left by an interrupted "
+              f"build): {lock}", file=sys.stderr, flush=True)
+        lock.unlink(missing_ok=True)
+
+
+def extension():
+    """The compiled fused kernel, or None when the reference is to be used (mode
+    "torch", or mode "auto" and the kernel could not be built).
+
+    The first call on a machine compiles it (about a minute; a note goes to stderr);
+    later calls and later processes load the cached build.  Thread-safe.
+
+    Raises:
+        ParameterError: a bad ``ICL_KINETICS_KERNEL``.
+        RuntimeError: mode "cpp" and the kernel cannot be built.
+    """
+    mode = kernel_mode()
+    if mode == "torch":
+        return None
+    with _LOCK:
+        if _STATE["ext"] is None and _STATE["error"] is None:
+            src = _SOURCE.read_text()
+            key = hashlib.sha256("\0".join([src, torch.__version__, " ".join(_CFLAGS), _cpu_signature()])
+                                 .encode()).hexdigest()[:12]
+            try:
+                from torch.utils.cpp_extension import get_default_build_root, load
+
+                name = f"icl_kinetics_gather_attention_{key}"
+                build = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
+                build.mkdir(parents=True, exist_ok=True)
+                _clear_stale_lock(build / "lock")
+                if not (build / f"{name}.so").exists():
+                    print("icl-kinetics: compiling the fused attention kernel for this machine (once, about a "
+                          f"minute; cached in {build})", file=sys.stderr, flush=True)
+                _STATE["ext"] = load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
+                                     build_directory=str(build), verbose=False)
+            except Exception as exc:  # no compiler, no ninja, ...: the reference still works
+                _STATE["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if _STATE["ext"] is None:
+            if mode == "cpp":
+                raise RuntimeError(f"{KERNEL_ENV}=cpp but the fused attention kernel cannot be built: "
+                                   f"{_STATE['error']}")
+            if not _STATE["warned"]:
+                _STATE["warned"] = True
+                print(f"icl-kinetics: the fused attention kernel is not available ({_STATE['error']}); using the "
+                      f"torch reference (slower, same numbers to rounding)", file=sys.stderr, flush=True)
+        return _STATE["ext"]
+
+
+def gather_attention_reference(a, ctx_table, tgt_table, ctx_idx, tgt_idx, buffer=None):
+    """The torch implementation of :func:`gather_attention` (any device; autograd).
+
+    ``buffer``: optional scratch tensor (>= R * N * D elements, the tables' dtype) reused
+    for the gathered rows; it must not be overwritten before the backward pass.
+    """
+    R, N = ctx_idx.shape
+    D = ctx_table.shape[-1]
+    flat = ctx_idx.reshape(-1)
+    if buffer is not None and buffer.numel() >= flat.numel() * D and buffer.dtype == ctx_table.dtype:
+        G = buffer.view(-1)[: flat.numel() * D].view(flat.numel(), D)
+        torch.index_select(ctx_table, 0, flat, out=G)  # a reused buffer: fresh pages cost ~3x
+    else:
+        G = ctx_table.index_select(0, flat)
+    G = G.view(R, N, D)
+    xt = tgt_table.index_select(0, tgt_idx)  # (R, D)
+    # (1, D) x (D, N) products on a transposed view of G: much faster on CPU than the
+    # equivalent (N, D) x (D, 1) matrix-vector bmm
+    s_ctx = torch.bmm(a.unsqueeze(1), G.transpose(1, 2)).squeeze(1)
+    s_tgt = (xt * a).sum(-1, keepdim=True)
+    p = torch.cat([s_ctx, s_tgt], dim=-1).softmax(-1)
+    m = torch.bmm(p[:, None, :N], G).squeeze(1) + p[:, N:] * xt
+    return p, m
+
+
+class _Fused(torch.autograd.Function):
+    """Autograd wrapper of the compiled kernel (gradient in ``a`` only)."""
+
+    @staticmethod
+    def forward(ctx, a, ctx_table, tgt_table, ctx_idx, tgt_idx):
+        ext = _STATE["ext"]
+        p, m = ext.forward(a.contiguous(), ctx_table, tgt_table, ctx_idx, tgt_idx)
+        ctx.save_for_backward(p, ctx_table, tgt_table, ctx_idx, tgt_idx)
+        return p, m
+
+    @staticmethod
+    def backward(ctx, gp, gm):
+        p, ctx_table, tgt_table, ctx_idx, tgt_idx = ctx.saved_tensors
+        if gm is None:
+            gm = torch.zeros(p.shape[0], ctx_table.shape[1], dtype=p.dtype, device=p.device)
+        ga = _STATE["ext"].backward(None if gp is None else gp.contiguous(), gm.contiguous(), p, ctx_table,
+                                    tgt_table, ctx_idx, tgt_idx)
+        return ga, None, None, None, None
+
+
+def gather_attention(a, ctx_table, tgt_table, ctx_idx, tgt_idx, buffer=None):
+    """Attention of each sequence's query-key vector over its gathered token rows.
+
+    Args:
+        a: (R, D) query-key vectors, one per sequence (differentiable).
+        ctx_table: (Mc, D) context token rows; tgt_table: (Mt, D) target token rows
+            (constants: no gradient flows into them).
+        ctx_idx: (R, N) int64 rows of ``ctx_table``; tgt_idx: (R,) int64 rows of
+            ``tgt_table``.
+        buffer: scratch for the reference implementation's gathered rows (ignored by
+            the fused kernel).
+
+    Returns:
+        (p, m): p (R, N + 1) the attention weights over the N context rows and then the
+        target row (each row sums to 1); m (R, D) = sum_j p_j x_j.
+
+    Raises:
+        RuntimeError: an index out of range (fused kernel), or ``ICL_KINETICS_KERNEL=cpp``
+            without a buildable kernel.
+    """
+    fused = (a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64)
+             and ctx_table.dtype == a.dtype and tgt_table.dtype == a.dtype and extension() is not None)
+    if not fused:
+        return gather_attention_reference(a, ctx_table, tgt_table, ctx_idx, tgt_idx, buffer)
+    return _Fused.apply(a, ctx_table.contiguous(), tgt_table.contiguous(), ctx_idx.contiguous(),
+                        tgt_idx.contiguous())
