@@ -24,6 +24,6 @@ N counts context tokens only throughout (the paper's code counts the target too)
 Time is in iterations; learning rates and weight decays are per iteration.
 """
 
-from .engine import METRIC_COLUMNS, TrainConfig, TrainResult, train
+from .engine import METRIC_COLUMNS, TrainConfig, TrainResult, pack_key, train, train_packed
 
-__all__ = ["METRIC_COLUMNS", "TrainConfig", "TrainResult", "train"]
+__all__ = ["METRIC_COLUMNS", "TrainConfig", "TrainResult", "pack_key", "train", "train_packed"]

@@ -23,6 +23,11 @@ alone or inside any batch.  With autograd the item set and the test sets come fr
 use a fixed seed); the overlap sampler draws each seed's own test set from its own
 stream.
 
+**Grid batching.**  :func:`train_packed` trains several runs that share every tensor shape
+(:func:`pack_key`) as one seed-batched group: each run keeps its own item table, test sets,
+hyperparameters, evaluations, early stopping and out folder, and gets the numbers it gets
+alone; :func:`train` is a pack of one (docs/engine.md, "Grid batching").
+
 **Parallelism.**  On CPU the seeds are split into ``workers`` groups; each group runs
 in its own thread with one intra-op thread (small matmuls run much slower with two
 threads each than with two single-threaded workers).  The overlap sampler's groups run
@@ -52,7 +57,8 @@ from icl_kinetics.errors import ParameterError, finite_float, one_of, positive_f
 from icl_kinetics.simulate.workers import run_in_threads
 from icl_kinetics.theory import T_ICL_THRESHOLD
 
-__all__ = ["TrainConfig", "TrainResult", "train", "time_steps", "metrics_table", "METRIC_COLUMNS", "BACKENDS"]
+__all__ = ["TrainConfig", "TrainResult", "train", "train_packed", "pack_key", "pack_check", "pack_bytes",
+           "PACK_FIELDS", "time_steps", "metrics_table", "METRIC_COLUMNS", "BACKENDS"]
 
 #: the engine's backends (``TrainConfig.backend``)
 BACKENDS = ("auto", "overlaps", "autograd")
@@ -60,6 +66,14 @@ BACKENDS = ("auto", "overlaps", "autograd")
 #: ``config_hash`` and the sweep ``run_id``) while at these defaults, so existing runs keep
 #: their ids
 _OMITTED_AT_DEFAULT = {"w0": 0.0, "log_every": None, "backend": "auto"}
+#: the training loss is computed on rows padded to a multiple of this many floats.  torch's
+#: CPU kernels run an elementwise op in vector chunks from the start of the tensor and its
+#: remainder in scalar code, and their vector and scalar exp/log round differently; on rows
+#: of whole chunks a seed's softplus (and its backward) takes the same path in a group of any
+#: size, so a seed gets the same bits alone, in a larger group or in a pack (grid batching).
+#: 64 covers AVX-512 (32-float chunks) and AVX2 (16).  Batch sizes that are multiples of 64
+#: (the paper's 128) are not padded.
+_LANES = 64
 #: the overlap sampler runs its groups in forked processes from this many seed-iterations on
 _PROCESS_MIN_SEED_ITERATIONS = 200_000
 
@@ -366,13 +380,12 @@ def _forward_transformer(grp, p, inp, attention, tables):
     from icl_kinetics.simulate import models as mm
 
     _, items, labels, ctx, tgt = inp
-    sh = grp.shared
     if tables is not None:
         n_c, n_t = tables
-    elif items.dim() == 2 and sh.tables is not None and items is sh.items:
-        n_c, n_t = sh.tables
+    elif items.dim() == 2 and grp.tables is not None and items is grp.items:
+        n_c, n_t = grp.tables  # the training tables (of every run in the group, stacked)
     else:
-        n_c, n_t = sh.token_tables(items, labels)
+        n_c, n_t = grp.shared.token_tables(items, labels)
     need = ctx.numel() * n_c.shape[-1]
     if grp._gbuf is None or grp._gbuf.numel() < need:
         grp._gbuf = grp.torch.empty(need, device=grp.device, dtype=n_c.dtype)
@@ -405,7 +418,7 @@ def _forward_minimal(grp, p, inp, attention, tables):
 def _forward_mlp(grp, p, inp, attention, tables):
     from icl_kinetics.simulate import models as mm
 
-    return mm.mlp_forward(p, grp.shared.items[inp[1]])
+    return mm.mlp_forward(p, grp.items[inp[1]])
 
 
 @dataclass(frozen=True)
@@ -500,59 +513,156 @@ class _Shared:
         return self._norm(c), self._norm(t)
 
 
+# ----------------------------------------------------------------------------- grid batching
+class _Tables:
+    """The training item tables of the runs in a pack, stacked once: run ``r``'s rows are
+    ``off[r] : off[r] + K_r`` of ``items`` (M, D), ``labels`` (M,) and the normalized token
+    ``tables`` (M, T) x 2.  Each run's :class:`_Shared` is rebound to views of these rows, so
+    no table is held twice and none per seed.  One run: its own tensors, offset 0."""
+
+    def __init__(self, shareds: list):
+        import torch
+
+        first = shareds[0]
+        self.off = [0] * len(shareds)
+        self.items, self.labels, self.tables = first.items, first.labels, first.tables
+        if len(shareds) == 1 or first.items is None:  # one run, or K = inf (fresh items per seed)
+            return
+        ks = [sh.items.shape[0] for sh in shareds]
+        self.off = [int(v) for v in np.cumsum([0] + ks[:-1])]
+        self.items = torch.cat([sh.items for sh in shareds])
+        self.labels = torch.cat([sh.labels for sh in shareds])
+        if first.tables is not None:
+            self.tables = (torch.cat([sh.tables[0] for sh in shareds]), torch.cat([sh.tables[1] for sh in shareds]))
+        for sh, a, k in zip(shareds, self.off, ks):
+            old = sh.items
+            sh.items, sh.labels = self.items[a:a + k], self.labels[a:a + k]
+            if self.tables is not None:
+                sh.tables = (self.tables[0][a:a + k], self.tables[1][a:a + k])
+            if sh.iwl is not None and sh.iwl.items is old:
+                sh.iwl.items, sh.iwl.labels = sh.items, sh.labels
+
+
+class _Member:
+    """One run's seeds inside a seed group: group positions ``lo:hi`` are the run's seed
+    positions ``idx``; what the run decides on its own (evaluation schedule, rows, t_ICL,
+    early stop) is kept here.  ``shift``: the run's iteration minus the segment's step
+    count (runs of a pack may resume at different iterations)."""
+
+    def __init__(self, grp, run: int, cfg: TrainConfig, shared, idx: list[int], lo: int, off: int):
+        self.grp, self.run, self.cfg, self.shared, self.idx = grp, run, cfg, shared, list(idx)
+        self.lo, self.hi, self.off = lo, lo + len(idx), off
+        self.loss_n, self.last_eval, self.shift = 0, -1, 0
+        self.rows: list = []
+        self._cols, self._pos = {}, {}
+
+    def active(self) -> list[int]:
+        return [j for j in self.grp.active if self.lo <= j < self.hi]
+
+    def begin_eval(self, it: int):
+        self.grp.begin_eval(it, self)
+
+
+class _Whole:
+    """A group without members (the overlap sampler's) seen as one unit of the loop."""
+
+    shift = 0
+
+    def __init__(self, grp):
+        self.grp, self.cfg = grp, grp.cfg
+
+    @property
+    def last_eval(self):
+        return self.grp.last_eval
+
+    @last_eval.setter
+    def last_eval(self, v):
+        self.grp.last_eval = v
+
+    def active(self) -> list[int]:
+        return list(self.grp.active)
+
+    def begin_eval(self, it: int):
+        self.grp.begin_eval(it)
+
+
+def _units(grp) -> list:
+    return grp.members if hasattr(grp, "members") else [_Whole(grp)]
+
+
 # ----------------------------------------------------------------------------- seed group
 class _Group:
     """A group of seeds trained together (one worker), autograd backend.
 
+    The seeds may belong to several runs of one pack (grid batching, :func:`train_packed`):
+    ``parts`` lists ``(run, cfg, shared, idx)`` per run, and each becomes a
+    :class:`_Member`.  Every run's seeds draw from their own generators and their own item
+    table (rows ``off`` of the stacked tables), and are updated with their own lr and weight
+    decays; only the batched matmuls are shared.
+
     The interface that :func:`_run_group` drives (the overlap sampler's
-    :class:`~icl_kinetics.simulate.overlaps.OverlapGroup` has the same): ``step()``,
-    ``begin_eval(it)`` / ``passes(sel, threshold)`` / ``log(sel, it)``,
+    :class:`~icl_kinetics.simulate.overlaps.OverlapGroup` has the same, for one run):
+    ``step()``, ``begin_eval(it[, member])`` / ``passes(sel, threshold)`` / ``log(sel, it)``,
     ``deactivate(local)``, the per-seed lists ``active``, ``t_icl``, ``status``,
-    ``reasons``, ``its``, the metric ``rows``, ``last_eval``, and ``state()`` / ``load()``.
+    ``reasons``, ``its``, and ``state()`` / ``load()`` (one run) or
+    ``state_of(member)`` / ``load_member(member, state)``.
     """
 
     backend = "autograd"
 
-    def __init__(self, cfg: TrainConfig, shared: _Shared, idx: list[int], device):
+    def __init__(self, parts: list, device, tables: _Tables | None = None):
         import torch
         from dataclasses import replace
 
         from icl_kinetics.simulate import data as dm
         from icl_kinetics.simulate import models as mm
 
-        self.torch, self.cfg, self.shared, self.idx, self.device = torch, cfg, shared, idx, device
-        self.kind = _KINDS[cfg.model]
-        self.mcfg = cfg.model_config()
-        per_seed, self.gens, self.samplers = [], [], []
-        for i in idx:
-            g = dm.seed_generators(cfg.seed, cfg.seed_offset + i, device=device)
-            # parameters are always drawn on CPU, so a seed starts the same on every device
-            gi = g["init"] if device.type == "cpu" else dm.seed_generators(cfg.seed, cfg.seed_offset + i)["init"]
-            per_seed.append(mm.init_params(replace(self.mcfg, beta0=cfg.beta0_of(i)), gi))
-            self.gens.append(g["data"])
-            if self.kind.icl:
-                self.samplers.append(dm.SequenceSampler(shared.dcfg, shared.items, shared.labels, g["data"],
-                                                        device=device))
-            else:
-                self.samplers.append(dm.ItemSampler(cfg.K, cfg.zipf_alpha, g["data"], device=device))
+        self.torch, self.device = torch, device
+        run0, self.cfg, self.shared, idx0 = parts[0]
+        tables = tables or _Tables([self.shared])
+        self.items, self.labels, self.tables = tables.items, tables.labels, tables.tables
+        self.kind = _KINDS[self.cfg.model]
+        per_seed, self.gens, self.samplers, self.members, offs = [], [], [], [], []
+        for run, cfg, shared, idx in parts:
+            m = _Member(self, run, cfg, shared, idx, len(per_seed), tables.off[run] if len(tables.off) > run else 0)
+            self.members.append(m)
+            mcfg = cfg.model_config()
+            for i in idx:
+                g = dm.seed_generators(cfg.seed, cfg.seed_offset + i, device=device)
+                # parameters are always drawn on CPU, so a seed starts the same on every device
+                gi = g["init"] if device.type == "cpu" else dm.seed_generators(cfg.seed, cfg.seed_offset + i)["init"]
+                per_seed.append(mm.init_params(replace(mcfg, beta0=cfg.beta0_of(i)), gi))
+                self.gens.append(g["data"])
+                if self.kind.icl:
+                    self.samplers.append(dm.SequenceSampler(shared.dcfg, shared.items, shared.labels, g["data"],
+                                                            device=device))
+                else:
+                    self.samplers.append(dm.ItemSampler(cfg.K, cfg.zipf_alpha, g["data"], device=device))
+                offs.append(m.off)
+        self.idx = idx0 if len(parts) == 1 else None  # seed positions of the one run
+        # row offset of each seed's item table in the stacked tables (None: all 0)
+        self.offs = torch.tensor(offs, dtype=torch.long, device=device) if any(offs) else None
         self.store = mm.stack_params(per_seed, device=device)
         self.att_names, self.mlp_names = mm.param_groups(self.store)
-        S = len(idx)
+        S = len(per_seed)
         self.active = list(range(S))
+        self._segs = None
         self.p = self._select()
         self.t_icl = [None] * S
         self.status = ["running"] * S
         self.reasons = [""] * S
         self.loss_sum = torch.zeros(S, dtype=torch.float64, device=device)
-        self.loss_n = 0
         self._gbuf = None  # reused scratch for the gathered tokens (fresh pages cost ~3x)
-        self.last_eval = -1
-        self.rows: list = []
         self.its = [0] * S  # iterations trained, per seed
-        self._cols, self._pos = {}, {}
+        self._cur = None  # the member evaluated last
+
+    @property
+    def rows(self) -> list:
+        return [r for m in self.members for r in m.rows]
 
     # -- parameters ------------------------------------------------------------------
     def _select(self):
+        self._segs = None
         t = self.torch.tensor(self.active, dtype=self.torch.long, device=self.device)
         return {k: v[t].clone().requires_grad_(True) for k, v in self.store.items()}
 
@@ -569,25 +679,59 @@ class _Group:
         self._write_back()
         self.active = [j for j in self.active if j not in set(local)]
         self.p = self._select() if self.active else {}
+        self._segs = None
+
+    def _span(self, m: _Member) -> tuple[int, int]:
+        """Where member ``m``'s active seeds are in ``active`` (and in ``p``): a contiguous range."""
+        act = [q for q, j in enumerate(self.active) if m.lo <= j < m.hi]
+        return (act[0], act[-1] + 1) if act else (0, 0)
+
+    def _segments(self) -> list:
+        """The active seeds as runs of equal (lr, wd_attn, wd_mlp): [(a, b, lr, wd_attn, wd_mlp)]
+        over positions in ``active``."""
+        if self._segs is None:
+            segs = []
+            for m in self.members:
+                a, b = self._span(m)
+                if a == b:
+                    continue
+                h = (m.cfg.lr, m.cfg.wd_attn, m.cfg.wd_mlp)
+                if segs and segs[-1][1] == a and segs[-1][2:] == h:
+                    segs[-1] = (segs[-1][0], b, *h)
+                else:
+                    segs.append((a, b, *h))
+            self._segs = segs
+            self._live = [m for m in self.members if self._span(m)[1] > self._span(m)[0]]
+            self._o = None if self.offs is None else \
+                self.offs[self.torch.tensor(self.active, dtype=self.torch.long, device=self.device)]
+        return self._segs
 
     # -- forward -----------------------------------------------------------------------
     def _draw(self):
-        """A training batch for the active seeds: (logits fn inputs, y)."""
+        """A training batch for the active seeds: (logits fn inputs, y).  Each seed's indices
+        point into its own run's rows of the stacked tables."""
         torch = self.torch
-        cfg = self.cfg
+        B = self.cfg.batch_size
+        self._segments()
+        o = self._o  # each active seed's row offset (None: all 0)
         if not self.kind.icl:
-            idx = torch.stack([self.samplers[j].sample(cfg.batch_size) for j in self.active])
-            return ("items", idx), self.shared.labels[idx]
-        batches = [self.samplers[j].sample(cfg.batch_size) for j in self.active]
+            idx = torch.stack([self.samplers[j].sample(B) for j in self.active])
+            if o is not None:
+                idx += o[:, None]
+            return ("items", idx), self.labels[idx]
+        batches = [self.samplers[j].sample(B) for j in self.active]
         ctx = torch.stack([b.ctx for b in batches])
         tgt = torch.stack([b.tgt for b in batches])
-        if cfg.K is None:
+        if self.cfg.K is None:
             items = torch.stack([b.items for b in batches])
             labels = torch.stack([b.labels for b in batches])
             ar = torch.arange(len(batches), device=self.device)[:, None]
             y = labels[ar, tgt]
         else:
-            items, labels = self.shared.items, self.shared.labels
+            if o is not None:
+                ctx += o[:, None, None]
+                tgt += o[:, None]
+            items, labels = self.items, self.labels
             y = labels[tgt]
         return ("seq", items, labels, ctx, tgt), y
 
@@ -596,39 +740,40 @@ class _Group:
         return out if attention else (out, None)
 
     def step(self) -> dict:
-        """One SGD iteration for every active seed.  Returns {group position: "training
-        loss"} for the seeds whose training loss was not finite."""
+        """One SGD iteration for every active seed, each with its run's lr and weight decays
+        (updated in slices of equal hyperparameters: the same float32 operations as a run
+        trained alone).  Returns {group position: "training loss"} for the seeds whose
+        training loss was not finite."""
         torch = self.torch
-        cfg = self.cfg
         inp, y = self._draw()
         logit, _ = self._logits(self.p, inp)
-        per_seed = torch.nn.functional.softplus(-y * logit).mean(1)
+        z = -y * logit
+        B = z.shape[1]
+        if B % _LANES:  # see _LANES: every seed's losses on whole vector lanes, as in any batch
+            z = torch.nn.functional.pad(z, (0, -B % _LANES))
+        per_seed = torch.nn.functional.softplus(z)[:, :B].mean(1)
         names = list(self.p)
         grads = torch.autograd.grad(per_seed.sum(), [self.p[k] for k in names])
+        _sgd_update(self.p, dict(zip(names, grads)), self._segments(), self.att_names)
         with torch.no_grad():
-            for k, g in zip(names, grads):
-                wd = cfg.wd_attn if k in self.att_names else cfg.wd_mlp
-                v = self.p[k]
-                if wd:
-                    g = g.add(v, alpha=wd)
-                v.sub_(g, alpha=cfg.lr)
             t = torch.tensor(self.active, dtype=torch.long, device=self.device)
             self.loss_sum[t] += per_seed.detach().double()
-        self.loss_n += 1
+        for m in self._live:  # the members with active seeds
+            m.loss_n += 1
         for j in self.active:
             self.its[j] += 1
         bad = np.flatnonzero(~np.isfinite(per_seed.detach().cpu().numpy()))
         return {self.active[q]: "training loss" for q in bad}
 
     # -- evaluation ----------------------------------------------------------------------
-    def _eval_set(self, batch, attention: bool, tables=None):
+    def _eval_set(self, p, batch, attention: bool, tables=None):
         """Accuracy, loss, and (transformer/minimal) effective (w, beta) on a test set: the
         theory's definitions, :func:`icl_kinetics.theory.correct_margin` and
         :func:`icl_kinetics.theory.effective_head`."""
         from icl_kinetics.theory.probes import correct_margin, effective_head
 
         torch = self.torch
-        S = len(self.active)
+        S = next(iter(p.values())).shape[0]
         ctx = batch.ctx.unsqueeze(0).expand(S, -1, -1)
         tgt = batch.tgt.unsqueeze(0).expand(S, -1)
         y = batch.labels[batch.tgt]
@@ -636,7 +781,7 @@ class _Group:
         C = 250
         for s0 in range(0, ctx.shape[1], C):
             inp = ("seq", batch.items, batch.labels, ctx[:, s0:s0 + C], tgt[:, s0:s0 + C])
-            lo, at = self._logits(self.p, inp, attention=attention, tables=tables)
+            lo, at = self._logits(p, inp, attention=attention, tables=tables)
             outs.append(lo)
             atts.append(at)
         logit = torch.cat(outs, 1).double()
@@ -653,97 +798,152 @@ class _Group:
             res.update(w=head["w"], beta=head["beta"], attn_logit_std=logp.std(-1).mean(1))
         return res
 
-    def _probe_phi_plus(self, S):
+    def _probe_phi_plus(self, p, sh, S):
         """phi_plus = y * phi(x) on the probe items, (S, n) float64."""
         from icl_kinetics.simulate import models as mm
 
-        idx = self.shared.probe.unsqueeze(0).expand(S, -1)
-        return mm.mlp_forward(self.p, self.shared.items[idx]).double() * self.shared.labels[idx].double()
+        idx = sh.probe.unsqueeze(0).expand(S, -1)
+        return mm.mlp_forward(p, sh.items[idx]).double() * sh.labels[idx].double()
 
-    def begin_eval(self, it: int):
-        """Evaluate every active seed (all of :data:`METRIC_COLUMNS`); :meth:`passes` and
-        :meth:`log` read the result."""
+    def _member(self, m):
+        if m is None:
+            if len(self.members) != 1:
+                raise ValueError("a group of several runs evaluates one member at a time")
+            return self.members[0]
+        return m
+
+    def begin_eval(self, it: int, m: _Member | None = None):
+        """Evaluate every active seed of member ``m`` (the one run when None) on its run's own
+        test sets (all of :data:`METRIC_COLUMNS`); :meth:`passes` and :meth:`log` read the
+        result."""
         torch = self.torch
+        m = self._member(m)
         kind = self.kind
-        sh = self.shared
-        S = len(self.active)
+        sh = m.shared
+        a, b = self._span(m)
+        act = self.active[a:b]
+        S = len(act)
+        p = {k: v[a:b] for k, v in self.p.items()} if len(self.members) > 1 else self.p
         cols = {c: [float("nan")] * S for c in METRIC_COLUMNS[2:]}
         c = None
         with torch.no_grad():
-            t = torch.tensor(self.active, dtype=torch.long, device=self.device)
-            if self.loss_n:
-                cols["train_loss"] = (self.loss_sum[t] / self.loss_n).tolist()
+            t = torch.tensor(act, dtype=torch.long, device=self.device)
+            if m.loss_n:
+                cols["train_loss"] = (self.loss_sum[t] / m.loss_n).tolist()
             if not kind.icl:  # memorization of the training items
-                php = self._probe_phi_plus(S)
+                php = self._probe_phi_plus(p, sh, S)
                 cols["iwl_acc"] = (php > 0).double().mean(1).tolist()
                 cols["iwl_loss"] = torch.nn.functional.softplus(-php).mean(1).tolist()
                 c = _coefficients(php)
             else:
-                r = self._eval_set(sh.icl, attention=True, tables=sh.test_tables.get("icl"))
+                r = self._eval_set(p, sh.icl, attention=True, tables=sh.test_tables.get("icl"))
                 cols["icl_acc"], cols["icl_loss"] = r["acc"].tolist(), r["loss"].tolist()
                 for k in ("w", "beta", "attn_logit_std"):
                     if k in r:
                         cols[k] = r[k].tolist()
                 if sh.iwl is not None:
-                    ri = self._eval_set(sh.iwl, attention=False, tables=sh.test_tables.get("iwl"))
+                    ri = self._eval_set(p, sh.iwl, attention=False, tables=sh.test_tables.get("iwl"))
                     cols["iwl_acc"], cols["iwl_loss"] = ri["acc"].tolist(), ri["loss"].tolist()
                     if kind.coefficients == "iwl":  # phi_plus = y * logit with the target absent
                         c = _coefficients(ri["yl"])
                 if kind.params_wb:
-                    cols["w"] = self.p["w"].double().tolist()
-                    cols["beta"] = self.p["beta"].double().tolist()
+                    cols["w"] = p["w"].double().tolist()
+                    cols["beta"] = p["beta"].double().tolist()
                 if kind.coefficients == "probe" and sh.probe is not None:
-                    c = _coefficients(self._probe_phi_plus(S))
+                    c = _coefficients(self._probe_phi_plus(p, sh, S))
             if c is not None:
                 cols["c1"], cols["c2"], cols["c3"] = (x.tolist() for x in c)
-            self.loss_sum.zero_()
-        self.loss_n = 0
-        self._cols = cols
-        self._pos = {j: q for q, j in enumerate(self.active)}
+            self.loss_sum[m.lo:m.hi] = 0.0
+        m.loss_n = 0
+        m._cols = cols
+        m._pos = {j: q for q, j in enumerate(act)}
+        self._cur = m
 
     def passes(self, sel: list[int], threshold: float) -> list[bool]:
         """Whether each seed of ``sel`` had ICL accuracy > ``threshold`` at this evaluation."""
-        return [self._cols["icl_acc"][self._pos[j]] > threshold for j in sel]
+        m = self._cur
+        return [m._cols["icl_acc"][m._pos[j]] > threshold for j in sel]
 
     def log(self, sel: list[int], it: int):
         """Append the metric rows of seeds ``sel`` evaluated at iteration ``it``."""
-        cfg = self.cfg
+        m = self._cur
         for j in sel:
-            q = self._pos[j]
-            row = {"seed": cfg.seed_offset + self.idx[j], "iteration": it}
-            row.update({k: float(v[q]) for k, v in self._cols.items()})
-            self.rows.append(row)
+            q = m._pos[j]
+            row = {"seed": m.cfg.seed_offset + m.idx[j - m.lo], "iteration": it}
+            row.update({k: float(v[q]) for k, v in m._cols.items()})
+            m.rows.append(row)
 
     # -- checkpoint state ------------------------------------------------------------------
-    def state(self) -> dict:
+    def state_of(self, m: _Member) -> dict:
+        """Member ``m``'s state, in the form of a one-run group's (:meth:`state`)."""
         self._write_back()
-        return {"store": {k: v.detach().cpu() for k, v in self.store.items()}, "active": list(self.active),
-                "t_icl": list(self.t_icl), "status": list(self.status), "reasons": list(self.reasons),
-                "gens": [g.get_state() for g in self.gens], "loss_sum": self.loss_sum.cpu(),
-                "loss_n": self.loss_n, "last_eval": self.last_eval, "rows": list(self.rows), "its": list(self.its)}
+        lo, hi = m.lo, m.hi
+        whole = lo == 0 and hi == len(self.its)
+        cut = (lambda v: v.detach().cpu()) if whole else (lambda v: v[lo:hi].detach().cpu().clone())
+        return {"store": {k: cut(v) for k, v in self.store.items()},
+                "active": [j - lo for j in self.active if lo <= j < hi],
+                "t_icl": self.t_icl[lo:hi], "status": self.status[lo:hi], "reasons": self.reasons[lo:hi],
+                "gens": [g.get_state() for g in self.gens[lo:hi]], "loss_sum": cut(self.loss_sum),
+                "loss_n": m.loss_n, "last_eval": m.last_eval, "rows": list(m.rows), "its": self.its[lo:hi]}
+
+    def load_member(self, m: _Member, st: dict):
+        """Load a one-run state (:meth:`state_of`) into member ``m``."""
+        self._write_back()
+        lo, hi = m.lo, m.hi
+        with self.torch.no_grad():
+            for k, v in st["store"].items():
+                self.store[k][lo:hi] = v.to(self.device, self.store[k].dtype)
+        self.active = sorted([j for j in self.active if not lo <= j < hi] + [lo + a for a in st["active"]])
+        self._segs = None
+        self.t_icl[lo:hi], self.status[lo:hi] = list(st["t_icl"]), list(st["status"])
+        self.reasons[lo:hi], self.its[lo:hi] = list(st["reasons"]), list(st["its"])
+        for g, s in zip(self.gens[lo:hi], st["gens"]):
+            g.set_state(s)
+        self.loss_sum[lo:hi] = st["loss_sum"].to(self.device)
+        m.loss_n, m.last_eval, m.rows = st["loss_n"], st["last_eval"], list(st["rows"])
+        self.p = self._select() if self.active else {}
+
+    def state(self) -> dict:
+        return self.state_of(self._member(None))
 
     def load(self, st: dict):
-        self.store = {k: v.to(self.device) for k, v in st["store"].items()}
-        self.active = list(st["active"])
-        self.t_icl, self.status, self.reasons = list(st["t_icl"]), list(st["status"]), list(st["reasons"])
-        for g, s in zip(self.gens, st["gens"]):
-            g.set_state(s)
-        self.loss_sum = st["loss_sum"].to(self.device)
-        self.loss_n = st["loss_n"]
-        self.last_eval = st["last_eval"]
-        self.rows = list(st["rows"])
-        self.its = list(st["its"])
-        if self.active:
-            self.p = self._select()
+        self.load_member(self._member(None), st)
+
+    @property
+    def last_eval(self):
+        return self._member(None).last_eval
+
+    @last_eval.setter
+    def last_eval(self, v):
+        self._member(None).last_eval = v
+
+
+def _sgd_update(p: dict, grads: dict, segs: list, att_names) -> None:
+    """SGD with coupled L2 weight decay, in place: ``v -= lr * (g + wd * v)`` on each slice
+    ``a:b`` of seeds of ``segs`` [(a, b, lr, wd_attn, wd_mlp)], wd_attn on ``att_names``, wd_mlp
+    on the rest.  torch's ``add``/``sub`` with ``alpha`` (one rounding of ``x + alpha * y``), so
+    a slice gets the float32 numbers of its run updated alone (docs/engine.md, "Grid batching")."""
+    import torch
+
+    with torch.no_grad():
+        for k, g in grads.items():
+            att = k in att_names
+            v = p[k]
+            for a, b, lr, wd_attn, wd_mlp in segs:
+                wd = wd_attn if att else wd_mlp
+                vs, gs = (v, g) if len(segs) == 1 else (v[a:b], g[a:b])
+                if wd:
+                    gs = gs.add(vs, alpha=wd)
+                vs.sub_(gs, alpha=lr)
 
 
 def _make_group(cfg: TrainConfig, shared, idx: list[int], device):
-    """The seed group of the configuration's backend, for seed positions ``idx``."""
+    """The seed group of the configuration's backend, for seed positions ``idx`` of one run."""
     if cfg.resolve_backend() == "overlaps":
         from icl_kinetics.simulate.overlaps import OverlapGroup
 
         return OverlapGroup(cfg, idx, _initial_betas(cfg, idx))
-    return _Group(cfg, shared, idx, device)
+    return _Group([(0, cfg, shared, idx)], device)
 
 
 def _initial_betas(cfg: TrainConfig, idx: list[int]) -> list:
@@ -764,25 +964,27 @@ def _initial_betas(cfg: TrainConfig, idx: list[int]) -> list:
 
 # ----------------------------------------------------------------------------- the loop
 def _run_group(grp, start: int, stop: int, counter: list, lock, errors: list):
-    """Advance one group (either backend) from iteration ``start`` to ``stop``, evaluating
-    on the way."""
-    cfg = grp.cfg
+    """Advance one group (either backend) from step ``start`` to ``stop``, evaluating on the
+    way.  Each run in the group (:func:`_units`) is at iteration step + ``shift`` and is
+    evaluated on its own schedule."""
     try:
-        it = start
+        units = _units(grp)
+        n = start
         while grp.active:
-            if (it % cfg.eval_every == 0 or it == cfg.iterations) and grp.last_eval != it:
-                _evaluate_and_stop(grp, it)
-                grp.last_eval = it
-                if not grp.active:
-                    break
-            if it >= stop:
+            for m in units:
+                it, cfg = n + m.shift, m.cfg
+                if (it % cfg.eval_every == 0 or it == cfg.iterations) and m.last_eval != it and m.active():
+                    _evaluate_and_stop(grp, it, m)
+                    m.last_eval = it
+            if not grp.active or n >= stop:
                 break
             bad = grp.step()
-            it += 1
+            n += 1
             if bad:
                 for j, what in bad.items():
+                    m = next(u for u in units if not hasattr(u, "lo") or u.lo <= j < u.hi)
                     grp.status[j] = "diverged"
-                    grp.reasons[j] = f"non-finite {what} at iteration {it}"
+                    grp.reasons[j] = f"non-finite {what} at iteration {n + m.shift}"
                 grp.deactivate(list(bad))
             with lock:
                 counter[0] += len(grp.active) + len(bad)
@@ -790,13 +992,15 @@ def _run_group(grp, start: int, stop: int, counter: list, lock, errors: list):
         errors.append(exc)
 
 
-def _evaluate_and_stop(grp, it: int):
-    """One evaluation: t_ICL for the seeds that exceed ``t_icl_threshold`` for the first
-    time, early stop for those above ``early_stop`` (both strict), and the logged rows:
-    every active seed at a logging iteration, else only the seeds that acquire or stop."""
-    cfg = grp.cfg
-    act = list(grp.active)
-    grp.begin_eval(it)
+def _evaluate_and_stop(grp, it: int, m=None):
+    """One evaluation of unit ``m`` (a run's seeds in the group; None: the whole group): t_ICL
+    for the seeds that exceed ``t_icl_threshold`` for the first time, early stop for those
+    above ``early_stop`` (both strict), and the logged rows: every active seed at a logging
+    iteration, else only the seeds that acquire or stop."""
+    m = m if m is not None else _units(grp)[0]
+    cfg = m.cfg
+    act = m.active()
+    m.begin_eval(it)
     logged = set(act) if cfg.log_every is None or it % cfg.log_every == 0 or it == cfg.iterations else set()
     stop = []
     if _KINDS[cfg.model].icl:
@@ -933,10 +1137,40 @@ def _run_segment(groups, start: int, stop: int, processes: bool, counter: list, 
 
 def _build(cfg: TrainConfig, device):
     """The seed groups of a run, one per worker (nothing trained yet)."""
-    workers = _resolve_workers(cfg)
-    shared = _Shared(cfg, device) if cfg.resolve_backend() == "autograd" else None
-    parts = [list(map(int, p)) for p in np.array_split(np.arange(cfg.seeds), workers)]
-    return [_make_group(cfg, shared, p, device) for p in parts]
+    return _build_pack([cfg], device)[0]
+
+
+def _pack_workers(cfgs: list) -> int:
+    """Worker groups of a pack: ``workers`` of its runs (all cores when None), at most one
+    per seed; one on CUDA."""
+    return max(1, min(_resolve_workers(cfgs[0]), sum(c.seeds for c in cfgs))) if len(cfgs) > 1 else \
+        _resolve_workers(cfgs[0])
+
+
+def _build_pack(cfgs: list, device):
+    """The seed groups of a pack of runs, one per worker, and each run's units
+    ``[(group, member)]`` (member None: the overlap sampler's group of the one run).
+
+    The seeds of all runs, in run order, are split into contiguous groups as one run's seeds
+    are, so a run's seeds are a contiguous block of each group they fall in."""
+    workers = _pack_workers(cfgs)
+    if cfgs[0].resolve_backend() == "overlaps":  # one run (pack_check refuses more)
+        cfg = cfgs[0]
+        parts = [list(map(int, p)) for p in np.array_split(np.arange(cfg.seeds), workers)]
+        groups = [_make_group(cfg, None, p, device) for p in parts]
+        return groups, [[(g, None) for g in groups]]
+    shareds = [_Shared(c, device) for c in cfgs]
+    tables = _Tables(shareds)
+    seeds = [(r, i) for r, c in enumerate(cfgs) for i in range(c.seeds)]
+    groups = []
+    for part in np.array_split(np.arange(len(seeds)), workers):
+        runs: dict = {}
+        for q in part:
+            r, i = seeds[int(q)]
+            runs.setdefault(r, []).append(i)
+        groups.append(_Group([(r, cfgs[r], shareds[r], idx) for r, idx in runs.items()], device, tables))
+    units = [[(g, m) for g in groups for m in g.members if m.run == r] for r in range(len(cfgs))]
+    return groups, units
 
 
 def time_steps(cfg: TrainConfig, iterations: int, warmup: int = 2) -> dict:
@@ -976,8 +1210,66 @@ def time_steps(cfg: TrainConfig, iterations: int, warmup: int = 2) -> dict:
     return {"seconds": seconds, "workers": len(groups), "seed_iterations": cfg.seeds * iterations}
 
 
+#: TrainConfig fields that set a tensor shape, the model or where it runs: equal in a pack
+#: (:func:`pack_key`).  Everything else may differ between the runs of a pack: K (finite),
+#: item_seed, zipf_alpha, beta0, w0, lr, weight decays, seeds, seed, seed_offset, iterations,
+#: eval_every, log_every, early_stop, t_icl_threshold, checkpoint_every.
+PACK_FIELDS = ("model", "N", "D", "width", "labels", "contexts", "batch_size", "eval_size", "device", "workers")
+
+
+def pack_key(cfg: TrainConfig) -> tuple:
+    """The compatibility key of grid batching: runs with equal keys can train as one
+    seed-batched group (:func:`train_packed`).  The fields of :data:`PACK_FIELDS`, whether K
+    is finite (K = inf draws fresh items per seed, finite K indexes a stored table) and the
+    backend; the overlap sampler's runs are never packed (their key holds the run's id)."""
+    if not isinstance(cfg, TrainConfig):
+        raise ParameterError("cfg", type(cfg).__name__, "a TrainConfig")
+    key = tuple((f, getattr(cfg, f)) for f in PACK_FIELDS) + (("finite K", cfg.K is not None),)
+    backend = cfg.resolve_backend()
+    return key + (("backend", backend),) + ((("run", cfg.config_hash()),) if backend == "overlaps" else ())
+
+
+def pack_check(cfgs) -> list:
+    """Raise :class:`ParameterError` unless ``cfgs`` (a non-empty list of valid TrainConfig)
+    can train as one pack: equal :func:`pack_key`, no two runs with the same seeds
+    (``seed``, ``seed_offset + i``) and ``item_seed`` and K.  Returns the list."""
+    if isinstance(cfgs, TrainConfig) or not isinstance(cfgs, (list, tuple)) or not cfgs:
+        raise ParameterError("cfgs", type(cfgs).__name__, "a non-empty list of TrainConfig")
+    cfgs = list(cfgs)
+    for c in cfgs:
+        if not isinstance(c, TrainConfig):
+            raise ParameterError("cfgs", type(c).__name__, "a list of TrainConfig")
+        c.validate()
+    k0 = dict(pack_key(cfgs[0]))
+    for c in cfgs[1:]:
+        k = dict(pack_key(c))
+        for f in k0:
+            if k[f] != k0[f]:
+                if f == "run":
+                    raise ParameterError("backend", "overlaps", "runs of the 'autograd' backend (the overlap "
+                                         "sampler trains one run at a time)")
+                if f == "finite K":
+                    raise ParameterError("K", c.K, f"{'a finite K' if k0[f] else 'None (K = inf)'}, as in the "
+                                         "pack's first run: runs of a pack all have finite K or all K = inf")
+                raise ParameterError(f, k[f], f"{k0[f]!r}, as in the pack's first run: runs of a pack share "
+                                     f"{', '.join(PACK_FIELDS)}")
+    ids = [c.config_hash() for c in cfgs]
+    if len(set(ids)) < len(ids):
+        raise ParameterError("cfgs", "the same run twice", "distinct runs")
+    return cfgs
+
+
+def pack_bytes(cfgs) -> tuple[float, str]:
+    """Estimated peak memory of a pack: the sum of its runs' (:meth:`TrainConfig.estimate_bytes`;
+    each run's shared tables once, its seeds' parameters and activations), and the parameter
+    that dominates the largest."""
+    est = [c.estimate_bytes() for c in cfgs]
+    return float(sum(e[0] for e in est)), max(est)[1]
+
+
 def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True) -> TrainResult:
-    """Train ``cfg.seeds`` seeds; see the module docstring.
+    """Train ``cfg.seeds`` seeds; see the module docstring.  A pack of one run
+    (:func:`train_packed`).
 
     Args:
         cfg: the configuration.
@@ -999,12 +1291,59 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
     """
     if not isinstance(cfg, TrainConfig):
         raise ParameterError("cfg", type(cfg).__name__, "a TrainConfig")
-    cfg.validate()
-    cfg.require_memory()
-    if out is not None:
+    return train_packed([cfg], None if out is None else [out], progress=progress, resume=resume)[0]
+
+
+def train_packed(cfgs, outs=None, progress: bool = True, resume: bool = True, on_result=None) -> list:
+    """Train several runs as one seed-batched group (grid batching; docs/engine.md, "Grid
+    batching").
+
+    The runs must share every tensor shape (:func:`pack_key`); they may differ in K (and
+    item_seed, zipf_alpha), lr, weight decays, seeds, initial beta / w, iterations,
+    eval_every, log_every, early_stop, t_icl_threshold and checkpoint_every.  Each run keeps
+    its own item table, test sets, seed streams, hyperparameters, evaluations, t_ICL, early
+    stopping and out folder, written exactly as :func:`train` writes them, and its metrics
+    equal the run's trained alone (bitwise on CPU while at least two seeds of the pack are
+    active; docs/engine.md).  A run's checkpoint resumes alone or in any pack.
+
+    Args:
+        cfgs: the runs' configurations (list of :class:`TrainConfig`).
+        outs: one folder per run (as ``out`` of :func:`train`), or None (nothing written).
+        progress: a progress bar over seed-iterations (all runs).
+        resume: continue each run from its ``checkpoint.pt`` (as :func:`train`).  Runs may
+            resume at different iterations.
+        on_result: called as ``on_result(i, result)`` when run ``i`` finishes (its files
+            written), before the others have.
+
+    Raises:
+        ParameterError: a bad configuration or ``outs``; runs that cannot share a pack
+            (naming the field that differs); a pack whose memory cannot fit; an ``iterations``
+            cap below a run's checkpoint.
+
+    Returns:
+        list of :class:`TrainResult`, one per run, in order; ``seconds`` is the run's share
+        of the pack's wall time (by its seed-iterations).
+    """
+    cfgs = pack_check(cfgs)
+    if outs is not None:
         from icl_kinetics.io import check_output_dir
 
-        check_output_dir("out", out)
+        if isinstance(outs, (str, Path)) or not isinstance(outs, (list, tuple)) or len(outs) != len(cfgs):
+            raise ParameterError("outs", outs if isinstance(outs, (str, Path)) else type(outs).__name__,
+                                 f"None or a list of {len(cfgs)} folders (one per run)")
+        outs = [Path(o) for o in outs]
+        if len({o.resolve() for o in outs}) < len(outs):
+            raise ParameterError("outs", "the same folder twice", "one folder per run")
+        for o in outs:
+            check_output_dir("out", o)
+    if len(cfgs) == 1:
+        cfgs[0].require_memory()
+    else:
+        from icl_kinetics.resources import require_memory
+
+        need, name = pack_bytes(cfgs)
+        require_memory(name, getattr(cfgs[0], name), need, f"training a pack of {len(cfgs)} runs "
+                       f"({sum(c.seeds for c in cfgs)} seeds) of {cfgs[0].model!r}")
     import torch
 
     from icl_kinetics.io import write_csv, write_json
@@ -1012,55 +1351,96 @@ def train(cfg: TrainConfig, out=None, progress: bool = True, resume: bool = True
 
     tune_malloc()
     t0 = time.perf_counter()
-    device = torch.device(cfg.device)
-    workers = _resolve_workers(cfg)
-    processes = _use_processes(cfg, workers)
+    device = torch.device(cfgs[0].device)
+    workers = _pack_workers(cfgs)
+    processes = len(cfgs) == 1 and _use_processes(cfgs[0], workers)
     old_threads = torch.get_num_threads()
-    out = Path(out) if out is not None else None
-    ckpt = out / "checkpoint.pt" if out is not None else None
+    R = len(cfgs)
+    ckpts = [None] * R if outs is None else [o / "checkpoint.pt" for o in outs]
+    results: list = [None] * R
     try:
-        if cfg.device == "cpu":
-            torch.set_num_threads(1 if workers > 1 else (cfg.workers or old_threads))
-        groups = _build(cfg, device)
-        it, notes = 0, []
-        if ckpt is not None and resume and ckpt.exists():
-            it, note = _resume(ckpt, cfg, groups, device)
-            if note:
-                notes.append(note)
-        if out is not None:
-            write_json(out / "config.json", {**cfg.to_dict(), "config_hash": cfg.config_hash()})
+        if cfgs[0].device == "cpu":
+            torch.set_num_threads(1 if workers > 1 else (cfgs[0].workers or old_threads))
+        groups, units, its, notes = _resume_pack(cfgs, ckpts if resume else [None] * R, device)
+        if outs is not None:
+            for c, o in zip(cfgs, outs):
+                write_json(o / "config.json", {**c.to_dict(), "config_hash": c.config_hash()})
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.seeds * cfg.iterations, initial=sum(sum(g.its) for g in groups),
-                       unit="seed-it", desc=f"train {cfg.model}", smoothing=0.05)
+            desc = f"train {cfgs[0].model}" + (f" ({R} runs)" if R > 1 else "")
+            bar = tqdm(total=sum(c.seeds * c.iterations for c in cfgs), initial=sum(sum(g.its) for g in groups),
+                       unit="seed-it", desc=desc, smoothing=0.05)
         counter = [0]
-        while True:
-            stop = min(cfg.iterations, (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
-            _run_segment(groups, it, stop, processes, counter, bar)
-            it = stop
-            done = it >= cfg.iterations or not any(g.active for g in groups)
-            if ckpt is not None:
-                _save(ckpt, cfg, groups, it)
-                write_csv(out / "metrics.csv", metrics_table(cfg, _rows(groups)))
-            if done:
+        live = list(range(R))
+
+        def boundary(r):  # the run's next checkpoint (train's segment end)
+            c = cfgs[r]
+            return min(c.iterations, (its[r] // c.checkpoint_every + 1) * c.checkpoint_every)
+
+        def idle(r):  # no seed of run r steps any more
+            return not any(g.active if m is None else m.active() for g, m in units[r])
+
+        def save(r):
+            if ckpts[r] is not None:
+                _save(ckpts[r], cfgs[r], units[r], its[r])
+                write_csv(outs[r] / "metrics.csv", metrics_table(cfgs[r], _run_rows(units[r])))
+
+        def finish(r):
+            save(r)
+            live.remove(r)
+            for g, m in units[r]:  # a finished run's seeds step no more
+                if m is not None and m.active():
+                    g.deactivate(m.active())
+            done = sum(sum(g.its) for g in groups)
+            res = _result(cfgs[r], units[r], its[r], 0.0)
+            res.seconds = (time.perf_counter() - t0) * (res.seed_iterations / done if done else 1.0 / R)
+            res.notes = notes[r]
+            if outs is not None:
+                write_json(outs[r] / "summary.json", res.summary())
+            results[r] = res
+            if on_result is not None:
+                on_result(r, res)
+
+        while live:
+            for r in list(live):  # a run with no seed left ends at its next checkpoint, as alone
+                if idle(r):
+                    its[r] = boundary(r)
+                    finish(r)
+            if not live:
                 break
+            ends = {r: boundary(r) for r in live}
+            L = min(ends[r] - its[r] for r in live)
+            base = its[live[0]]
+            for r in live:
+                for g, m in units[r]:
+                    if m is not None:
+                        m.shift = its[r] - base
+            _run_segment(groups, base, base + L, processes, counter, bar)
+            for r in live:
+                its[r] += L
+            for r in list(live):
+                if its[r] == ends[r]:
+                    if its[r] >= cfgs[r].iterations or idle(r):
+                        finish(r)
+                    else:
+                        save(r)
         if bar is not None:
             bar.close()
     finally:
         torch.set_num_threads(old_threads)
-    res = _result(cfg, groups, it, time.perf_counter() - t0)
-    res.notes = notes
-    if out is not None:
-        write_json(out / "summary.json", res.summary())
-    return res
+    return results
+
+
+def _run_rows(units) -> list:
+    rows = [r for g, m in units for r in (g.rows if m is None else m.rows)]
+    rows.sort(key=lambda r: (r["seed"], r["iteration"]))
+    return rows
 
 
 def _rows(groups) -> list:
-    rows = [r for g in groups for r in g.rows]
-    rows.sort(key=lambda r: (r["seed"], r["iteration"]))
-    return rows
+    return _run_rows([(g, None) for g in groups])
 
 
 def metrics_table(cfg: TrainConfig, rows: list) -> list:
@@ -1086,13 +1466,15 @@ def metrics_table(cfg: TrainConfig, rows: list) -> list:
     return [{**head, **r} for r in rows]
 
 
-def _result(cfg, groups, it, seconds) -> TrainResult:
-    t_icl, status, reasons = [], [], []
-    for g in groups:
-        t_icl += g.t_icl
-        status += g.status
-        reasons += g.reasons
-    return TrainResult(cfg, t_icl, status, reasons, it, _rows(groups), seconds, sum(sum(g.its) for g in groups))
+def _result(cfg, units, it, seconds) -> TrainResult:
+    t_icl, status, reasons, its = [], [], [], 0
+    for g, m in units:
+        lo, hi = (0, len(g.t_icl)) if m is None else (m.lo, m.hi)
+        t_icl += g.t_icl[lo:hi]
+        status += g.status[lo:hi]
+        reasons += g.reasons[lo:hi]
+        its += sum(g.its[lo:hi])
+    return TrainResult(cfg, t_icl, status, reasons, it, _run_rows(units), seconds, its)
 
 
 #: the checkpoint envelope's format tag (see :func:`_save`)
@@ -1103,7 +1485,7 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used: unreadable, damaged, or not this run's."""
 
 
-def _save(path: Path, cfg: TrainConfig, groups, it: int):
+def _save(path: Path, cfg: TrainConfig, units, it: int):
     """Write the checkpoint atomically, as a self-verifying envelope.
 
     The state (tensors, lists, numbers and strings only) is serialized with
@@ -1118,8 +1500,9 @@ def _save(path: Path, cfg: TrainConfig, groups, it: int):
     from icl_kinetics.io import atomic_write_bytes
 
     state = {"config_hash": cfg.config_hash(), "config": cfg.to_dict(), "iteration": it,
-             "backend": groups[0].backend, "groups": [g.state() for g in groups],
-             "seed_index": [g.idx for g in groups]}
+             "backend": units[0][0].backend,
+             "groups": [g.state() if m is None else g.state_of(m) for g, m in units],
+             "seed_index": [list(g.idx if m is None else m.idx) for g, m in units]}
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
@@ -1235,32 +1618,44 @@ def _set_aside(path: Path, why: str) -> str:
     return f"checkpoint {path} set aside as {dest.name}: {why}; the run restarts from iteration 0"
 
 
-def _resume(path: Path, cfg: TrainConfig, groups, device) -> tuple[int, str]:
-    """Restore ``groups`` from the checkpoint at ``path``: (iteration, note).
+def _resume_pack(cfgs: list, ckpts: list, device):
+    """Build a pack's groups and restore each run from its checkpoint (None: none):
+    (groups, units per run, iteration per run, notes per run).
 
     A checkpoint that cannot be read, is damaged or belongs to another configuration is
-    renamed (:func:`_set_aside`), a one-line warning naming it goes to stderr, and the
-    run starts from scratch (iteration 0, note set)."""
+    renamed (:func:`_set_aside`), a one-line warning naming it goes to stderr, and that run
+    starts from scratch (iteration 0, a note); the pack is then built afresh, so nothing of
+    a half-loaded state remains."""
     import sys
 
-    try:
-        st = _load_checkpoint(path)
-        _check_state(st, cfg, groups)
-        try:
-            return _restore(groups, st), ""
-        except Exception as e:  # a state that passed the checks but does not fit together
-            raise CheckpointError(f"inconsistent state ({type(e).__name__}: {e})") from None
-    except CheckpointError as e:
-        note = _set_aside(path, str(e))
-    sys.stderr.write(f"icl-kinetics: warning: {note}\n")
-    # _restore may have loaded part of the state: start every group afresh
-    fresh = [_make_group(cfg, getattr(g, "shared", None), g.idx, device) for g in groups]
-    groups[:] = fresh
-    return 0, note
+    notes: list = [[] for _ in cfgs]
+    while True:
+        groups, units = _build_pack(cfgs, device)
+        its = [0] * len(cfgs)
+        bad = None
+        for r, path in enumerate(ckpts):
+            if path is None or not path.exists():
+                continue
+            try:
+                st = _load_checkpoint(path)
+                _check_state(st, cfgs[r], [g for g, _ in units[r]])
+                try:
+                    its[r] = _restore(units[r], st)
+                except Exception as e:  # a state that passed the checks but does not fit together
+                    raise CheckpointError(f"inconsistent state ({type(e).__name__}: {e})") from None
+            except CheckpointError as e:
+                bad = (r, _set_aside(path, str(e)))
+                break
+        if bad is None:
+            return groups, units, its, notes
+        r, note = bad
+        notes[r].append(note)
+        sys.stderr.write(f"icl-kinetics: warning: {note}\n")
 
 
-def _restore(groups, st) -> int:
-    """Load a checkpoint into groups; the grouping may differ (workers changed)."""
+def _restore(units, st) -> int:
+    """Load a run's checkpoint into its units ``[(group, member)]``; the grouping may differ
+    (workers changed, or the run trained alone and now in a pack, or the reverse)."""
     import torch
 
     by_seed = {}
@@ -1268,11 +1663,12 @@ def _restore(groups, st) -> int:
         for q, i in enumerate(idx):
             by_seed[i] = (gs, q)
     rows = [r for gs in st["groups"] for r in gs["rows"]]
-    for g in groups:
+    for g, m in units:
+        idx, cfg = (g.idx, g.cfg) if m is None else (m.idx, m.cfg)
         sub = {"store": {}, "active": [], "t_icl": [], "status": [], "reasons": [], "gens": [],
                "rows": [], "its": []}
         stores, loss = [], []
-        for q, i in enumerate(g.idx):
+        for q, i in enumerate(idx):
             gs, k = by_seed[i]
             stores.append({n: v[k] for n, v in gs["store"].items()})
             if k in gs["active"]:
@@ -1290,7 +1686,10 @@ def _restore(groups, st) -> int:
         sub["loss_n"], sub["last_eval"] = live[0]["loss_n"], max(gs["last_eval"] for gs in st["groups"])
         if "block_pos" in live[0]:  # the overlap sampler: where live groups are in their random block
             sub["block_pos"] = live[0]["block_pos"]
-        seeds = {g.cfg.seed_offset + i for i in g.idx}
+        seeds = {cfg.seed_offset + i for i in idx}
         sub["rows"] = [r for r in rows if r["seed"] in seeds]
-        g.load(sub)
+        if m is None:
+            g.load(sub)
+        else:
+            g.load_member(m, sub)
     return int(st["iteration"])

@@ -46,53 +46,167 @@ def _pool_init(threads: int):
     torch.set_num_threads(threads)
 
 
-def execute_run(sweep_dir: str, rid: str, workers: int = 1) -> dict:
-    """Train run ``rid`` of the sweep in ``sweep_dir`` (resuming from its checkpoint) and
-    record its status.  Skips a run that is done or failed, or locked by another process.
+#: most seeds in one pack (grid batching) on CPU and on CUDA: beyond a few dozen seeds a CPU
+#: step's per-iteration overhead is already spread thin, and smaller packs balance the pool
+PACK_MAX_SEEDS = {"cpu": 32, "cuda": 1024}
+#: the local pool aims for at least this many packs per worker process (when there are runs
+#: enough), so that a pack finishing early, or stopping early, leaves no core idle for long
+PACKS_PER_PROCESS = 2
 
-    A run whose training loss became non-finite for any seed is recorded as ``failed``
-    with the engine's reason; an exception is recorded as ``failed`` with its message.
-    Returns the run's status dict.
+
+def plan_packs(runs, processes: int = 1, max_seeds: int | None = None, memory: float | None = None) -> list[list]:
+    """Group runs (:class:`~icl_kinetics.simulate.sweeps.spec.RunSpec`) into packs that train
+    as one seed-batched group (grid batching, :func:`icl_kinetics.simulate.engine.train_packed`).
+
+    Runs pack together when their configurations, as executed (``workers=1``), have equal
+    :func:`~icl_kinetics.simulate.engine.pack_key`.  A pack holds at most ``max_seeds`` seeds
+    (default :data:`PACK_MAX_SEEDS` for the device) and an estimated peak memory
+    (:func:`~icl_kinetics.simulate.engine.pack_bytes`) of at most ``memory`` / ``processes``
+    bytes (``memory`` None: no limit; the executors pass the memory available).  Compatible
+    runs are split into more packs while there are fewer than :data:`PACKS_PER_PROCESS` x
+    ``processes`` packs.  Runs are dealt to a key's packs longest first, onto the pack with the
+    least estimated cost that has room (a new pack when none has).
+
+    Returns:
+        list of packs (lists of runs), longest (estimated cost) first.
     """
+    import math
     from dataclasses import replace
 
-    from icl_kinetics.simulate.engine import train
+    from icl_kinetics.simulate.engine import pack_key
+    from icl_kinetics.simulate.sweeps.presets import pack_seconds, run_cost
+
+    runs = list(runs)
+    processes = max(1, int(processes))
+    by_key: dict = {}
+    for r in runs:
+        by_key.setdefault(pack_key(replace(r.config, workers=1)), []).append(r)
+    cost = {r.id: run_cost(r.config) for r in runs}
+    nbytes = {r.id: r.config.estimate_bytes()[0] for r in runs}
+    budget = math.inf if memory is None else memory / processes
+    n = {}
+    for k, rs in by_key.items():
+        cap = max_seeds or PACK_MAX_SEEDS[rs[0].config.device]
+        seeds = sum(r.config.seeds for r in rs)
+        need = sum(nbytes[r.id] for r in rs)
+        n[k] = min(len(rs), max(math.ceil(seeds / cap), math.ceil(need / budget) if budget > 0 else 1, 1))
+    while sum(n.values()) < PACKS_PER_PROCESS * processes:
+        can = [k for k in by_key if n[k] < len(by_key[k])]
+        if not can:
+            break
+        k = max(can, key=lambda k: sum(cost[r.id] for r in by_key[k]) / n[k])
+        n[k] += 1
+    packs = []
+    for k, rs in by_key.items():
+        cap = max_seeds or PACK_MAX_SEEDS[rs[0].config.device]
+        bins = [[] for _ in range(n[k])]
+        load, seeds, mem = [0.0] * n[k], [0] * n[k], [0.0] * n[k]
+        for r in sorted(rs, key=lambda r: -cost[r.id]):
+            b = nbytes[r.id]
+            fit = [i for i in range(len(bins)) if not bins[i] or (seeds[i] + r.config.seeds <= cap
+                                                                 and mem[i] + b <= budget)]
+            if not fit:  # no pack has room: a new one
+                bins.append([])
+                load.append(0.0)
+                seeds.append(0)
+                mem.append(0.0)
+                fit = [len(bins) - 1]
+            i = min(fit, key=lambda i: (load[i], len(bins[i])))
+            bins[i].append(r)
+            load[i] += cost[r.id]
+            seeds[i] += r.config.seeds
+            mem[i] += b
+        order = {r.id: q for q, r in enumerate(rs)}
+        packs += [sorted(b, key=lambda r: order[r.id]) for b in bins if b]
+    packs.sort(key=lambda p: -pack_seconds([r.config for r in p]))
+    return packs
+
+
+def execute_run(sweep_dir: str, rid: str, workers: int = 1) -> dict:
+    """Train run ``rid`` of the sweep in ``sweep_dir`` alone: :func:`execute_pack` of one run.
+    Returns the run's status dict."""
+    return execute_pack(sweep_dir, [rid], workers)[rid]
+
+
+def execute_pack(sweep_dir: str, rids, workers: int = 1) -> dict:
+    """Train the runs ``rids`` of the sweep in ``sweep_dir`` as one pack (grid batching;
+    :func:`icl_kinetics.simulate.engine.train_packed`), each resuming from its checkpoint,
+    and record each run's status as it finishes.  Skips runs that are done or failed, or
+    locked by another process; the rest must share a pack key (``plan_packs``).
+
+    A run whose training loss became non-finite for any seed is recorded as ``failed`` with
+    the engine's reason; an exception fails every run of the pack not yet finished, with its
+    message; a pack refused for memory leaves its runs pending.  A run's ``seconds`` is its
+    share of the pack's time (by seed-iterations).
+
+    Returns:
+        {run_id: status dict}.
+    """
+    from contextlib import ExitStack
+    from dataclasses import replace
+
+    from icl_kinetics.simulate.engine import pack_bytes, train_packed
 
     store = SweepStore(sweep_dir)
-    if rid not in store.runs:
-        raise ParameterError("run_id", rid, f"a run of sweep {store.spec.name}")
-    with store.lock(rid) as mine:
-        if not mine:
-            return {"status": "running", "reason": "another process is executing it"}
-        st = store.read_status(rid)
-        if st["status"] in ("done", "failed"):
-            return st
-        notes = [f"re-run: {st['reason']}"] if st["status"] == "damaged" else []
-        cfg = replace(store.runs[rid].config, workers=workers)
+    rids = [rids] if isinstance(rids, str) else list(rids)
+    for rid in rids:
+        if rid not in store.runs:
+            raise ParameterError("run_id", rid, f"a run of sweep {store.spec.name}")
+    out: dict = {}
+    with ExitStack() as stack:
+        todo, notes = [], {}
+        for rid in rids:
+            if not stack.enter_context(store.lock(rid)):
+                out[rid] = {"status": "running", "reason": "another process is executing it"}
+                continue
+            st = store.read_status(rid)
+            if st["status"] in ("done", "failed"):
+                out[rid] = st
+                continue
+            todo.append(rid)
+            notes[rid] = [f"re-run: {st['reason']}"] if st["status"] == "damaged" else []
+        if not todo:
+            return out
+        cfgs = [replace(store.runs[rid].config, workers=workers) for rid in todo]
         t0 = time.time()
-        _clear_stale_temp_files(store.run_dir(rid))
-        store.write_status(rid, {"status": "running", "pid": os.getpid(), "started": t0, "notes": notes})
+        for rid in todo:
+            _clear_stale_temp_files(store.run_dir(rid))
+            store.write_status(rid, {"status": "running", "pid": os.getpid(), "started": t0, "notes": notes[rid]})
+
+        def record(i, res):
+            rid, cfg = todo[i], cfgs[i]
+            bad = [f"seed {cfg.seed_offset + q}: {r}" for q, (s, r) in enumerate(zip(res.status, res.reasons))
+                   if s == "diverged"]
+            st = {"status": "failed" if bad else "done", "reason": "; ".join(bad), "seconds": res.seconds,
+                  "t_icl": res.t_icl, "metrics": metrics_record(store.run_dir(rid) / "metrics.csv"),
+                  "started": t0, "finished": time.time(), "pid": os.getpid(), "notes": notes[rid] + res.notes}
+            store.write_status(rid, st)
+            out[rid] = st
+
         try:
             try:
-                cfg.require_memory()
-            except ParameterError as e:  # not the run's fault: the machine is busy now; try again later
+                if len(cfgs) == 1:
+                    cfgs[0].require_memory()
+                else:
+                    from icl_kinetics.resources import require_memory
+
+                    need, name = pack_bytes(cfgs)
+                    require_memory(name, getattr(cfgs[0], name), need, f"training a pack of {len(cfgs)} runs")
+            except ParameterError as e:  # not the runs' fault: the machine is busy now; try again later
                 if not is_memory_refusal(e):
                     raise
-                st = {"status": "pending", "reason": f"not started: {e}", "notes": notes}
-                store.write_status(rid, st)
-                return st
-            res = train(cfg, out=store.run_dir(rid), progress=False, resume=True)
-            bad = [f"seed {cfg.seed_offset + i}: {r}" for i, (s, r) in enumerate(zip(res.status, res.reasons))
-                   if s == "diverged"]
-            notes += res.notes
-            st = {"status": "failed" if bad else "done", "reason": "; ".join(bad),
-                  "seconds": res.seconds, "t_icl": res.t_icl,
-                  "metrics": metrics_record(store.run_dir(rid) / "metrics.csv")}
+                for rid in todo:
+                    out[rid] = {"status": "pending", "reason": f"not started: {e}", "notes": notes[rid]}
+                    store.write_status(rid, out[rid])
+                return out
+            train_packed(cfgs, [store.run_dir(rid) for rid in todo], progress=False, resume=True, on_result=record)
         except Exception as e:  # recorded, and the sweep goes on
-            st = {"status": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": time.time() - t0}
-        st.update(started=t0, finished=time.time(), pid=os.getpid(), notes=notes)
-        store.write_status(rid, st)
-        return st
+            for rid in todo:
+                if rid not in out:
+                    out[rid] = {"status": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": time.time() - t0,
+                                "started": t0, "finished": time.time(), "pid": os.getpid(), "notes": notes[rid]}
+                    store.write_status(rid, out[rid])
+        return out
 
 
 def _clear_stale_temp_files(d) -> None:
@@ -124,7 +238,8 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
     """Execute the pending runs of several sweeps in ONE pool, longest first (estimated
     cost), so the cores stay busy to the end instead of each sweep finishing a long tail
     on one core before the next begins.  Returns {sweep name: summary}."""
-    from icl_kinetics.simulate.sweeps.presets import ms_per_seed_iteration
+    from icl_kinetics.resources import available_memory
+    from icl_kinetics.simulate.sweeps.presets import pack_seconds
 
     names = [s.spec.name for s in stores]
     if len(set(names)) < len(names):
@@ -137,12 +252,18 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
                 if store.read_status(r.id)["status"] == "failed":
                     store.write_status(r.id, {"status": "pending", "reason": "retrying"})
         todo += [(store, r) for r in pend]
-    todo.sort(key=lambda sr: -sr[1].seed_iterations * ms_per_seed_iteration(sr[1].config))
     cores = os.cpu_count() or 1
-    if any(r.config.device == "cuda" for _, r in todo):
-        processes = 1
-    else:
-        processes = max(1, min(processes or cores, len(todo) or 1))
+    cuda = any(r.config.device == "cuda" for _, r in todo)
+    want = 1 if cuda else max(1, processes or cores)
+    try:
+        memory = available_memory()
+    except Exception:  # pragma: no cover - no figure for the memory: the seed cap alone
+        memory = None
+    # grid batching: each sweep's compatible runs train as packs, one pack per worker process
+    packs = [(store, p) for store in stores
+             for p in plan_packs([r for s, r in todo if s is store], processes=want, memory=memory)]
+    packs.sort(key=lambda sp: -pack_seconds([r.config for r in sp[1]]))
+    processes = 1 if cuda else max(1, min(want, len(packs) or 1))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -150,6 +271,7 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
         total = sum(r.seed_iterations for s in stores for r in s.runs.values())
         bar = tqdm(total=total, unit="seed-it", desc=desc, smoothing=0.1,
                    initial=total - sum(r.seed_iterations for _, r in todo))
+    todo = packs
     if todo:
         _run_pool(todo, processes, bar)
     if bar is not None:
@@ -170,7 +292,7 @@ def _worker_main(conn, threads: int) -> None:
         if task is None:
             return
         try:
-            conn.send(("ok", execute_run(*task)))
+            conn.send(("ok", execute_pack(*task)))
         except BaseException as e:  # execute_run records failures itself; this is a bug or a kill
             conn.send(("error", f"{type(e).__name__}: {e}"))
 
@@ -203,7 +325,7 @@ class _Worker:
         finally:
             _restore_sigint(old)
         child.close()
-        self.job = None  # (store, run, started)
+        self.job = None  # (store, pack (runs), started)
         self.born, self.done_any = time.time(), False
 
     def stop(self, deadline: float):
@@ -266,9 +388,10 @@ MAX_FAILED_STARTS = 3
 
 
 def _run_pool(todo, processes: int, bar) -> None:
-    """Execute ``todo`` [(store, run)] in ``processes`` spawned worker processes, in order.
+    """Execute ``todo`` [(store, pack)] (a pack: a list of runs, :func:`plan_packs`) in
+    ``processes`` spawned worker processes, in order.
 
-    Each worker is told one run at a time, so a worker that dies is matched to its run;
+    Each worker is told one pack at a time, so a worker that dies is matched to its runs;
     a new worker replaces it and the queue goes on."""
     import multiprocessing as mp
     from multiprocessing.connection import wait
@@ -299,18 +422,18 @@ def _run_pool(todo, processes: int, bar) -> None:
             for i in range(len(workers)):
                 while workers[i].job is None and queue:  # retry this slot until a worker takes the run
                     w = workers[i]
-                    store, r = queue[0]
+                    store, pack = queue[0]
                     try:
                         if not w.proc.is_alive():
                             raise BrokenPipeError
-                        w.conn.send((str(store.root), r.id))
+                        w.conn.send((str(store.root), [r.id for r in pack]))
                     except (OSError, ValueError):  # died while idle: replace it, keep the run queued
                         w.proc.join()
                         replace(i, f"idle worker process {w.proc.pid} {describe_exit(w.proc.exitcode)}; "
                                    "starting a new one")
                         continue
                     queue.popleft()
-                    w.job = (store, r, time.time())
+                    w.job = (store, pack, time.time())
             busy = [w for w in workers if w.job]
             if not busy:
                 continue
@@ -318,7 +441,7 @@ def _run_pool(todo, processes: int, bar) -> None:
             for i, w in enumerate(workers):
                 if w.job is None or (w.conn not in ready and w.proc.sentinel not in ready):
                     continue
-                store, r, started = w.job
+                store, pack, started = w.job
                 msg = None
                 try:
                     if w.conn.poll():
@@ -329,19 +452,20 @@ def _run_pool(todo, processes: int, bar) -> None:
                     if w.proc.is_alive():  # a spurious wake-up: the sentinel is not ready yet
                         continue
                     w.proc.join()
-                    res = _worker_died(store, r, w, started)
+                    res = {r.id: _worker_died(store, r, w, started) for r in pack}
                     replace(i, "")
                 else:
                     kind, res = msg
                     if kind != "ok":
-                        res = _record_lost(store, r, f"the worker could not execute it: {res}")
+                        res = {r.id: _record_lost(store, r, f"the worker could not execute it: {res}") for r in pack}
                     w.job = None
                     w.done_any = True
                     failed_starts[0] = 0
                 store.write_index()
                 if bar is not None:
-                    bar.update(r.seed_iterations)
-                    bar.set_postfix_str(f"{store.spec.name}/{r.id}: {res['status']}")
+                    bar.update(sum(r.seed_iterations for r in pack))
+                    what = pack[0].id + (f" (+{len(pack) - 1} packed)" if len(pack) > 1 else "")
+                    bar.set_postfix_str(f"{store.spec.name}/{what}: {res.get(pack[0].id, {}).get('status')}")
     finally:
         for w in workers:
             w.tell_stop()
@@ -364,12 +488,19 @@ def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_
     except ImportError:  # pragma: no cover - depends on the install
         raise ParameterError("executor", "slurm", "'local' (submitit is not installed: "
                              "pip install 'icl-kinetics[cluster]')") from None
-    todo = store.pending(retry_failed)
+    pend = store.pending(retry_failed)
+    if retry_failed:
+        for r in pend:
+            if store.read_status(r.id)["status"] == "failed":
+                store.write_status(r.id, {"status": "pending", "reason": "retrying"})
     if executor is None:
         executor = submitit.AutoExecutor(folder=str(store.root / "submitit"))
         executor.update_parameters(**(slurm or {}))
+    # one job per pack (grid batching); a job's packs are planned for a one-process job
+    packs = plan_packs(pend, processes=1)
+    todo = [p[0] for p in packs]  # a pack is named by its first run
     if todo:
-        jobs = executor.map_array(execute_run, [str(store.root)] * len(todo), [r.id for r in todo])
+        jobs = executor.map_array(execute_pack, [str(store.root)] * len(packs), [[r.id for r in p] for p in packs])
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -382,8 +513,10 @@ def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_
                     done.add(r.id)
                     try:
                         j.result()
-                    except Exception as e:  # the job itself died (e.g. preempted): record it
-                        store.write_status(r.id, {"status": "failed", "reason": f"job {j.job_id}: {e}"})
+                    except Exception as e:  # the job itself died (e.g. preempted): record its runs
+                        for q in packs[todo.index(r)]:
+                            if store.read_status(q.id)["status"] not in ("done", "failed"):
+                                store.write_status(q.id, {"status": "failed", "reason": f"job {j.job_id}: {e}"})
                     if bar is not None:
                         bar.update(1)
             store.write_index()

@@ -71,7 +71,14 @@ def preset(name: str, scale: str = "small", device: str = "cpu") -> SweepSpec:
 # plus the evaluations (forward passes only, about a third of a training step's cost).
 # The two-layer model adds its middle MLP at every position (x4 for its full-attention
 # autograd overhead, measured at N = 19, width 128).
-COST = {"c_seed": 0.50, "c_seed_mlp": 0.15, "c_flop": 16.4, "c_tok": 1.71, "c_fresh": 5.7, "t2_mid_factor": 4.0}
+#
+# c_step: the part of a step that does not grow with the seeds (torch op launches, Python),
+# in ms per iteration of one group; c_seed holds c_step / (the run's seeds) of it.  A pack of
+# S seeds (grid batching) pays c_step / S per seed-iteration instead (pack_ms_per_seed_iteration).
+# c_step = 1.2 is PROVISIONAL (an op count x launch cost, not a fit): to be refitted from
+# `sweep run fig6a --scale small` timed packed and unpacked (docs/sweeps.md, "Estimates").
+COST = {"c_seed": 0.50, "c_seed_mlp": 0.15, "c_flop": 16.4, "c_tok": 1.71, "c_fresh": 5.7, "t2_mid_factor": 4.0,
+        "c_step": 1.2}
 
 
 def ms_per_seed_iteration(cfg: TrainConfig) -> float:
@@ -100,13 +107,39 @@ def ms_per_seed_iteration(cfg: TrainConfig) -> float:
 RUN_OVERHEAD_S = 1.5
 
 
+def pack_ms_per_seed_iteration(cfg: TrainConfig, seeds: int) -> float:
+    """Estimated CPU milliseconds per seed-iteration of ``cfg`` trained in a pack of ``seeds``
+    seeds in all (grid batching): :func:`ms_per_seed_iteration` with the step's fixed part
+    ``c_step`` shared by ``seeds`` seeds instead of the run's own."""
+    own = max(1, cfg.seeds)
+    saved = COST["c_step"] * (1.0 / own - 1.0 / max(own, seeds))
+    return max(ms_per_seed_iteration(cfg) - saved, 0.2 * ms_per_seed_iteration(cfg))
+
+
+def run_cost(cfg: TrainConfig) -> float:
+    """Estimated CPU seconds of one run trained alone (every seed to its cap)."""
+    return cfg.seeds * cfg.iterations * ms_per_seed_iteration(cfg) / 1e3 + RUN_OVERHEAD_S
+
+
+def pack_seconds(cfgs) -> float:
+    """Estimated CPU seconds of a pack of runs (every seed to its cap)."""
+    S = sum(c.seeds for c in cfgs)
+    return sum(c.seeds * c.iterations * pack_ms_per_seed_iteration(c, S) / 1e3 + RUN_OVERHEAD_S for c in cfgs)
+
+
 def estimate(spec: SweepSpec, cores: int = 2) -> dict:
     """Estimated CPU time of a sweep: the upper bound with every seed trained to its cap
-    (early stopping only shortens runs), in core-hours and in wall hours on ``cores`` cores."""
-    core_s = sum(r.seed_iterations * ms_per_seed_iteration(r.config) / 1e3 + RUN_OVERHEAD_S for r in spec.runs)
-    return {"runs": len(spec.runs), "seeds": spec.seeds, "seed_iterations": spec.seed_iterations,
-            "cpu_core_hours": core_s / 3600, "wall_hours_on_cores": core_s / 3600 / max(1, min(cores, len(spec.runs))),
-            "cores": cores}
+    (early stopping only shortens runs), in core-hours and in wall hours on ``cores`` cores,
+    with the runs packed as the local executor packs them (grid batching, ``plan_packs``)."""
+    from icl_kinetics.simulate.sweeps.executors import plan_packs
+
+    packs = plan_packs(spec.runs, processes=cores)
+    secs = [pack_seconds([r.config for r in p]) for p in packs]
+    core_s = sum(secs)
+    # the pool runs the packs longest first: the wall time is at least the longest pack
+    wall = max(core_s / max(1, min(cores, len(packs))), max(secs, default=0.0))
+    return {"runs": len(spec.runs), "packs": len(packs), "seeds": spec.seeds, "seed_iterations": spec.seed_iterations,
+            "cpu_core_hours": core_s / 3600, "wall_hours_on_cores": wall / 3600, "cores": cores}
 
 
 def list_presets(cores: int = 2) -> list[dict]:
