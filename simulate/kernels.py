@@ -66,24 +66,58 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
-#: a build lock older than this (seconds) was left by a process killed while compiling
-#: (a build takes about a minute); torch would wait on it forever
-STALE_LOCK_S = 600.0
+#: the marker written once a build has loaded: later processes import the cached module
+#: directly, without torch's build lock
+BUILT_MARKER = "built.ok"
 
 
-def _clear_stale_lock(lock: Path) -> None:
-    """Remove a compile lock left behind by a killed process (torch's ``FileBaton``
-    never times out), with a note saying so."""
-    import time
+def _import_module(path: Path, name: str):
+    """Import a compiled extension module from its file."""
+    import importlib.util
 
-    try:
-        age = time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
-        return
-    if age > STALE_LOCK_S:
-        print(f"icl-kinetics: removing a stale kernel build lock ({age:.0f} s old, left by an interrupted "
-              f"build): {lock}", file=sys.stderr, flush=True)
-        lock.unlink(missing_ok=True)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _build_or_load(build: Path, name: str):
+    """The compiled module ``name`` in folder ``build``: imported straight from the cache
+    once a build has been completed and loaded (``BUILT_MARKER``), else compiled (or
+    loaded) by torch under a lock that the operating system releases when its holder
+    dies, so a process killed while compiling never leaves the others waiting.
+
+    torch's own build lock (``build/lock``, a ``FileBaton`` that never times out) is only
+    ever taken by a process holding this lock, so a ``lock`` file found while holding it
+    was left by a killed process, and is removed (with a note)."""
+    import fcntl
+
+    from torch.utils.cpp_extension import load
+
+    so, marker = build / f"{name}.so", build / BUILT_MARKER
+    if marker.is_file() and so.is_file():
+        return _import_module(so, name)
+    with open(build / "icl_kinetics.lock", "a+") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # blocks while another process builds; freed if it dies
+        try:
+            if marker.is_file() and so.is_file():  # built while we waited
+                return _import_module(so, name)
+            baton = build / "lock"
+            if baton.exists():
+                print(f"icl-kinetics: removing a kernel build lock left by an interrupted build: {baton}",
+                      file=sys.stderr, flush=True)
+                baton.unlink(missing_ok=True)
+            if not so.exists():
+                print("icl-kinetics: compiling the fused attention kernel for this machine (once, about a "
+                      f"minute; cached in {build})", file=sys.stderr, flush=True)
+            mod = load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS, build_directory=str(build),
+                       verbose=False)
+            tmp = build / f"{BUILT_MARKER}.{os.getpid()}"
+            tmp.write_text(name)
+            os.replace(tmp, marker)
+            return mod
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
 
 
 def extension():
@@ -103,20 +137,19 @@ def extension():
     with _LOCK:
         if _STATE["ext"] is None and _STATE["error"] is None:
             src = _SOURCE.read_text()
-            key = hashlib.sha256("\0".join([src, torch.__version__, " ".join(_CFLAGS), _cpu_signature()])
-                                 .encode()).hexdigest()[:12]
+            # one build per source text, source file, torch installation, flags and CPU: the
+            # ninja file names the source's and torch's paths, so two checkouts or two
+            # environments sharing one build folder would keep recompiling each other's
+            key = hashlib.sha256("\0".join([src, str(_SOURCE.resolve()), torch.__version__,
+                                            str(Path(torch.__file__).resolve().parent), " ".join(_CFLAGS),
+                                            _cpu_signature()]).encode()).hexdigest()[:12]
             try:
-                from torch.utils.cpp_extension import get_default_build_root, load
+                from torch.utils.cpp_extension import get_default_build_root
 
                 name = f"icl_kinetics_gather_attention_{key}"
                 build = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
                 build.mkdir(parents=True, exist_ok=True)
-                _clear_stale_lock(build / "lock")
-                if not (build / f"{name}.so").exists():
-                    print("icl-kinetics: compiling the fused attention kernel for this machine (once, about a "
-                          f"minute; cached in {build})", file=sys.stderr, flush=True)
-                _STATE["ext"] = load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS,
-                                     build_directory=str(build), verbose=False)
+                _STATE["ext"] = _build_or_load(build, name)
             except Exception as exc:  # no compiler, no ninja, ...: the reference still works
                 _STATE["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if _STATE["ext"] is None:

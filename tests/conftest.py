@@ -18,3 +18,13 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fused_kernel_built_once():
+    """Build (or load) the fused attention kernel before any test: on a fresh machine its
+    one-time compile note would otherwise land in whichever test first trains a
+    transformer, and tests that read stderr line by line would see it."""
+    from icl_kinetics.simulate import kernels
+
+    kernels.extension()
