@@ -162,8 +162,11 @@ def train_config_fields() -> dict:
 #: The flag's name and default come from the field.  Every field must be here
 #: (tests/test_cli.py checks); choices are checked against the simulate layer's there too.
 TRAIN_FLAGS = {
-    "model": dict(choices=("transformer", "transformer2", "minimal", "mlp"),
-                  help="transformer (paper), transformer2 (Fig. A5), minimal (phi + (w, beta)), mlp (Fig. 5)"),
+    "model": dict(choices=("transformer", "transformer2", "minimal", "mlp", "transformer_itemblind",
+                           "transformer_split", "transformer_noln"),
+                  help="transformer (paper), transformer2 (Fig. A5), minimal (phi + (w, beta)), mlp (Fig. 5); "
+                       "ablations of transformer (docs/engine.md): transformer_itemblind (score beta * item overlap), "
+                       "transformer_split (MLP(h_t) + u . attn), transformer_noln (no LayerNorm)"),
     "N": dict(type=int_type("N", 1), help="context tokens, NOT counting the target"),
     "K": dict(type=k_type, none="inf",
               help="training items (even integer >= 2) or 'inf' for fresh items every sequence"),
@@ -175,12 +178,13 @@ TRAIN_FLAGS = {
     "zipf_alpha": dict(type=float_type("zipf-alpha", 0.0, strict=False),
                        help="item frequencies p(k) ~ k^-alpha (0: uniform; an extension)"),
     "beta0": dict(type=float_type("beta0"), none="N(0, 1) per seed",
-                  help="initial beta of --model minimal (1/overlap units)"),
+                  help="initial beta of --model minimal or transformer_itemblind (1/overlap units)"),
     "w0": dict(type=float_type("w0"), help="initial w of --model minimal"),
     "lr": dict(type=float_type("lr", 0.0), help="SGD learning rate (per iteration; learning-rate time = lr * t)"),
     "batch_size": dict(type=int_type("batch-size", 1), help="sequences per iteration"),
     "wd_attn": dict(type=float_type("wd-attn", 0.0, strict=False),
-                    help="L2 weight decay on the in-context pathway: LayerNorm and q/k/v, or (w, beta) of "
+                    help="L2 weight decay on the in-context pathway: LayerNorm and q/k/v (and beta of "
+                         "transformer_itemblind, u of transformer_split), or (w, beta) of "
                          "--model minimal; per unit learning-rate time (paper transience: 3e-3)"),
     "wd_mlp": dict(type=float_type("wd-mlp", 0.0, strict=False),
                    help="L2 weight decay on the MLPs, per unit learning-rate time (the paper's 1e-10 is "
@@ -189,7 +193,9 @@ TRAIN_FLAGS = {
     "seed": dict(type=int_type("seed", 0), help="base seed (init and data streams)"),
     "seed_offset": dict(type=int_type("seed-offset", 0),
                         help="index of the first seed (--seeds 1 --seed-offset i reproduces seed i of a batch)"),
-    "item_seed": dict(type=int_type("item-seed", 0), help="seed of the item set and test sets, shared by every seed"),
+    "item_seed": dict(type=int_type("item-seed", 0),
+                      help="seed of the item set and test sets, shared by every seed (and of the label map, unless "
+                           "--label-map per-seed)"),
     "iterations": dict(type=int_type("iterations", 1), help="iteration cap"),
     "eval_every": dict(type=int_type("eval-every", 1),
                        help="iterations between evaluations (the paper: 469, one epoch)"),
@@ -207,6 +213,10 @@ TRAIN_FLAGS = {
     "backend": dict(choices=("auto", "overlaps", "autograd"),
                     help="overlaps: the exact K -> infinity overlap sampler (--model minimal, --K inf, --width 0); "
                          "autograd: the general path; auto: overlaps where it applies"),
+    "label_map": dict(choices=("shared", "per-seed"),
+                      help="item -> label map: shared (drawn with the items from --item-seed, the same for every "
+                           "seed) or per-seed (each seed its own balanced map over the shared items, as the paper's "
+                           "code redraws it in every run; finite K only)"),
 }
 
 

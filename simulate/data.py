@@ -52,7 +52,11 @@ exist).  :func:`overlap_streams` gives the same run the two numpy SFC64 streams 
 exact K -> infinity overlap sampler (:mod:`~icl_kinetics.simulate.overlaps`), children 2
 and 3 of ``SeedSequence([seed, index]).spawn(4)``.  The training item set is shared by every run of a
 sweep: it comes from :func:`item_generator` (``torch.Generator().manual_seed(item_seed)``),
-as the paper's code uses one fixed seed for it.  Same seeds => bitwise identical output
+as the paper's code draws its item vectors from one fixed seed.  Its label map comes from the
+same stream (``label_map = "shared"``), or each run draws its own over the shared items
+(``"per-seed"``, :func:`seed_label_map`: child 4 of ``SeedSequence([seed, index])``, on the
+CPU), as the paper's code, which redraws the item -> label map in every run from the clock,
+does in effect.  Same seeds => bitwise identical output
 on CPU; CPU and CUDA streams differ from each other.  The Zipf and non-equal-class-size
 uniform paths draw float64 / int64 random numbers (fine on CPU and CUDA, not on MPS).
 
@@ -61,6 +65,9 @@ uniform paths draw float64 / int64 random numbers (fine on CPU and CUDA, not on 
 
 * Data streams are seeded explicitly (the released code seeds data with ``time.time()``,
   so its runs are not reproducible and jobs started in the same second share data).
+* The item -> label map is shared by every run by default (from ``item_seed``, with the
+  items); the released code fixes the item vectors but redraws the map in every run.
+  :func:`seed_label_map` gives each run (seed) its own, reproducibly.
 * Equalized-context test sets are label-balanced by construction (the released code
   draws its own label split but reads labels from the training map, giving 38-64
   same-label tokens instead of N/2).
@@ -94,7 +101,10 @@ __all__ = [
     "Batch",
     "SequenceSampler",
     "make_item_set",
+    "balanced_labels",
+    "seed_label_map",
     "token_table",
+    "class_token_tables",
     "icl_test_set",
     "iwl_test_set",
     "seed_generators",
@@ -104,6 +114,7 @@ __all__ = [
     "n_from_len_context",
     "LABEL_ENCODINGS",
     "CONTEXT_MODES",
+    "LABEL_MAPS",
 ]
 
 LABEL_ENCODINGS = ("onehot", "pm1")
@@ -198,10 +209,34 @@ def make_item_set(K: int, D: int, generator: torch.Generator, device="cpu"):
     device = torch.device(device)
     items = torch.randn(K, D, generator=generator, device=device, dtype=torch.float32)
     items /= math.sqrt(D)
+    return items, balanced_labels(K, generator, device)
+
+
+def balanced_labels(K: int, generator: torch.Generator, device="cpu") -> torch.Tensor:
+    """A balanced label map: (K,) float32 +-1 with EXACTLY K/2 of each, in the order of one
+    ``torch.randperm(K, generator=generator)`` (K even).  The labels of :func:`make_item_set`
+    and of :func:`seed_label_map`."""
+    K = _even_int("K", K, 2)
+    device = torch.device(device)
     base = torch.ones(K, device=device, dtype=torch.float32)
     base[K // 2:] = -1.0
     perm = torch.randperm(K, generator=generator, device=device)
-    return items, base[perm]
+    return base[perm]
+
+
+def class_token_tables(items: torch.Tensor, encoding: str):
+    """Token tables with every label for each item, for seeds with their own label maps.
+
+    items (M, D) float32.  Returns ``(context_tokens, target_tokens)``: context_tokens
+    (2M, token_dim) with row ``2 i + c`` = [x_i, label(2 c - 1)] (c = 0: label -1, c = 1:
+    label +1, the one-hot class index), target_tokens (M, token_dim) = [x_i, 0...0].  Row
+    ``2 i + c`` equals row i of :func:`token_table` for a label map with label 2 c - 1 at
+    item i, so a seed's context rows are ``2 * index + (label > 0)``."""
+    M = items.shape[0]
+    two = torch.tensor([-1.0, 1.0], device=items.device).repeat(M)
+    ctx_tok, _ = token_table(items.repeat_interleave(2, dim=0), two, encoding)
+    _, tgt_tok = token_table(items, two[:M], encoding)
+    return ctx_tok, tgt_tok
 
 
 def _write_label_slots(out: torch.Tensor, lab: torch.Tensor, D: int, encoding: str) -> None:
@@ -598,6 +633,32 @@ class ItemSampler:
         """(n,) int64 item indices in [0, K)."""
         n = positive_int("n", n, 1)
         return self._dist.draw(1, n, self.gen)[0]
+
+
+#: ``TrainConfig.label_map``: "shared" (one label map, from ``item_seed``, for every seed) or
+#: "per-seed" (each seed its own, :func:`seed_label_map`; the items stay shared)
+LABEL_MAPS = ("shared", "per-seed")
+#: the child of ``SeedSequence([seed, index])`` that draws a seed's own label map (children
+#: 0-2: :func:`seed_generators`; 2-3: :func:`overlap_streams`)
+LABEL_MAP_CHILD = 4
+
+
+def seed_label_map(K: int, seed: int, index: int, device="cpu") -> torch.Tensor:
+    """The own label map of run (seed) ``index`` of base seed ``seed`` (``label_map =
+    "per-seed"``): (K,) float32 +-1 over the K shared training items, EXACTLY K/2 of each
+    (:func:`balanced_labels`).
+
+    Drawn on the CPU from child :data:`LABEL_MAP_CHILD` (= 4) of
+    ``numpy.random.SeedSequence([seed, index])`` (torch seed = ``child.generate_state(1,
+    dtype=np.uint64)[0] & (2**63 - 1)``, as :func:`seed_generators`), then moved to
+    ``device``: so a seed's map depends only on (seed, index, K), not on how many seeds or
+    runs train beside it, nor on the device."""
+    K = _even_int("K", K, 2)
+    seed = positive_int("seed", seed, 0)
+    index = positive_int("index", index, 0)
+    child = np.random.SeedSequence([seed, index]).spawn(LABEL_MAP_CHILD + 1)[LABEL_MAP_CHILD]
+    s = int(child.generate_state(1, dtype=np.uint64)[0]) & (2**63 - 1)
+    return balanced_labels(K, torch.Generator().manual_seed(s)).to(torch.device(device))
 
 
 def item_generator(item_seed: int, device="cpu") -> torch.Generator:

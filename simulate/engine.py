@@ -19,9 +19,12 @@ training-data stream from generators derived only from ``(seed, i)``
 (:func:`~icl_kinetics.simulate.data.seed_generators`,
 :func:`~icl_kinetics.simulate.data.overlap_streams`), so a seed gives the same numbers
 alone or inside any batch.  With autograd the item set and the test sets come from
-``item_seed`` and are shared by every seed (as in the paper's code, whose training items
-use a fixed seed); the overlap sampler draws each seed's own test set from its own
-stream.
+``item_seed`` and are shared by every seed (as in the paper's code, whose training item
+vectors use a fixed seed); so is the item -> label map with ``label_map="shared"``, while
+with ``"per-seed"`` each seed draws its own from its own stream
+(:func:`~icl_kinetics.simulate.data.seed_label_map`), as the paper's code, which redraws
+it in every run, does in effect.  The overlap sampler draws each seed's own test set from
+its own stream.
 
 **Grid batching.**  :func:`train_packed` trains several runs that share every tensor shape
 (:func:`pack_key`) as one seed-batched group: each run keeps its own item table, test sets,
@@ -65,7 +68,12 @@ BACKENDS = ("auto", "overlaps", "autograd")
 #: fields added after runs were stored: left out of :meth:`TrainConfig.identity` (and so of
 #: ``config_hash`` and the sweep ``run_id``) while at these defaults, so existing runs keep
 #: their ids
-_OMITTED_AT_DEFAULT = {"w0": 0.0, "log_every": None, "backend": "auto"}
+_OMITTED_AT_DEFAULT = {"w0": 0.0, "log_every": None, "backend": "auto", "label_map": "shared"}
+#: fields added after the presets' sweep.json files were pinned (tests/data/
+#: preset_runs_before_specs.json): also left out of :meth:`TrainConfig.to_dict` (config.json,
+#: sweep.json) while at these defaults, so those files stay the same byte for byte;
+#: :meth:`TrainConfig.from_dict` restores the default
+_UNWRITTEN_AT_DEFAULT = {"label_map": "shared"}
 #: the training loss is computed on rows padded to a multiple of this many floats.  torch's
 #: CPU kernels run an elementwise op in vector chunks from the start of the tensor and its
 #: remainder in scalar code, and their vector and scalar exp/log round differently; on rows
@@ -88,11 +96,14 @@ class TrainConfig:
 
     Model:
         model: ``"transformer"`` (the paper's), ``"transformer2"`` (Fig. A5),
-            ``"minimal"`` (phi + (w, beta); ``width = 0``: no phi) or ``"mlp"``
-            (standalone memorization, Fig. 5).
+            ``"minimal"`` (phi + (w, beta); ``width = 0``: no phi), ``"mlp"``
+            (standalone memorization, Fig. 5), or one of the transformer's ablations
+            ``"transformer_itemblind"``, ``"transformer_split"``, ``"transformer_noln"``
+            (rung 2.5; :mod:`icl_kinetics.simulate.models`).
         width: MLP width (paper 512).  D: item dimension (paper 63).
         labels: token label encoding, ``"onehot"`` (paper code, T = D + 2) or ``"pm1"``.
-        beta0: initial beta of the minimal model (1/overlap): a number, a tuple of one
+        beta0: initial beta of the minimal model and of ``"transformer_itemblind"``
+            (1/overlap; ignored by the other models): a number, a tuple of one
             number per seed (position i of this batch), or None (N(0, 1) per seed, from
             the seed's "init" stream).
         w0: initial w of the minimal model (default 0).
@@ -102,6 +113,9 @@ class TrainConfig:
         K: training items (even), None for K -> infinity.
         contexts: ``"iid"`` or ``"equalized"``.  zipf_alpha: item-frequency exponent.
         eval_size: sequences per test set.  item_seed: seed of the item set and test sets.
+        label_map: ``"shared"`` (the item -> label map drawn with the items from
+            ``item_seed``, the same for every seed) or ``"per-seed"`` (each seed its own
+            balanced map over the shared items, from its own stream; finite K only).
     Optimization:
         lr: SGD learning rate.  batch_size: sequences per iteration.
         wd_attn: L2 weight decay on LayerNorm and q/k/v (and w, beta).  wd_mlp: on the MLPs.
@@ -148,6 +162,7 @@ class TrainConfig:
     w0: float = 0.0
     log_every: int | None = None
     backend: str = "auto"
+    label_map: str = "shared"
 
     def __post_init__(self):
         # per-seed beta0 as a tuple of floats (a list from a JSON file is the same config)
@@ -208,6 +223,12 @@ class TrainConfig:
                                      f"None or a multiple of eval_every = {self.eval_every}")
         one_of("device", self.device, ("cpu", "cuda"))
         one_of("backend", self.backend, BACKENDS)
+        from icl_kinetics.simulate.data import LABEL_MAPS
+
+        one_of("label_map", self.label_map, LABEL_MAPS)
+        if self.label_map == "per-seed" and self.K is None:
+            raise ParameterError("label_map", self.label_map, "'shared' when K is None (K = inf draws fresh items "
+                                 "and labels for every sequence: there is no label map)")
         if self.backend == "overlaps":
             from icl_kinetics.simulate import overlaps
 
@@ -237,19 +258,26 @@ class TrainConfig:
         the shared item set and token tables (K x (D + 2T)); per seed, four copies of the
         parameters (store, live copy, gradient, update) and a training batch's activations,
         about 8 tensors of batch x (N + 1) x max(T, D) through forward and backward (plus the
-        (N + 1)^2 attention maps of ``transformer2`` and the batch x width MLP activations);
+        (N + 1)^2 attention maps of ``transformer2``, the dense tokens of the ablations, and the
+        batch x width MLP activations);
         the test sets (eval_size x (N + 1) indices, or items for K = inf) and their
-        250-sequence evaluation chunks.  It is for refusing sizes that cannot fit, up front;
+        250-sequence evaluation chunks; with ``label_map="per-seed"`` a second context table
+        (every item with either label) and each seed's label map.  It is for refusing sizes
+        that cannot fit, up front;
         ordinary runs use a fraction of it (``benchmarks/bench_engine.py`` reports max RSS).
         The overlap sampler's estimate is :func:`icl_kinetics.simulate.overlaps.peak_bytes`.
         """
+        from icl_kinetics.simulate.models import ABLATIONS
+
         if self.resolve_backend() == "overlaps":
             return self._overlaps_bytes()
         T = self.D + (2 if self.labels == "onehot" else 1)
         L, W, B, S = self.N + 1, max(self.width, 1), self.batch_size, self.seeds
         d = max(T, self.D)
-        if self.model in ("transformer", "transformer2"):
+        if self.model in ("transformer", "transformer2") + ABLATIONS:
             params = 3 * T * T + 2 * T + T * W + W * W + W + 2 * W + 1
+            if self.model in ABLATIONS:  # at most the transformer's, and transformer_split's u (T)
+                params += T
             if self.model == "transformer2":
                 params += 3 * T * T + T * W + W * W + W * T + 2 * W + T
         elif self.model == "minimal":
@@ -259,10 +287,20 @@ class TrainConfig:
         act = 8.0 * B * L * d + 4.0 * B * W
         if self.model == "transformer2":
             act += 4.0 * B * L * L
+        if self.model in ABLATIONS:  # dense tokens: the gathered tokens and h = LN(tokens) beside the 8
+            act += 2.0 * B * L * T
         if self.model == "mlp":
             act = 8.0 * B * (self.D + W)
         shared = 0.0 if self.K is None else float(self.K) * (self.D + 2 * T)
         per_seed = 4.0 * params + act + (B * L * self.D if self.K is None else 0.0)
+        if self.label_map == "per-seed" and self.K is not None:
+            # the context table holds both labels of every item; per seed its label map, a
+            # batch's items gathered for the dense-token models, and (equalized) its own split
+            # of the items by class and its own IWL sequences
+            shared += float(self.K) * T
+            per_seed += float(self.K) + B * L * self.D
+            if self.contexts == "equalized":
+                per_seed += 4.0 * float(self.K) + 2.0 * self.eval_size * L
         evals = 2.0 * self.eval_size * L * (2 if self.K is not None else self.D) + 2.0 * S * 250 * L * d
         total = 4.0 * (shared + S * per_seed + evals)
         # name the size furthest above an ordinary run's (the paper's shapes, 16 seeds)
@@ -310,9 +348,14 @@ class TrainConfig:
         return self.beta0[i] if isinstance(self.beta0, tuple) else self.beta0
 
     def to_dict(self) -> dict:
+        """The fields as plain JSON values; those of ``_UNWRITTEN_AT_DEFAULT`` only when they
+        differ from their defaults."""
         d = asdict(self)
         if isinstance(d["beta0"], tuple):
             d["beta0"] = list(d["beta0"])
+        for k, v in _UNWRITTEN_AT_DEFAULT.items():
+            if d[k] == v:
+                del d[k]
         return d
 
     def identity(self, exclude=()) -> dict:
@@ -392,20 +435,43 @@ def _forward_transformer(grp, p, inp, attention, tables):
     return mm.transformer_fast(p, n_c, n_t, ctx, tgt, return_attention=attention, buffer=grp._gbuf)
 
 
-def _forward_transformer2(grp, p, inp, attention, tables):
-    """Every position is needed (see models.py): dense tokens."""
+def _dense_tokens(grp, inp):
+    """The sequences' dense tokens (S, B, N+1, T), the target last (label slot zero)."""
     from icl_kinetics.simulate import data as dm
-    from icl_kinetics.simulate import models as mm
 
     torch = grp.torch
     _, items, labels, ctx, tgt = inp
     if items.dim() == 2:
         c, t = dm.token_table(items, labels, grp.cfg.labels)
-        tok = torch.cat([c[ctx], t[tgt].unsqueeze(2)], dim=2)
-    else:
-        ct = [dm.token_table(i, l, grp.cfg.labels) for i, l in zip(items, labels)]
-        tok = torch.stack([torch.cat([c[cx], t[tg].unsqueeze(1)], dim=1) for (c, t), cx, tg in zip(ct, ctx, tgt)])
-    return mm.transformer_reference(p, tok, return_attention=attention)
+        return torch.cat([c[ctx], t[tgt].unsqueeze(2)], dim=2)
+    ct = [dm.token_table(i, l, grp.cfg.labels) for i, l in zip(items, labels)]
+    return torch.stack([torch.cat([c[cx], t[tg].unsqueeze(1)], dim=1) for (c, t), cx, tg in zip(ct, ctx, tgt)])
+
+
+def _forward_transformer2(grp, p, inp, attention, tables):
+    """Every position is needed (see models.py): dense tokens."""
+    from icl_kinetics.simulate import models as mm
+
+    return mm.transformer_reference(p, _dense_tokens(grp, inp), return_attention=attention)
+
+
+def _forward_itemblind(grp, p, inp, attention, tables):
+    """The ablations (rung 2.5, models.py) run on dense tokens."""
+    from icl_kinetics.simulate import models as mm
+
+    return mm.transformer_itemblind(p, _dense_tokens(grp, inp), grp.cfg.D, return_attention=attention)
+
+
+def _forward_split(grp, p, inp, attention, tables):
+    from icl_kinetics.simulate import models as mm
+
+    return mm.transformer_split(p, _dense_tokens(grp, inp), return_attention=attention)
+
+
+def _forward_noln(grp, p, inp, attention, tables):
+    from icl_kinetics.simulate import models as mm
+
+    return mm.transformer_noln(p, _dense_tokens(grp, inp), return_attention=attention)
 
 
 def _forward_minimal(grp, p, inp, attention, tables):
@@ -447,22 +513,34 @@ _KINDS = {
     "transformer2": _Kind(_forward_transformer2),
     "minimal": _Kind(_forward_minimal, coefficients="probe", params_wb=True),
     "mlp": _Kind(_forward_mlp, icl=False, coefficients="probe"),
+    # the ablations: c1..c3 and the effective (w, beta) measured as for the transformer
+    "transformer_itemblind": _Kind(_forward_itemblind),
+    "transformer_split": _Kind(_forward_split),
+    "transformer_noln": _Kind(_forward_noln),
 }
 
 
-def _coefficients(phi_plus) -> tuple:
+def _coefficients(phi_plus, weights=None) -> tuple:
     """c1, c2, c3 (S,) of correct-label logits phi_plus (S, n), float64: the theory's one
-    definition, :func:`icl_kinetics.theory.mlp_coefficients`."""
+    definition, :func:`icl_kinetics.theory.mlp_coefficients`; ``weights`` (n,): the items'
+    frequencies under the run's item distribution (Zipf), None: plain means."""
     from icl_kinetics.theory import mlp_coefficients
 
-    c = mlp_coefficients(phi_plus, axis=-1)
+    c = mlp_coefficients(phi_plus, axis=-1, weights=weights)
     return c["c1"], c["c2"], c["c3"]
 
 
 # ----------------------------------------------------------------------------- shared data
 class _Shared:
     """What every seed shares (autograd backend): the item set, test sets and their
-    normalized token tables."""
+    normalized token tables.
+
+    With per-seed label maps (``label_map="per-seed"``, finite K) the item set, its shared
+    label map and the test sets are drawn from ``item_seed`` exactly as with a shared map (so
+    the ICL test set is the same), and the training context table holds every item with
+    either label (``rows`` = 2: row ``2 i + c`` is item i with label 2 c - 1,
+    :func:`~icl_kinetics.simulate.data.class_token_tables`), shared by every seed; each seed's
+    IWL test sequences are :meth:`iwl_for` its own map."""
 
     def __init__(self, cfg: TrainConfig, device):
         import torch
@@ -472,6 +550,9 @@ class _Shared:
 
         kind = _KINDS[cfg.model]
         self.dcfg = dcfg = cfg.data_config()
+        self.device = device
+        self.per_seed = cfg.label_map == "per-seed"  # validate: only with finite K
+        self.rows = 2 if self.per_seed else 1  # context-table rows per item
         gen = dm.item_generator(cfg.item_seed, device=device)
         self.items = self.labels = None
         if cfg.K is not None:
@@ -482,22 +563,45 @@ class _Shared:
         if kind.icl:
             # novel items with fresh balanced labels, from the shared item stream
             self.icl = dm.icl_test_set(dcfg, None, gen, device=device)
+            self._iwl_state = gen.get_state() if self.per_seed else None  # where iwl_for draws from
             self.iwl = dm.iwl_test_set(dcfg, self.items, self.labels, gen, device=device) if cfg.K else None
             if cfg.K is not None and kind.token_tables:
-                c, t = dm.token_table(self.items, self.labels, enc)
+                c, t = (dm.class_token_tables(self.items, enc) if self.per_seed
+                        else dm.token_table(self.items, self.labels, enc))
                 self.tables = (normalize_tokens(c), normalize_tokens(t))
-        # memorization probe: phi_plus on (up to) 10^4 training items
-        self.probe = None
+        # memorization probe: phi_plus on (up to) 10^4 training items; under Zipf item
+        # frequencies c1, c2, c3 are expectations under the item distribution, p(k) ~ (k+1)^-alpha
+        # renormalized over the probed items (the most frequent ones); None: plain means
+        self.probe = self.probe_weights = None
         if cfg.K is not None and kind.coefficients == "probe" and cfg.width:
             n = min(cfg.K, 10_000)
             self.probe = torch.arange(n, device=device)
+            if cfg.zipf_alpha > 0:
+                self.probe_weights = np.arange(1, n + 1, dtype=np.float64) ** -float(cfg.zipf_alpha)
         self.enc = enc
         self._norm = normalize_tokens
         self.test_tables = {}
         if kind.token_tables:  # normalized once, not at every evaluation
             for name, b in (("icl", self.icl), ("iwl", self.iwl)):
-                if b is not None:
+                if b is not None and not (name == "iwl" and self.per_seed):  # per seed: on self.tables
                     self.test_tables[name] = self.token_tables(b.items, b.labels)
+
+    def iwl_for(self, labels):
+        """The IWL test sequences ``(ctx (n, N), tgt (n,))`` of a seed whose label map is
+        ``labels`` (K,): those a run with that map as its shared map draws.  With iid
+        contexts the draws do not depend on the labels, so they are the shared ones; with
+        equalized contexts they are drawn with ``labels`` from the item stream at the point
+        where the shared IWL set was drawn (the draws' count does not depend on the labels)."""
+        if self.dcfg.contexts == "iid":
+            return self.iwl.ctx, self.iwl.tgt
+        import torch
+
+        from icl_kinetics.simulate import data as dm
+
+        gen = torch.Generator(device=self.device)
+        gen.set_state(self._iwl_state)
+        b = dm.iwl_test_set(self.dcfg, self.items, labels, gen, device=self.device)
+        return b.ctx, b.tgt
 
     def token_tables(self, items, labels):
         """Normalized (context, target) token tables for an item table (M, D) or (S, M, D)."""
@@ -517,8 +621,10 @@ class _Shared:
 class _Tables:
     """The training item tables of the runs in a pack, stacked once: run ``r``'s rows are
     ``off[r] : off[r] + K_r`` of ``items`` (M, D), ``labels`` (M,) and the normalized token
-    ``tables`` (M, T) x 2.  Each run's :class:`_Shared` is rebound to views of these rows, so
-    no table is held twice and none per seed.  One run: its own tensors, offset 0."""
+    ``tables`` (M, T) x 2 (with per-seed label maps the context table has two rows per item:
+    run ``r``'s are ``2 off[r] : 2 (off[r] + K_r)``).  Each run's :class:`_Shared` is rebound
+    to views of these rows, so no table is held twice and none per seed.  One run: its own
+    tensors, offset 0."""
 
     def __init__(self, shareds: list):
         import torch
@@ -538,7 +644,8 @@ class _Tables:
             old = sh.items
             sh.items, sh.labels = self.items[a:a + k], self.labels[a:a + k]
             if self.tables is not None:
-                sh.tables = (self.tables[0][a:a + k], self.tables[1][a:a + k])
+                r = sh.rows  # context-table rows per item (equal in a pack: label_map is a PACK_FIELD)
+                sh.tables = (self.tables[0][r * a:r * (a + k)], self.tables[1][a:a + k])
             if sh.iwl is not None and sh.iwl.items is old:
                 sh.iwl.items, sh.iwl.labels = sh.items, sh.labels
 
@@ -622,6 +729,16 @@ class _Group:
         tables = tables or _Tables([self.shared])
         self.items, self.labels, self.tables = tables.items, tables.labels, tables.tables
         self.kind = _KINDS[self.cfg.model]
+        # per-seed label maps (label_map="per-seed", equal in a pack): seed position q's map is
+        # lab[lstart[q] : lstart[q] + K] over its run's items; iwl_seq[q]: its IWL sequences
+        self.per_seed, self.lab, self.lstart, self.iwl_seq, maps = self.shared.per_seed, None, None, [], None
+        if self.per_seed:
+            maps = [dm.seed_label_map(cfg.K, cfg.seed, cfg.seed_offset + i, device=device)
+                    for _, cfg, _, idx in parts for i in idx]
+            starts = [int(v) for v in np.cumsum([0] + [len(v) for v in maps[:-1]])]
+            self.lab = torch.cat(maps)
+            self.lstart = torch.tensor(starts, dtype=torch.long, device=device)
+            maps = [self.lab[a:a + len(v)] for a, v in zip(starts, maps)]  # views: one copy of each map
         per_seed, self.gens, self.samplers, self.members, offs = [], [], [], [], []
         for run, cfg, shared, idx in parts:
             m = _Member(self, run, cfg, shared, idx, len(per_seed), tables.off[run] if len(tables.off) > run else 0)
@@ -633,9 +750,12 @@ class _Group:
                 gi = g["init"] if device.type == "cpu" else dm.seed_generators(cfg.seed, cfg.seed_offset + i)["init"]
                 per_seed.append(mm.init_params(replace(mcfg, beta0=cfg.beta0_of(i)), gi))
                 self.gens.append(g["data"])
+                labels = shared.labels if maps is None else maps[len(per_seed) - 1]
                 if self.kind.icl:
-                    self.samplers.append(dm.SequenceSampler(shared.dcfg, shared.items, shared.labels, g["data"],
+                    self.samplers.append(dm.SequenceSampler(shared.dcfg, shared.items, labels, g["data"],
                                                             device=device))
+                    if maps is not None:
+                        self.iwl_seq.append(shared.iwl_for(labels))
                 else:
                     self.samplers.append(dm.ItemSampler(cfg.K, cfg.zipf_alpha, g["data"], device=device))
                 offs.append(m.off)
@@ -704,6 +824,8 @@ class _Group:
             self._live = [m for m in self.members if self._span(m)[1] > self._span(m)[0]]
             self._o = None if self.offs is None else \
                 self.offs[self.torch.tensor(self.active, dtype=self.torch.long, device=self.device)]
+            self._ls = None if self.lstart is None else \
+                self.lstart[self.torch.tensor(self.active, dtype=self.torch.long, device=self.device)]
         return self._segs
 
     # -- forward -----------------------------------------------------------------------
@@ -716,12 +838,15 @@ class _Group:
         o = self._o  # each active seed's row offset (None: all 0)
         if not self.kind.icl:
             idx = torch.stack([self.samplers[j].sample(B) for j in self.active])
+            y = None if self._ls is None else self.lab[idx + self._ls[:, None]]  # the seed's own labels
             if o is not None:
                 idx += o[:, None]
-            return ("items", idx), self.labels[idx]
+            return ("items", idx), (self.labels[idx] if y is None else y)
         batches = [self.samplers[j].sample(B) for j in self.active]
         ctx = torch.stack([b.ctx for b in batches])
         tgt = torch.stack([b.tgt for b in batches])
+        if self.per_seed:
+            return self._seed_inputs(self.items, ctx, tgt, o, self._ls)
         if self.cfg.K is None:
             items = torch.stack([b.items for b in batches])
             labels = torch.stack([b.labels for b in batches])
@@ -734,6 +859,31 @@ class _Group:
             items, labels = self.items, self.labels
             y = labels[tgt]
         return ("seq", items, labels, ctx, tgt), y
+
+    def _seed_inputs(self, items, ctx, tgt, o, ls):
+        """The forward's inputs and y for seeds with their own label maps: ``ctx`` (S, n, N),
+        ``tgt`` (S, n) index the rows of their run's items, seed q's at row offset ``o[q]`` of
+        ``items`` (o None: 0) and its labels at ``lab[ls[q]:]``.  Returns ``(inputs, y)``.
+
+        The fast transformer (``token_tables``) reads context rows ``2 (index) + c`` of the
+        context table with both labels of every item (c = 1 for label +1), target rows as
+        ever; every other model gets a table per seed of the batch's own items and labels,
+        (S, n (N + 1), D) and (S, n (N + 1)), the form of K = inf's fresh items, with each
+        sequence's context at positions (N + 1) b + j and its target at (N + 1) b + N.  Either
+        way each seed sees the numbers of a run whose shared map is its own."""
+        torch = self.torch
+        S, n, N = ctx.shape
+        lab_ctx = self.lab[ctx + ls[:, None, None]]
+        y = self.lab[tgt + ls[:, None]]
+        if o is not None:
+            ctx = ctx + o[:, None, None]
+            tgt = tgt + o[:, None]
+        if self.kind.token_tables:
+            return ("seq", items, None, 2 * ctx + (lab_ctx > 0), tgt), y
+        idx = torch.cat([ctx, tgt[..., None]], -1).reshape(S, n * (N + 1))
+        lab = torch.cat([lab_ctx, y[..., None]], -1).reshape(S, n * (N + 1))
+        pos = torch.arange(n * (N + 1), device=ctx.device).view(n, N + 1)
+        return ("seq", items[idx], lab, pos[:, :N].expand(S, n, N), pos[:, N].expand(S, n)), y
 
     def _logits(self, p, inp, attention=False, tables=None):
         out = self.kind.forward(self, p, inp, attention, tables)
@@ -798,12 +948,37 @@ class _Group:
             res.update(w=head["w"], beta=head["beta"], attn_logit_std=logp.std(-1).mean(1))
         return res
 
-    def _probe_phi_plus(self, p, sh, S):
-        """phi_plus = y * phi(x) on the probe items, (S, n) float64."""
+    def _probe_phi_plus(self, p, sh, S, ls=None):
+        """phi_plus = y * phi(x) on the probe items, (S, n) float64; y from each seed's own
+        label map (at ``lab[ls[q]:]``) when ``ls`` is given."""
         from icl_kinetics.simulate import models as mm
 
         idx = sh.probe.unsqueeze(0).expand(S, -1)
-        return mm.mlp_forward(p, sh.items[idx]).double() * sh.labels[idx].double()
+        y = sh.labels[idx] if ls is None else self.lab[idx + ls[:, None]]
+        return mm.mlp_forward(p, sh.items[idx]).double() * y.double()
+
+    def _eval_iwl_seeds(self, p, sh, act, ls):
+        """The IWL test of seeds ``act`` (group positions) with their own label maps (at
+        ``lab[ls[q]:]``), each on its own IWL sequences (:meth:`_Shared.iwl_for`), in the
+        chunks of :meth:`_eval_set`: accuracy, loss and phi_plus = y * logit."""
+        from icl_kinetics.theory.probes import correct_margin
+
+        torch = self.torch
+        S = len(act)
+        seqs = [self.iwl_seq[j] for j in act]
+        if all(c is seqs[0][0] for c, _ in seqs):  # iid contexts: one set of sequences
+            ctx, tgt = seqs[0][0].unsqueeze(0).expand(S, -1, -1), seqs[0][1].unsqueeze(0).expand(S, -1)
+        else:
+            ctx, tgt = torch.stack([c for c, _ in seqs]), torch.stack([t for _, t in seqs])
+        tables = sh.tables if self.kind.token_tables else None
+        outs, C = [], 250
+        for s0 in range(0, ctx.shape[1], C):
+            inp, _ = self._seed_inputs(sh.items, ctx[:, s0:s0 + C], tgt[:, s0:s0 + C], None, ls)
+            outs.append(self._logits(p, inp, tables=tables)[0])
+        logit = torch.cat(outs, 1).double()
+        y = self.lab[tgt + ls[:, None]].double()
+        yl = torch.stack([correct_margin(logit[q], y[q], multiclass=False) for q in range(S)])  # y * logit
+        return {"acc": (yl > 0).double().mean(1), "loss": torch.nn.functional.softplus(-yl).mean(1), "yl": yl}
 
     def _member(self, m):
         if m is None:
@@ -828,13 +1003,14 @@ class _Group:
         c = None
         with torch.no_grad():
             t = torch.tensor(act, dtype=torch.long, device=self.device)
+            ls = None if self.lstart is None else self.lstart[t]  # per-seed label maps
             if m.loss_n:
                 cols["train_loss"] = (self.loss_sum[t] / m.loss_n).tolist()
             if not kind.icl:  # memorization of the training items
-                php = self._probe_phi_plus(p, sh, S)
+                php = self._probe_phi_plus(p, sh, S, ls)
                 cols["iwl_acc"] = (php > 0).double().mean(1).tolist()
                 cols["iwl_loss"] = torch.nn.functional.softplus(-php).mean(1).tolist()
-                c = _coefficients(php)
+                c = _coefficients(php, sh.probe_weights)
             else:
                 r = self._eval_set(p, sh.icl, attention=True, tables=sh.test_tables.get("icl"))
                 cols["icl_acc"], cols["icl_loss"] = r["acc"].tolist(), r["loss"].tolist()
@@ -842,7 +1018,8 @@ class _Group:
                     if k in r:
                         cols[k] = r[k].tolist()
                 if sh.iwl is not None:
-                    ri = self._eval_set(p, sh.iwl, attention=False, tables=sh.test_tables.get("iwl"))
+                    ri = self._eval_set(p, sh.iwl, attention=False, tables=sh.test_tables.get("iwl")) \
+                        if ls is None else self._eval_iwl_seeds(p, sh, act, ls)
                     cols["iwl_acc"], cols["iwl_loss"] = ri["acc"].tolist(), ri["loss"].tolist()
                     if kind.coefficients == "iwl":  # phi_plus = y * logit with the target absent
                         c = _coefficients(ri["yl"])
@@ -850,7 +1027,7 @@ class _Group:
                     cols["w"] = p["w"].double().tolist()
                     cols["beta"] = p["beta"].double().tolist()
                 if kind.coefficients == "probe" and sh.probe is not None:
-                    c = _coefficients(self._probe_phi_plus(p, sh, S))
+                    c = _coefficients(self._probe_phi_plus(p, sh, S, ls), sh.probe_weights)
             if c is not None:
                 cols["c1"], cols["c2"], cols["c3"] = (x.tolist() for x in c)
             self.loss_sum[m.lo:m.hi] = 0.0
@@ -1210,11 +1387,13 @@ def time_steps(cfg: TrainConfig, iterations: int, warmup: int = 2) -> dict:
     return {"seconds": seconds, "workers": len(groups), "seed_iterations": cfg.seeds * iterations}
 
 
-#: TrainConfig fields that set a tensor shape, the model or where it runs: equal in a pack
+#: TrainConfig fields that set a tensor shape, the model or where it runs, and the label map
+#: (per-seed maps need a context table with two rows per item): equal in a pack
 #: (:func:`pack_key`).  Everything else may differ between the runs of a pack: K (finite),
 #: item_seed, zipf_alpha, beta0, w0, lr, weight decays, seeds, seed, seed_offset, iterations,
 #: eval_every, log_every, early_stop, t_icl_threshold, checkpoint_every.
-PACK_FIELDS = ("model", "N", "D", "width", "labels", "contexts", "batch_size", "eval_size", "device", "workers")
+PACK_FIELDS = ("model", "N", "D", "width", "labels", "contexts", "batch_size", "eval_size", "device", "workers",
+               "label_map")
 
 
 def pack_key(cfg: TrainConfig) -> tuple:

@@ -1,6 +1,6 @@
 """The models, seed-batched: every parameter has a leading seed dimension S.
 
-Four models (``ModelConfig.kind``), all functional (parameters are a dict of tensors)
+Seven models (``ModelConfig.kind``), all functional (parameters are a dict of tensors)
 so that S independent seeds train in one set of batched matmuls:
 
 ``"transformer"`` (the paper's one-layer transformer; docs/engine.md, "Models")::
@@ -21,6 +21,40 @@ parts but not its wiring; ours is::
 tokens and the target itself (label 0); phi (D -> width -> width -> 1) is optional.
 
 ``"mlp"``: the standalone memorizing MLP phi(x) on bare items (paper Fig. 5, A2, A3).
+
+**Three ablations of the transformer (rung 2.5).**  Each removes one thing that the
+theory's reduced model abstracts away and keeps everything else of ``"transformer"``
+(docs/engine.md, "Models").  Only the target's (last) position is computed; h = LN(x)
+with its affine part, x_t the target token (label slot zero), the softmax over the N
+context tokens and the target itself, as in the transformer::
+
+    "transformer_itemblind": p_j = softmax_j(beta * x_t[:D] . x_j[:D])    no Wq, Wk
+                             logit = MLP(h_t + Wv sum_j p_j h_j)
+    "transformer_split":     p_j = softmax_j(q_t . k_j)                  (the transformer's)
+                             logit = MLP(h_t) + u . (Wv sum_j p_j h_j)   u (T,): own linear readout
+    "transformer_noln":      the transformer with h = x (no LayerNorm anywhere)
+
+* itemblind: the score is the reduced model's, beta times the overlap of the raw items
+  (first D dims of the tokens: no label dims, no learned item features); one learned
+  scalar beta per seed.  The head can no longer learn features of the K items it sees
+  again and again, which is the difference docs/validation.md suspects behind the
+  transformer's K-dependent threshold.
+* split: the MLP reads the target alone, and the attention output reaches the logit
+  through a linear readout, so logit = IWL(x_t) + ICL(context) is additive, as the
+  reduced model (phi + w * head) assumes.  In the MLP's linear regime (every ReLU on)
+  it is the transformer with u = W1 W2 W3 (tests/test_ablations.py).
+* noln: LayerNorm couples the label slots to the item (one mean and variance over all
+  T dims, shared by attention and MLP); the reduced model has no normalization.
+
+Initialization: every parameter that an ablation shares with ``"transformer"`` is
+drawn from the same generator calls in the same order (one ``Linear(T, 3T)`` for q, k,
+v, then the MLP), so seed i of an ablation starts with seed i's transformer weights;
+itemblind keeps only Wv of that draw, and its beta (``beta0``, or N(0, 1) when None)
+is drawn after the MLP; split's u (``nn.Linear(T, 1, bias=False)``: U(-1/sqrt(T),
+1/sqrt(T))) likewise.  beta and u are in :data:`ATTENTION_PARAMS`: they are the
+in-context pathway's (beta as in the minimal model; u is the head's readout, the
+role w has there), so ``wd_attn`` decays the whole ICL pathway, as for the minimal
+model.  The ablations run on dense gathered tokens (S, B, N+1, T).
 
 **Two code paths for the one-layer transformer.**
 
@@ -45,7 +79,7 @@ Initialization follows PyTorch's defaults (``nn.Linear``: U(-1/sqrt(fan_in),
 1/sqrt(fan_in)) for weights and biases; LayerNorm: g = 1, b = 0); each seed draws
 its parameters from its own generator, so a seed's initialization does not depend
 on the batch it is trained in.  Parameter groups for weight decay:
-:data:`ATTENTION_PARAMS` (LayerNorm and q/k/v, and w, beta) and the MLP's.
+:data:`ATTENTION_PARAMS` (LayerNorm and q/k/v, and w, beta, u) and the MLP's.
 """
 
 from __future__ import annotations
@@ -58,10 +92,13 @@ import torch.nn.functional as F
 
 from icl_kinetics.errors import ParameterError, one_of, positive_int
 
-KINDS = ("transformer", "transformer2", "minimal", "mlp")
+#: the transformer's ablations (rung 2.5; module docstring), each a kind of its own
+ABLATIONS = ("transformer_itemblind", "transformer_split", "transformer_noln")
+KINDS = ("transformer", "transformer2", "minimal", "mlp") + ABLATIONS
 LN_EPS = 1e-5
-#: parameters in the "attention" weight-decay group (LayerNorm, q/k/v; w and beta of the minimal model)
-ATTENTION_PARAMS = ("ln_w", "ln_b", "wq", "wk", "wv", "wq2", "wk2", "wv2", "w", "beta")
+#: parameters in the "attention" weight-decay group (LayerNorm, q/k/v; w and beta of the minimal
+#: model and of transformer_itemblind; u, the attention readout of transformer_split)
+ATTENTION_PARAMS = ("ln_w", "ln_b", "wq", "wk", "wv", "wq2", "wk2", "wv2", "w", "beta", "u")
 
 Params = dict  # name -> tensor with a leading seed dimension S
 
@@ -71,12 +108,15 @@ class ModelConfig:
     """Shapes of a model.
 
     Args:
-        kind: ``"transformer"``, ``"transformer2"``, ``"minimal"`` or ``"mlp"``.
+        kind: one of :data:`KINDS`: ``"transformer"``, ``"transformer2"``, ``"minimal"``,
+            ``"mlp"`` or an ablation of :data:`ABLATIONS`.
         token_dim: T, the token width (D + 2 for one-hot labels, D + 1 for ±1).
-        D: item dimension (input of phi for ``"minimal"`` and ``"mlp"``).
+        D: item dimension (input of phi for ``"minimal"`` and ``"mlp"``; the item part of
+            a token, read by ``"transformer_itemblind"``'s score).
         width: hidden width of the MLPs (0 for ``"minimal"``: no phi).
-        beta0: initial beta of ``"minimal"`` (1/overlap units; None: drawn N(0, 1) per
-            seed, as the paper's model does).
+        beta0: initial beta of ``"minimal"`` and ``"transformer_itemblind"`` (1/overlap
+            units; None: drawn N(0, 1) per seed, as the paper's model does); the other
+            kinds have no beta and ignore it.
         w0: initial w of ``"minimal"`` (default 0, as the paper's model).
     """
 
@@ -91,6 +131,9 @@ class ModelConfig:
         one_of("model", self.kind, KINDS)
         positive_int("token_dim", self.token_dim, 2)
         positive_int("D", self.D, 1)
+        if self.kind == "transformer_itemblind" and self.D >= self.token_dim:
+            raise ParameterError("D", self.D, f"an integer in [1, token_dim - 1 = {self.token_dim - 1}] for "
+                                 f"{self.kind!r} (a token is the item's D dims and its label dims)")
         positive_int("width", self.width, 0 if self.kind == "minimal" else 1)
         if self.beta0 is not None and not math.isfinite(float(self.beta0)):
             raise ParameterError("beta0", self.beta0, "a finite number or None")
@@ -122,15 +165,24 @@ def init_params(cfg: ModelConfig, gen: torch.Generator) -> dict:
     cfg.validate()
     T, h = cfg.token_dim, cfg.width
     p: dict = {}
-    if cfg.kind in ("transformer", "transformer2"):
-        p["ln_w"], p["ln_b"] = torch.ones(T), torch.zeros(T)
+    if cfg.kind in ("transformer", "transformer2") + ABLATIONS:
+        if cfg.kind != "transformer_noln":
+            p["ln_w"], p["ln_b"] = torch.ones(T), torch.zeros(T)
         Wqkv, _ = _linear(gen, T, 3 * T, bias=False)  # one Linear(T, 3T), as in the paper's code
-        p["wq"], p["wk"], p["wv"] = Wqkv[:T].clone(), Wqkv[T:2 * T].clone(), Wqkv[2 * T:].clone()
+        if cfg.kind != "transformer_itemblind":  # item-blind: Wv only (the same draw as the transformer's)
+            p["wq"], p["wk"] = Wqkv[:T].clone(), Wqkv[T:2 * T].clone()
+        p["wv"] = Wqkv[2 * T:].clone()
         if cfg.kind == "transformer2":
             p.update(_mlp_init(gen, T, h, T, prefix="mid_"))
             Wqkv2, _ = _linear(gen, T, 3 * T, bias=False)
             p["wq2"], p["wk2"], p["wv2"] = Wqkv2[:T].clone(), Wqkv2[T:2 * T].clone(), Wqkv2[2 * T:].clone()
         p.update(_mlp_init(gen, T, h, 1))
+        # drawn after everything the transformer draws, so the shared weights are seed i's transformer's
+        if cfg.kind == "transformer_itemblind":
+            beta = torch.randn((), generator=gen) if cfg.beta0 is None else torch.tensor(float(cfg.beta0))
+            p["beta"] = beta.float()
+        if cfg.kind == "transformer_split":
+            p["u"] = _linear(gen, T, 1, bias=False)[0][0]  # nn.Linear(T, 1, bias=False): (T,)
     elif cfg.kind == "minimal":
         p["w"] = torch.tensor(float(cfg.w0))
         beta = torch.randn((), generator=gen) if cfg.beta0 is None else torch.tensor(float(cfg.beta0))
@@ -157,7 +209,13 @@ def mlp(p: Params, x: torch.Tensor, prefix: str = "") -> torch.Tensor:
     """Seed-batched 3-layer ReLU MLP: x (S, n, fan_in) -> (S, n, out); weights (S, fan_in, fan_out)."""
     h = torch.baddbmm(p[prefix + "b1"].unsqueeze(1), x, p[prefix + "W1"]).relu()
     h = torch.baddbmm(p[prefix + "b2"].unsqueeze(1), h, p[prefix + "W2"]).relu()
-    return torch.baddbmm(p[prefix + "b3"].unsqueeze(1), h, p[prefix + "W3"])
+    W3 = p[prefix + "W3"]
+    if W3.shape[-1] == 1:
+        # a scalar readout: a row-wise dot product.  As a (width x 1) matmul, its forward
+        # and its two backward products (the weight gradient and the outer product for the
+        # hidden gradient) run at a few GFLOP/s on CPU: ~3 ms of a 60 ms step for 8 seeds
+        return (h * W3.transpose(1, 2)).sum(-1, keepdim=True) + p[prefix + "b3"].unsqueeze(1)
+    return torch.baddbmm(p[prefix + "b3"].unsqueeze(1), h, W3)
 
 
 def normalize_tokens(tokens: torch.Tensor) -> torch.Tensor:
@@ -254,6 +312,109 @@ def transformer_fast(p: Params, n_ctx: torch.Tensor, n_tgt: torch.Tensor, ctx: t
     if return_attention:
         return logit, (p_ctx, p_tgt[..., 0])
     return logit
+
+
+# ----------------------------------------------------------------------------- ablations (rung 2.5)
+def _check_tokens(tokens) -> None:
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 4 or tokens.shape[2] < 2:
+        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise ParameterError("tokens", shape, "a tensor (S, B, N+1, T) with N >= 1 context tokens, the target last")
+
+
+def _layer_norm(p: Params, tokens: torch.Tensor) -> torch.Tensor:
+    """LayerNorm with the seed's affine part g, b: (S, B, L, T)."""
+    return normalize_tokens(tokens) * p["ln_w"][:, None, None] + p["ln_b"][:, None, None]
+
+
+def _qk_scores(p: Params, h: torch.Tensor) -> torch.Tensor:
+    """The target's attention logits q_t . k_j (scale 1.0) against every token j of h (S, B, L, T),
+    the target included: (S, B, L).  With a = Wk^T q_t, q_t . k_j = a . h_j."""
+    a = torch.bmm(torch.bmm(h[:, :, -1], p["wq"].transpose(1, 2)), p["wk"])  # (S, B, T)
+    return (h @ a.unsqueeze(-1)).squeeze(-1)
+
+
+def _attend(p: Params, h: torch.Tensor, scores: torch.Tensor):
+    """Softmax over the N context tokens and the target, and the value read out at the target:
+    sa = Wv sum_j p_j h_j (S, B, T), and the weights p (S, B, L)."""
+    att = scores.softmax(-1)
+    mbar = (att.unsqueeze(-2) @ h).squeeze(-2)
+    return torch.bmm(mbar, p["wv"].transpose(1, 2)), att
+
+
+def _split_attention(logit, att, return_attention: bool):
+    if return_attention:
+        return logit, (att[..., :-1], att[..., -1])
+    return logit
+
+
+def transformer_itemblind(p: Params, tokens: torch.Tensor, D: int, return_attention: bool = False):
+    """``"transformer_itemblind"``: the transformer with an item-blind head.
+
+    The target's attention logits are ``beta * x_t . x_j``, the overlap of the raw item parts
+    (the first D dims of the tokens, before LayerNorm; the target's with itself included,
+    ``|x_t|^2``), with one learned scalar beta per seed (1/overlap units): no Wq, Wk.  Value
+    path, LayerNorm, residual and MLP are the transformer's:
+    ``logit = MLP(h_t + Wv sum_j p_j h_j)``, h = LN(tokens).
+
+    Args:
+        p: seed-batched parameters (``ln_w``, ``ln_b``, ``wv``, ``beta`` (S,), the MLP).
+        tokens: (S, B, N+1, T) dense tokens, the target last (its label slot zero).
+        D: item dimension, 1 <= D < T.
+        return_attention: also return the target's attention weights (p_ctx (S, B, N), p_tgt (S, B)).
+
+    Returns:
+        logits (S, B) [, (p_ctx, p_tgt)].
+    """
+    _check_tokens(tokens)
+    T = tokens.shape[-1]
+    if isinstance(D, bool) or not isinstance(D, int) or not 1 <= D < T:
+        raise ParameterError("D", D, f"an integer in [1, T - 1 = {T - 1}] (the item part of a token of width T = {T})")
+    S = tokens.shape[0]
+    x = tokens[..., :D]
+    overlap = (x @ x[:, :, -1].unsqueeze(-1)).squeeze(-1)  # (S, B, L): x_t . x_j, j = target included
+    h = _layer_norm(p, tokens)
+    sa, att = _attend(p, h, p["beta"].view(S, 1, 1) * overlap)
+    return _split_attention(mlp(p, h[:, :, -1] + sa)[..., 0], att, return_attention)
+
+
+def transformer_split(p: Params, tokens: torch.Tensor, return_attention: bool = False):
+    """``"transformer_split"``: additive in-context and in-weights pathways.
+
+    The transformer's attention as it is (h = LN(tokens), q, k, v, scale 1.0), but the MLP
+    reads the target alone and the attention output reaches the logit through its own
+    linear readout u (T,): ``logit = MLP(h_t) + u . (Wv sum_j p_j h_j)``.
+
+    Args:
+        p: seed-batched parameters (``ln_w``, ``ln_b``, ``wq``, ``wk``, ``wv``, ``u`` (S, T), the MLP).
+        tokens: (S, B, N+1, T) dense tokens, the target last.
+        return_attention: also return (p_ctx (S, B, N), p_tgt (S, B)).
+
+    Returns:
+        logits (S, B) [, (p_ctx, p_tgt)].
+    """
+    _check_tokens(tokens)
+    h = _layer_norm(p, tokens)
+    sa, att = _attend(p, h, _qk_scores(p, h))
+    ht = h[:, :, -1]
+    logit = mlp(p, ht)[..., 0] + (sa * p["u"].unsqueeze(1)).sum(-1)
+    return _split_attention(logit, att, return_attention)
+
+
+def transformer_noln(p: Params, tokens: torch.Tensor, return_attention: bool = False):
+    """``"transformer_noln"``: the transformer without LayerNorm: the raw tokens x go into q, k,
+    v and into the residual, ``logit = MLP(x_t + Wv sum_j p_j x_j)``, p_j = softmax_j(q_t . k_j).
+
+    Args:
+        p: seed-batched parameters (``wq``, ``wk``, ``wv``, the MLP; no ``ln_w``, ``ln_b``).
+        tokens: (S, B, N+1, T) dense tokens, the target last.
+        return_attention: also return (p_ctx (S, B, N), p_tgt (S, B)).
+
+    Returns:
+        logits (S, B) [, (p_ctx, p_tgt)].
+    """
+    _check_tokens(tokens)
+    sa, att = _attend(p, tokens, _qk_scores(p, tokens))
+    return _split_attention(mlp(p, tokens[:, :, -1] + sa)[..., 0], att, return_attention)
 
 
 # ----------------------------------------------------------------------------- minimal / mlp

@@ -29,7 +29,7 @@ DEPRECATED = {"integrated_error": "i_k", "wd_icl": "wd_attn", "lam": "wd_attn", 
 #: parameters of the public theory API that are options of a computation, not quantities
 OPTIONS = {"self", "accuracy", "alpha", "axis", "beta_escape", "beta_init", "c0", "extrapolate", "method",
            "n_points", "p", "regime", "s0", "s_max", "samples", "stage", "t", "t_max", "value", "values",
-           "w_init", "w_sign"}
+           "w_init", "w_sign", "weights"}
 
 
 def _cells(line: str) -> list:

@@ -32,7 +32,7 @@ def _times(s):
     return finite_array("s", s, minimum=0.0, allow_inf=True)
 
 
-def mlp_coefficients(phi_plus, axis: int | None = None) -> dict:
+def mlp_coefficients(phi_plus, axis: int | None = None, weights=None) -> dict:
     """c1, c2, c3 of a sample of correct-label logits ``phi_plus`` (dimensionless).
 
     ``c1 = <sigma(-phi_plus)>``, ``c2 = 1 - <sigma(-phi_plus)^2> / c1``,
@@ -51,6 +51,13 @@ def mlp_coefficients(phi_plus, axis: int | None = None) -> dict:
                 c2 = 1 - (s * s).mean(axis) / c1;  c3 = exp(-p).mean(axis)
 
             (for a float64 tensor bit-identical to those torch expressions).
+        weights: None (every logit counts equally: the plain means above), or the
+            probabilities of the items the logits belong to, under the data
+            distribution (Zipf item frequencies): ``<.>`` becomes the expectation
+            ``sum_i f_i (.)_i`` with f = weights / sum(weights).  A 1-D array of finite
+            numbers >= 0 with a positive sum, one per logit along ``axis`` (all logits,
+            flattened, for ``axis=None``).  With None the code path is the unweighted
+            one, bit for bit.
 
     Returns:
         ``{"c1": ..., "c2": ..., "c3": ...}``.
@@ -64,6 +71,8 @@ def mlp_coefficients(phi_plus, axis: int | None = None) -> dict:
             would synchronize its device): it must be a non-empty floating-point tensor of
             at least one dimension, and non-finite logits give non-finite coefficients.
     """
+    if weights is not None:
+        return _coefficients_weighted(phi_plus, axis, weights)
     if axis is None:
         return _coefficients_all(phi_plus)
     if _is_tensor(phi_plus):
@@ -82,6 +91,49 @@ def mlp_coefficients(phi_plus, axis: int | None = None) -> dict:
         raise ParameterError("phi_plus", phi_plus, "logits above ~ -709 (c3 = <exp(-phi_plus)> "
                              "overflowed" + first_bad("phi_plus", p, p < -709.0, "; {}") + ")")
     return {"c1": c1, "c2": 1.0 - (s * s).mean(ax) / c1, "c3": c3}
+
+
+def _coefficients_weighted(phi_plus, axis, weights) -> dict:
+    """:func:`mlp_coefficients` with ``weights``: expectations sum_i f_i (.)_i, f = weights /
+    sum(weights), along ``axis`` (or over all logits); numpy arrays and tensors."""
+    tensor = _is_tensor(phi_plus)
+    if tensor and not phi_plus.is_floating_point():
+        raise ParameterError("phi_plus", phi_plus, f"a floating-point tensor (got dtype {phi_plus.dtype})")
+    p = phi_plus if tensor else finite_array("phi_plus", phi_plus, allow_empty=False,
+                                             allowed="a non-empty array of finite numbers")
+    shape = tuple(p.shape)
+    ax = None if axis is None else _check_axis(axis, len(shape)) % len(shape)
+    n = int(np.prod(shape)) if ax is None else shape[ax]
+    w = finite_array("weights", weights.detach().cpu().numpy() if _is_tensor(weights) else weights,
+                     minimum=0.0, max_ndim=1, allow_empty=False,
+                     allowed="a 1-D array of finite numbers >= 0 with a positive sum")
+    if w.shape != (n,) or not w.sum() > 0:
+        raise ParameterError("weights", weights, f"a 1-D array of {n} finite numbers >= 0 (one per logit along "
+                             f"axis {axis}) with a positive sum (got shape {w.shape}, sum {float(w.sum())!r})")
+    f = w / w.sum()
+    if ax is None:
+        p = p.reshape(-1)
+        ax, bshape = 0, (n,)
+    else:
+        bshape = tuple(n if i == ax else 1 for i in range(len(shape)))
+    f = p.new_tensor(f).reshape(bshape) if tensor else f.reshape(bshape)
+    if tensor:
+        s, e = (-p).sigmoid(), (-p).exp()
+    else:
+        s = expit(-p)
+        with np.errstate(over="ignore"):
+            e = np.exp(-p)
+    c1, c3 = (s * f).sum(ax), (e * f).sum(ax)
+    if not tensor:
+        if np.any(c1 == 0):
+            raise ParameterError("phi_plus", phi_plus, "logits not all above ~745 where the weights are positive "
+                                 "(c1 underflowed to 0, so c2 is undefined)")
+        if not np.all(np.isfinite(c3)):
+            raise ParameterError("phi_plus", phi_plus, "logits above ~ -709 (c3 = <exp(-phi_plus)> overflowed)")
+    out = {"c1": c1, "c2": 1 - (s * s * f).sum(ax) / c1, "c3": c3}
+    if not tensor and axis is None:
+        out = {k: float(v) for k, v in out.items()}
+    return out
 
 
 def _coefficients_all(phi_plus) -> dict:
