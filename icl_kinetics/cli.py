@@ -331,7 +331,10 @@ def _parser_validate(sub):
                        description="Check the theory against the preset sweeps (run or reused) or against "
                        "your own tidy table (--runs; schema in docs/validation.md).")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--preset", choices=["small", "paper"], default="small", help="scale of the preset sweeps")
+    g.add_argument("--preset", choices=["small", "paper", "scale_ladder", "zipf_rung2"], default="small",
+                   help="scale of the preset sweeps, or scale_ladder: the K* ladder in N and width, or zipf_rung2: "
+                   "K*(alpha) under Zipf item frequencies on rung 2 (each its own sweep and report; "
+                   "docs/validation.md)")
     g.add_argument("--runs", metavar="CSV", nargs="+", default=None,
                    help="your own runs as one or more tidy tables (stacked; e.g. MLP runs and ICL runs)")
     p.add_argument("--sweeps", default=None, help="folder of the preset sweeps (default runs/PRESET), or of their "

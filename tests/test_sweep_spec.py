@@ -72,12 +72,14 @@ def test_every_preset_keeps_its_run_ids_and_sweep_json():
     import hashlib
 
     fx = json.loads(FIXTURE.read_text())["presets"]
-    assert set(fx) == {f"{n}/{s}" for n in PRESETS for s in SCALES}
+    # presets newer than the fixture: their run ids are pinned in these tests instead
+    newer = {"scale_ladder": "tests/test_ladder.py", "zipf_rung2": "tests/test_zipf.py"}
+    assert set(fx) == {f"{n}/{s}" for n in PRESETS if n not in newer for s in SCALES}
 
     def digest(spec):
         return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
 
-    for name in PRESETS:
+    for name in (n for n in PRESETS if n not in newer):
         for s in SCALES:
             sp, want = preset(name, s), fx[f"{name}/{s}"]
             assert [r.id for r in sp.runs] == want["run_ids"], (name, s)

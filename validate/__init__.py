@@ -17,7 +17,9 @@ Modules, one per prediction family, on a typed core:
   Kaplan-Meier, KS, bimodality coefficient, Wilson interval);
 * predictions: :mod:`.memorization`, :mod:`.k_star`, :mod:`.onset`, :mod:`.p_icl`
   (bimodality and P(ICL)), :mod:`.equalized`, :mod:`.transient_icl` (transience), :mod:`.drive`,
-  :mod:`.rung1` (no module is named like a function the package exports, which would hide
+  :mod:`.rung1`, :mod:`.ladder` (the scale ladder: K* at a relative horizon, predicted from
+  in-situ c1, local slopes), :mod:`.zipf` (Zipf item frequencies on rung 2: K*(alpha) predicted
+  from the MLP's frequency-weighted c1, then measured) (no module is named like a function the package exports, which would hide
   it);
 * :mod:`.schema` (the tidy-table schema, :func:`read_table`), :mod:`.report` (the
   report: :func:`validate_runs`, :func:`write_report`, :func:`run_validation`),
@@ -50,6 +52,9 @@ _WHERE = {
     "bimodality": "p_icl", "p_icl_from_c1": "p_icl", "p_icl_from_k_star": "p_icl",
     "equalized_contexts": "equalized", "transience": "transient_icl", "transience_tracking": "transient_icl",
     "drive_at_onset": "drive", "rung1_onset": "rung1",
+    **dict.fromkeys(("relative_horizon", "in_situ_drive", "predicted_k_star_in_situ", "local_slopes", "ladder_checks"),
+                    "ladder"),
+    "zipf_k_star": "zipf",
 }
 
 __all__ = [
@@ -66,6 +71,10 @@ __all__ = [
     "memorization_law", "i_k_table", "measured_nu", "k_star_from_c1", "k_star_scaling", "k_star_at_horizon",
     "onset_times", "p_icl_spreads", "bimodality", "p_icl_from_c1", "p_icl_from_k_star", "equalized_contexts",
     "transience", "transience_tracking", "drive_at_onset", "rung1_onset",
+    # the scale ladder
+    "relative_horizon", "in_situ_drive", "predicted_k_star_in_situ", "local_slopes", "ladder_checks",
+    # Zipf item frequencies (rung 2)
+    "zipf_k_star",
 ]
 
 

@@ -232,10 +232,23 @@ class _DriveCheck:
     reach: float
 
 
-def _drive_at_onset_at(fin: list, inf: list, N: float, step: float, rung: str) -> Verdict:
-    """:func:`drive_at_onset` at one N (``fin``, ``inf``: its seeds at finite K and K = inf)."""
+def k_inf_drives(inf: list) -> tuple[list, float]:
+    """The K = inf seeds' drives at onset (:class:`InfSeed`; c1 = 1/2 where not measured, so
+    lr t_ICL / 2; a seed without ICL enters censored at its last evaluation) and their
+    Kaplan-Meier median (learning-rate time; NaN when censored or there is no seed): the
+    threshold theta(N) that a K-independent theory puts at every K (also the ladder's,
+    :mod:`icl_kinetics.validate.ladder`)."""
     xi = [InfSeed(str(x.seed), i_k(x, until=x.time, c1_missing=0.5), x.observed) for x in inf]
     xi = [v for v in xi if np.isfinite(v.i_k)]
+    if not xi:
+        return xi, math.nan
+    km = fits.censored_quantile([v.i_k for v in xi], [v.observed for v in xi], 0.5, n_boot=0)
+    return xi, (km.value if km.value is not None else math.nan)
+
+
+def _drive_at_onset_at(fin: list, inf: list, N: float, step: float, rung: str) -> Verdict:
+    """:func:`drive_at_onset` at one N (``fin``, ``inf``: its seeds at finite K and K = inf)."""
+    xi, med_inf = k_inf_drives(inf)
     own = {v.seed: v.i_k for v in xi if v.observed}
     vals = [FiniteSeed(str(x.seed), x.K, i_k(x, until=x.time), x.observed, x.final_icl_acc, x.cap, x.lr) for x in fin]
     vals = [v for v in vals if np.isfinite(v.i_k) and v.i_k > 0]
@@ -247,8 +260,6 @@ def _drive_at_onset_at(fin: list, inf: list, N: float, step: float, rung: str) -
     if len(own) < MIN_ACQUIRING_DRIVE:
         return inconclusive("drive_at_onset", where, [f">= {MIN_ACQUIRING_DRIVE} acquiring K = inf seeds at "
                                                       f"N = {N:g} (has {len(own)})"])
-    km = fits.censored_quantile([v.i_k for v in xi], [v.observed for v in xi], 0.5, n_boot=0)
-    med_inf = km.value if km.value is not None else math.nan
     # test 1: one value per seed at the K where every seed acquired
     full_k = sorted(k for k in {v.K for v in vals} if all(v.observed for v in vals if v.K == k))
     per_seed = defaultdict(list)

@@ -23,8 +23,9 @@ from matplotlib.figure import Figure
 from icl_kinetics.validate.core import columns
 
 __all__ = [
-    "accuracy_vs_k_figure", "bimodality_figure", "c1_power_law_figure", "columns", "drive_figure",
+    "accuracy_vs_k_figure", "bimodality_figure", "c1_power_law_figure", "columns", "drive_figure", "drive_ratio_figure",
     "equalized_figure", "icl_vs_iwl_figure", "k_star_figure", "k_star_prediction_figure", "k_star_scaling_figure",
+    "ladder_k_star_figure", "zipf_k_star_figure",
     "memorization_figure", "mlp_coefficients_figure", "onset_comparison_figure", "onset_figure",
     "onset_shape_figure", "onset_times_figure", "save", "sigmoid_fits_figure", "training_curves_figure",
     "transience_figure", "transience_runs_figure",
@@ -662,4 +663,164 @@ def c1_power_law_figure(tails: Sequence[Mapping]) -> Figure:
             label += f": c1 ~ t^{fit.exponent:.2f}"
         ax.plot([], [], "-", color=col, label=label)
     _loglog(ax, "iteration", "c1", "residual error of the MLP alone (tails fitted)", 6)
+    return fig
+
+
+# ----------------------------------------------------------------------------- the scale ladder
+def _ladder_groups(rows: Sequence[Mapping]) -> dict:
+    """The ladder's rows grouped by their ``group`` (order of first appearance), each sorted by N."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["group"], []).append(r)
+    return {g: sorted(v, key=lambda r: r["N"]) for g, v in out.items()}
+
+
+def _errorbar(ax, N, iv, fmt: str, color, label: str, shift: float = 1.0, **kw) -> None:
+    """Points K (items) with their intervals [(K, lo, hi), ...] at N x ``shift``; rows without a
+    finite K are left out (a one-sided bound has no point)."""
+    N = np.asarray(N, float)
+    iv = np.asarray(iv, float).reshape(-1, 3)
+    ok = np.isfinite(iv[:, 0]) & np.isfinite(iv[:, 1]) & np.isfinite(iv[:, 2])
+    if ok.any():
+        k = iv[ok, 0]
+        ax.errorbar(N[ok] * shift, k, yerr=[np.maximum(k - iv[ok, 1], 0), np.maximum(iv[ok, 2] - k, 0)], fmt=fmt,
+                    color=color, label=label, capsize=2, **kw)
+
+
+def ladder_k_star_figure(rows: Sequence[Mapping]) -> Figure:
+    """The scale ladder: K* (items) against N (context tokens) on log-log axes, one colour per
+    (model, width) group: measured at the relative horizon T(N) (filled, 95 % intervals), at
+    the fixed horizon (open squares) and predicted from the transformer's in-situ c1 (crosses,
+    slightly shifted right); guides of slope 1 (dotted) and 1/nu (dashed, nu from the MLP at
+    the group's width) through the group's relative-horizon points.  ``rows`` (one per group
+    and N, ``k_star_in_situ``'s figure data): ``group``, ``N``, ``k_rel``, ``k_fixed``,
+    ``k_pred`` ([K*, lo, hi] each; NaN where not measured), ``inv_nu`` ([1/nu, lo, hi] or None)."""
+    groups = _ladder_groups(rows)
+    fig, ax = _subplots(figsize=(5.6, 4.2))
+    allN = [r["N"] for r in rows]
+    for (g, rs), col in zip(groups.items(), _colors(len(groups))):
+        N = [r["N"] for r in rs]
+        _errorbar(ax, N, [r["k_rel"] for r in rs], "o-", col, f"{g}: K* at T = {rs[0].get('multiple', 3):g} x the "
+                  "K = inf median onset")
+        _errorbar(ax, N, [r["k_fixed"] for r in rs], "s", col, f"{g}: K* at the fixed horizon", shift=0.96,
+                  mfc="none")
+        _errorbar(ax, N, [r["k_pred"] for r in rs], "x", col, f"{g}: predicted from in-situ c1", shift=1.04)
+        rel = np.array([r["k_rel"][0] for r in rs], float)
+        ok = np.isfinite(rel)
+        if ok.sum():
+            n0, k0 = np.exp(np.mean(np.log(np.asarray(N)[ok]))), np.exp(np.mean(np.log(rel[ok])))
+            nn = np.geomspace(min(N) * 0.85, max(N) * 1.15, 20)
+            ax.plot(nn, k0 * (nn / n0), ":", color=col, lw=1)
+            inv = next((r["inv_nu"] for r in rs if r.get("inv_nu")), None)
+            if inv:
+                ax.plot(nn, k0 * (nn / n0) ** inv[0], "--", color=col, lw=1, label=f"{g}: slope 1/nu = {inv[0]:.2f}")
+    ax.plot([], [], ":", color="gray", label="slope 1")
+    _loglog(ax, "N (context tokens)", "K* (items)", "diversity threshold against context length (scale ladder)", 6)
+    _ticks_at(ax, allN)
+    return fig
+
+
+def drive_ratio_figure(rows: Sequence[Mapping]) -> Figure:
+    """The scale ladder: the drive ratio at ICL onset against N (context tokens), one colour per
+    (model, width) group: the median drive at onset lr int c1 dt of the finite-K seeds that
+    acquired ICL over the K = inf median (filled, 95 % bootstrap intervals) and, where given,
+    drive_at_onset's ratio at the K where every seed acquired (open squares, shifted right).  The
+    theory's K-independent threshold is 1 (dashed), with drive_at_onset's tolerance x1.25 shaded.
+    ``rows``: ``group``, ``N``, ``drive_ratio`` and optionally ``drive_ratio_all_k`` ([ratio, lo,
+    hi]; NaN where not measured)."""
+    groups = _ladder_groups(rows)
+    fig, ax = _subplots(figsize=(5.0, 3.8))
+    ax.axhspan(1 / 1.25, 1.25, color="tab:gray", alpha=0.15, label="theory's tolerance (x1.25)")
+    ax.axhline(1.0, color="k", ls="--", lw=1.2, label="theory: 1 (threshold independent of K)")
+    vals = [1.0]
+    for (g, rs), col in zip(groups.items(), _colors(len(groups))):
+        N = [r["N"] for r in rs]
+        _errorbar(ax, N, [r["drive_ratio"] for r in rs], "o-", col, f"{g}: all acquiring seeds")
+        if any("drive_ratio_all_k" in r for r in rs):
+            _errorbar(ax, N, [r.get("drive_ratio_all_k", [np.nan] * 3) for r in rs], "s", col,
+                      f"{g}: at the K where every seed acquired", shift=1.04, mfc="none")
+        vals += [v for r in rs for k in ("drive_ratio", "drive_ratio_all_k") for v in r.get(k, ())]
+    v = np.asarray(vals, float)
+    v = v[np.isfinite(v) & (v > 0)]
+    ax.set_ylim(min(0.5, v.min() / 1.1), max(2.0, v.max() * 1.1))
+    _loglog(ax, "N (context tokens)", "drive at onset / K = inf median", "the head's drive at ICL onset, finite K "
+            "over K = inf", 6)
+    _ticks_at(ax, [r["N"] for r in rows])
+    ticks = [t for t in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    _ticks_at(ax, ticks, axis="y", most=len(ticks))
+    return fig
+
+
+def zipf_k_star_figure(panels: Sequence[Mapping]) -> Figure:
+    """Zipf item frequencies on rung 2 (``validate.zipf.zipf_k_star``'s figure data, one entry
+    per alpha at one N).  Left: K* (items) against the Zipf exponent alpha: predicted from the
+    MLP's frequency-weighted c1 alone (grey bars, left of each alpha: 95 % over MLP seeds and
+    tau* from c2 = 0 to 1/2) and measured from the head's escape (green points, right of each
+    alpha: 95 % intervals widened to the K grid).  A bound beyond the K grid (K* above K_max
+    or below K_min) is an arrow from the grid's end (the grid's ends are dotted).  Right: the
+    MLP's I_K(T) (learning-rate time) against K per alpha (mean over seeds, 2.5-97.5 % range
+    shaded), with the head's threshold N tau* (dashed, its c2 range shaded): K* is where each
+    curve crosses it.  Each panel: ``alpha``, ``N``, ``predicted`` [lo, hi], ``measured``
+    [K*, lo, hi], ``K_range`` [min, max], ``i_k`` {K, i_k, lo, hi}, ``threshold`` [N tau* low,
+    high]."""
+    from matplotlib.patches import Rectangle
+
+    ps = sorted(panels, key=lambda p: p["alpha"])
+    a = np.array([p["alpha"] for p in ps], float)
+    kmin = min(p["K_range"][0] for p in ps)
+    kmax = max(p["K_range"][1] for p in ps)
+    fig, (ax, bx) = _subplots(1, 2, figsize=(10.0, 4.0))
+    lo_edge, hi_edge = kmin / 3.0, kmax * 3.0  # where a bound beyond the grid ends
+    da = 0.06 * max(float(np.ptp(a)), 0.5)  # the two markers' offset from each alpha
+    arrow = {"arrowstyle": "->", "lw": 1.5}
+    labels = set()
+
+    def once(label):
+        if label in labels:
+            return None
+        labels.add(label)
+        return label
+
+    def bound(x, lo, hi, color, label):
+        """An arrow from the grid's end outwards: K* > lo (hi = inf) or K* < hi (lo = 0)."""
+        up = hi == np.inf
+        y0 = lo if up else hi
+        ax.annotate("", xy=(x, hi_edge if up else lo_edge), xytext=(x, y0), arrowprops={**arrow, "color": color})
+        ax.plot([x], [y0], "_", ms=12, mew=2, color=color, label=once(label))
+
+    for x, p in zip(a, ps):
+        lo, hi = (float(v) for v in p["predicted"])
+        lab = "predicted from the MLP's c1 alone (95 %)"
+        if hi == np.inf or lo == 0:
+            bound(x - da, lo, hi, "tab:gray", lab + ": beyond the grid")
+        elif np.isfinite(lo) and np.isfinite(hi):
+            ax.add_patch(Rectangle((x - 1.6 * da, lo), 1.2 * da, hi - lo, color="tab:gray", alpha=0.5,
+                                   label=once(lab)))
+        k, mlo, mhi = (float(v) for v in p["measured"])
+        if np.isfinite(k):
+            ax.errorbar([x + da], [k], yerr=[[max(k - mlo, 0)], [max(mhi - k, 0)]], fmt="o", color="tab:green",
+                        capsize=3, label=once("measured (head escaped), 95 %"))
+        elif mhi == np.inf or mlo == 0:  # every seed escaped (K* < K_min) or none did (K* > K_max)
+            bound(x + da, mlo, mhi, "tab:green", "measured: beyond the grid")
+    for y in (kmin, kmax):
+        ax.axhline(y, color="tab:gray", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylim(lo_edge / 1.2, hi_edge * 1.2)
+    ax.set_xlim(a.min() - 0.5 * max(float(np.ptp(a)), 0.5) / 2, a.max() + 0.5 * max(float(np.ptp(a)), 0.5) / 2)
+    ax.set_xticks(a)
+    ax.set_xlabel("Zipf exponent alpha (item k drawn with p ~ (k + 1)^-alpha)")
+    ax.set_ylabel("K* (items)")
+    ax.set_title(f"K* against item-frequency skew, N = {ps[0]['N']:g} (dotted: the K grid)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    for p, col in zip(ps, _colors(len(ps))):
+        ik = p["i_k"]
+        K = np.asarray(ik["K"], float)
+        bx.plot(K, ik["i_k"], "o-", color=col, ms=4, label=f"alpha = {p['alpha']:g}")
+        bx.fill_between(K, ik["lo"], ik["hi"], color=col, alpha=0.2)
+    th = ps[0]["threshold"]
+    bx.axhspan(min(th), max(th), color="k", alpha=0.12)
+    bx.axhline(float(np.sqrt(th[0] * th[1])), color="k", ls="--", lw=1.2, label="the head's threshold N tau*")
+    _loglog(bx, "K (items)", "I_K(T) (learning-rate time)", "the MLP's frequency-weighted drive I_K(T)")
+    _ticks_at(bx, np.concatenate([np.asarray(p["i_k"]["K"], float) for p in ps]))
     return fig

@@ -235,7 +235,7 @@ def _sigmoid_jac(x, a, b, c, d):
 _A_MIN, _A_MAX = 1e-6, 50.0
 
 
-def _sigmoid_bounds(x: np.ndarray):
+def sigmoid_bounds(x: np.ndarray):
     lo = np.array([_A_MIN, x.min() - 1.0, 0.0, 0.0])
     hi = np.array([_A_MAX, x.max() + 1.0, 1.0, 1.0])
     return lo, hi
@@ -246,7 +246,7 @@ class _Fit(NamedTuple):
     sse: float
 
 
-def _fit_sigmoid_once(x, y, p0, bounds) -> "_Fit | None":
+def fit_sigmoid_once(x, y, p0, bounds) -> "_Fit | None":
     """One bounded least-squares fit; None on failure."""
     lo, hi = bounds
     p0 = np.clip(np.asarray(p0, dtype=float), lo, hi)
@@ -293,7 +293,7 @@ def _bootstrap_midpoints(x, y, popt, bounds, n_boot: int, rng) -> list:
             xb, yb = x[idx], y[idx]
             if np.unique(xb).size < 3:
                 continue
-            res = _fit_sigmoid_once(xb, yb, popt, bounds)
+            res = fit_sigmoid_once(xb, yb, popt, bounds)
             if res is not None:
                 b_boot.append(res.params[1])
     return b_boot
@@ -331,10 +331,10 @@ def sigmoid_fit(log10_k, acc, n_boot: int = 200, seed: int = 0) -> SigmoidFit:
     if means.max() - means.min() < 0.1:
         return empty(REASON_NO_TRANSITION)
 
-    bounds = _sigmoid_bounds(x)
+    bounds = sigmoid_bounds(x)
     best = None
     for p0 in _sigmoid_starts(ux, means):
-        res = _fit_sigmoid_once(x, y, p0, bounds)
+        res = fit_sigmoid_once(x, y, p0, bounds)
         if res is not None and (best is None or res.sse < best.sse):
             best = res
     if best is None:

@@ -101,7 +101,7 @@ def k_star_from_c1(mlp_table, icl_table, model: str = "minimal") -> list[Verdict
             _k_star_from_c1_at(ik, [s for s in seeds if s.N == N], N, rung) for N in sorted(per)]
 
 
-def _widened(lo: float, hi: float, Ks) -> tuple[float, float]:
+def widened_interval(lo: float, hi: float, Ks) -> tuple[float, float]:
     """An interval (items) widened by one more grid value of K on each side (or by the
     grid's ratio where it ends): K* is resolved only to the grid, so a miss by less than
     one grid step is no evidence against the prediction."""
@@ -151,7 +151,7 @@ def _k_star_from_c1_at(ik: dict, sn: list, N: float, rung: str) -> Verdict:
                                            else f"no K* measured: {fit.reason}")
     else:
         overlap = lo_p <= mhi and hi_p >= mlo
-        wlo, whi = _widened(mlo, mhi, [s.K for s in sn])
+        wlo, whi = widened_interval(mlo, mhi, [s.K for s in sn])
         far = hi_p < wlo or lo_p > whi
         verdict = "holds" if overlap else ("does not hold" if far else "inconclusive")
         reason = (f"predicted K* in [{lo_p:.0f}, {hi_p:.0f}] (tau* from c2 = 0 to 1/2, beta0 = {b0:.2f}); "
@@ -208,7 +208,7 @@ def k_star_scaling(table, nu: float | None = None, nu_ci=None, rung: str = "tran
                        measured="K* not measured at >= 2 N", verdict="inconclusive",
                        reason="; ".join(f"N = {N:g}: {per[N].reason or 'ok'}" for N in Ns), details=details,
                        figure_data=fdata)
-    slope, slope_ci, r2 = _slope_with_interval(good, [per[N].k_star for N in good], [interval[N] for N in good])
+    slope, slope_ci, r2 = slope_with_interval(good, [per[N].k_star for N in good], [interval[N] for N in good])
     tol = SLOPE_TOLERANCE * pred
     band = (pred_ci[0] - tol, pred_ci[1] + tol)
     inside = band[0] <= slope_ci[0] and slope_ci[1] <= band[1]
@@ -229,7 +229,7 @@ def k_star_scaling(table, nu: float | None = None, nu_ci=None, rung: str = "tran
                    details=details, figure_data=fdata)
 
 
-def _slope_with_interval(Ns, k_stars, intervals) -> tuple[float, tuple, float]:
+def slope_with_interval(Ns, k_stars, intervals) -> tuple[float, tuple, float]:
     """The log-log slope of K* against N from the point estimates, its 95 % range by
     propagating each N's K* interval (log-uniform draws within it, seed 0: with a handful
     of N a bootstrap over points says little), and the fit's R^2."""
@@ -245,18 +245,19 @@ def _slope_with_interval(Ns, k_stars, intervals) -> tuple[float, tuple, float]:
     return slope, (float(np.percentile(sl, 2.5)), float(np.percentile(sl, 97.5))), r2
 
 
-def k_star_at_horizon(table, horizon: float) -> dict:
+def k_star_at_horizon(table, horizon: float, n_boot: int = 200) -> dict:
     """K*(N) as the midpoint of a sigmoid fit, against log10 K, of the indicator "acquired
     ICL (accuracy > 0.95) by iteration ``horizon``", one point per seed; returns
     {N: :class:`KStar`} with the interval of :func:`measured_k_star_interval`, leaving out N whose
     fit failed or whose K* lies outside the K grid.  Used to predict P(ICL) of runs with
-    another iteration cap than the K* sweep: I_K(T) grows with T, so K* depends on it."""
+    another iteration cap than the K* sweep: I_K(T) grows with T, so K* depends on it.
+    ``n_boot``: the fit's bootstrap resamples (:func:`fit_k_star`)."""
     seeds = _finite_k_icl_seeds(table)
     out = {}
     for N in sorted({s.N for s in seeds}):
         sn = [s for s in seeds if s.N == N]
         y = [float(s.observed and s.t_icl <= horizon) for s in sn]
-        fit = fit_k_star([math.log10(s.K) for s in sn], y)
+        fit = fit_k_star([math.log10(s.K) for s in sn], y, n_boot)
         if np.isfinite(fit.k_star) and not fit.reason:
             out[N] = KStar(fit.k_star, *measured_k_star_interval(fit, [s.K for s in sn]))
     return out

@@ -40,6 +40,12 @@ SWEEPS_FOR = {
     "two_layer": ("figA5",),
     "rung2_more": ("rung2bimodal", "rung2eq", "rung2trans"),
 }
+#: the scale ladder's preset (issue 14; ``validate --preset scale_ladder``): one sweep, its own report
+#: (:mod:`icl_kinetics.validate.ladder`), at its small scale
+LADDER = "scale_ladder"
+#: Zipf item frequencies on rung 2 (``validate --preset zipf_rung2``): one sweep, its own report
+#: (:func:`icl_kinetics.validate.zipf.zipf_k_star`), at its small scale
+ZIPF = "zipf_rung2"
 #: rung 1 (the minimal model without MLP, ``validate.compare``): N, beta0 and seeds per scale
 RUNG1 = {"small": {"Ns": (25, 50, 100, 200), "beta0s": (-1.0, 0.0), "seeds": 8, "lr": 0.1},
          "paper": {"Ns": (50, 100, 200), "beta0s": (-2.0, -1.0, 0.0), "seeds": 16, "lr": 0.1}}
@@ -249,6 +255,58 @@ def _panel_figures(tables: dict, verdicts, out: Path) -> dict:
     return paths
 
 
+def _ladder_expected(scale: str = "small") -> dict:
+    """{(model, width): [N, ...]} of the ICL-model points the ``scale_ladder`` preset declares."""
+    from icl_kinetics.simulate.sweeps.presets import preset
+
+    out: dict = {}
+    for r in preset(LADDER, scale).runs:
+        c = r.config
+        if c.model != "mlp":
+            out.setdefault((c.model, float(c.width)), set()).add(float(c.N))
+    return {g: sorted(v) for g, v in out.items()}
+
+
+def _ladder_report(sweeps: Path, out, run: bool, progress: bool, device: str, problems: dict, t0: float) -> dict:
+    """``validate --preset scale_ladder``: the ladder's checks (:func:`icl_kinetics.validate.ladder.ladder_checks`,
+    with memorization_law per MLP width and drive_at_onset per model and width) on the sweep
+    ``sweeps/scale_ladder`` (run or resumed first unless ``run`` is False) or its collected table
+    ``sweeps/scale_ladder.csv.gz``.  Points of the preset without data yet are "inconclusive: needs ...";
+    an absent table gives one skipped verdict, never a crash."""
+    from icl_kinetics.validate.ladder import ladder_checks
+
+    if run:
+        _run_preset(sweeps, [LADDER], "small", device, progress, problems)
+    table, note = _table(sweeps, LADDER, problems)
+    if table is None:
+        verdicts = [Verdict.skipped("k_star_in_situ", "scale ladder", note)]
+    else:
+        verdicts = ladder_checks(table, _ladder_expected("small"), full=True)
+        for v in verdicts:
+            if note:
+                v.details.setdefault("sweep_notes", {LADDER: note})
+    return write_report(verdicts, out, f"Scale ladder (issue 14): preset {LADDER}, sweeps in {sweeps}", None,
+                        time.perf_counter() - t0, problems=problems)
+
+
+def _zipf_report(sweeps: Path, out, run: bool, progress: bool, device: str, problems: dict, t0: float) -> dict:
+    """``validate --preset zipf_rung2``: :func:`icl_kinetics.validate.zipf.zipf_k_star` on the sweep
+    ``sweeps/zipf_rung2`` (run or resumed first unless ``run`` is False) or its collected table
+    ``sweeps/zipf_rung2.csv.gz`` (docs/results/zipf/tables); an absent table gives one skipped verdict."""
+    from icl_kinetics.validate.zipf import zipf_k_star
+
+    if run:
+        _run_preset(sweeps, [ZIPF], "small", device, progress, problems)
+    table, note = _table(sweeps, ZIPF, problems)
+    verdicts = ([Verdict.skipped("zipf_k_star", "minimal model + MLP, Zipf", note)] if table is None
+                else zipf_k_star(table))
+    for v in verdicts:
+        if note and table is not None:
+            v.details.setdefault("sweep_notes", {ZIPF: note})
+    return write_report(verdicts, out, f"Zipf item frequencies on rung 2: preset {ZIPF}, sweeps in {sweeps}", None,
+                        time.perf_counter() - t0, problems=problems)
+
+
 def source_names(source) -> str:
     """The source of a table in words, for titles: the file names, or what kind of object it is."""
     if isinstance(source, (str, Path)):
@@ -325,6 +383,10 @@ def validate_runs(source, **read_options) -> tuple[list, dict]:
         out.append(k_star_scaling(t, nu=nu and nu.value, nu_ci=nu and nu.ci))
     if "drive_at_onset" in runs:
         out += drive_at_onset(t, t)
+    if "k_star_in_situ" in runs or "k_star_local_slope" in runs:
+        from icl_kinetics.validate.ladder import ladder_checks
+
+        out += [v for v in ladder_checks(t) if v.prediction in runs]
     onsets = []
     if "onset_times_linear" in runs or "onset_times_shape" in runs:
         onsets = onset_times(t)
@@ -367,6 +429,7 @@ def _verdict_figure(v, out: Path, F) -> dict:
         return paths
     if v.prediction == "memorization_law":
         tag = "fig5" if "fig5" in v.rung else ("rung2_mlp" if "rung-2" in v.rung else "mlp")
+        tag += f"_width{v.rung.split('width ')[-1]}" if tag == "mlp" and "width " in v.rung else ""
         paths[f"memorization_law:{tag}"] = F.save(F.memorization_figure(fd["i_k"], fd.get("fit"), fd.get("fitted")),
                                                   out / f"{tag}_memorization.png")
     elif v.prediction == "k_star_scaling" and "fits" in fd:
@@ -403,9 +466,27 @@ def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
     rung2 = [v.figure_data for v in verdicts if v.prediction == "k_star_from_c1" and v.figure_data]
     if rung2:
         paths["k_star_from_c1"] = F.save(F.k_star_prediction_figure(rung2), out / "rung2_k_star.png")
+    zipf = [v.figure_data for v in verdicts if v.prediction == "zipf_k_star" and v.figure_data]
+    for N in sorted({p["N"] for p in zipf}):
+        try:
+            paths[f"zipf_k_star:N{N:g}"] = F.save(F.zipf_k_star_figure([p for p in zipf if p["N"] == N]),
+                                                  out / f"zipf_k_star_N{N:g}.png")
+        except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # degenerate data: say so
+            not_drawn[f"zipf_k_star:N{N:g}"] = f"{type(e).__name__}: {e}"
     drv = [v.figure_data for v in verdicts if v.prediction == "drive_at_onset" and v.figure_data]
     if drv:
         paths["drive_at_onset"] = F.save(F.drive_figure(drv), out / "fig6a_drive_at_onset.png")
+    ratio = {v.rung: [v.details.get("ratio", float("nan")), *v.details.get("ratio_ci", (float("nan"),) * 2)]
+             for v in verdicts if v.prediction == "drive_at_onset"}  # drive_at_onset's, beside the ladder's
+    lad = [{**v.figure_data, **({"drive_ratio_all_k": ratio[v.rung]} if v.rung in ratio else {})}
+           for v in verdicts if v.prediction == "k_star_in_situ" and v.figure_data]
+    for key, draw, name in (("k_star_in_situ", "ladder_k_star_figure", "ladder_k_star_vs_N.png"),
+                            ("drive_ratio", "drive_ratio_figure", "ladder_drive_ratio.png")):
+        try:
+            if lad:
+                paths[key] = F.save(getattr(F, draw)(lad), out / name)
+        except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # degenerate data: say so
+            not_drawn[key] = f"{type(e).__name__}: {e}"
     for v in verdicts:
         try:
             paths.update(_verdict_figure(v, out, F))
@@ -433,6 +514,10 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
     for v in verdicts:
         lines.append(f"| {v.prediction} | {v.rung} | {v.predicted} | {v.measured} | {v.metric} | **{v.verdict}** | "
                      f"{v.reason} |")
+    from icl_kinetics.validate.ladder import summary, summary_markdown
+
+    ladder = summary(verdicts)
+    lines += summary_markdown(ladder)
     if skipped:
         lines += ["", "## Skipped", ""] + [f"- `{k}`: {r}" for k, r in skipped.items()]
     if problems:
@@ -451,6 +536,8 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
            "figures": figs, "report": str(out / "report.md")}
     if not_drawn:
         res["figures_not_drawn"] = not_drawn
+    if ladder:
+        res["ladder"] = ladder
     if problems:
         res["problems"] = dict(problems)
     write_json(out / "report.json", res)
@@ -461,10 +548,12 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
     return res
 
 
-def _preset_sweeps_found(sweeps: Path) -> list[str]:
-    """The preset's sweeps (and rung 1) that folder ``sweeps`` holds."""
-    return [n for n in preset_sweep_names() if (sweeps / n / "sweep.json").is_file()] + _committed_tables(sweeps) + \
-        (["rung1"] if (sweeps / "rung1" / "summary.json").is_file() else [])
+def _preset_sweeps_found(sweeps: Path, names: list | None = None) -> list[str]:
+    """The preset's sweeps (``names``; default: the small/paper report's, and rung 1) that
+    folder ``sweeps`` holds."""
+    return [n for n in names or preset_sweep_names() if (sweeps / n / "sweep.json").is_file()] + \
+        _committed_tables(sweeps, names) + \
+        (["rung1"] if names is None and (sweeps / "rung1" / "summary.json").is_file() else [])
 
 
 def preset_sweep_names() -> list[str]:
@@ -472,10 +561,11 @@ def preset_sweep_names() -> list[str]:
     return sorted({s for v in SWEEPS_FOR.values() for s in v})
 
 
-def _committed_tables(sweeps: Path) -> list[str]:
-    """The preset's sweeps that folder ``sweeps`` holds as collected tables (``<sweep>.csv.gz``
-    or ``.csv``, as committed under docs/results/) rather than as sweep folders."""
-    return [n for n in preset_sweep_names() if not (sweeps / n / "sweep.json").is_file()
+def _committed_tables(sweeps: Path, names: list | None = None) -> list[str]:
+    """The preset's sweeps (``names``; default: the small/paper report's) that folder ``sweeps``
+    holds as collected tables (``<sweep>.csv.gz`` or ``.csv``, as committed under docs/results/)
+    rather than as sweep folders."""
+    return [n for n in names or preset_sweep_names() if not (sweeps / n / "sweep.json").is_file()
             and any((sweeps / f"{n}{x}").is_file() for x in (".csv.gz", ".csv"))]
 
 
@@ -483,6 +573,11 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
                    progress: bool = True, device: str = "cpu", plan: bool = False, **read_options) -> dict:
     """The ``icl-kinetics validate`` command.
 
+    ``preset``: ``"small"`` or ``"paper"`` (the scale of the preset sweeps of every check), or
+    ``"scale_ladder"`` (the ladder of issue 14, one sweep ``sweeps/scale_ladder`` or its collected
+    table ``sweeps/scale_ladder.csv.gz``, and its own report: docs/validation.md, "The scale ladder"), or
+    ``"zipf_rung2"`` (Zipf item frequencies on rung 2: ``sweeps/zipf_rung2`` or
+    ``sweeps/zipf_rung2.csv.gz``; docs/validation.md, "Zipf item frequencies (rung 2)").
     ``runs``: the user's table (anything :func:`validate_runs` takes), read with
     ``read_options`` (``column_map``, ``iterations_per_epoch``, ``k_minus_one_is_inf``).
     ``plan=True`` (``--plan``): only read it and return the plan
@@ -510,7 +605,8 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
         return write_report(verdicts, out, f"Validation of {source_names(runs)}", skipped, time.perf_counter() - t0)
     if plan:
         raise ParameterError("plan", True, "--plan with --runs TABLE... (a plan is made for a table)")
-    one_of("preset", preset, tuple(RUNG1))
+    one_of("preset", preset, (*RUNG1, LADDER, ZIPF))
+    names = [preset] if preset in (LADDER, ZIPF) else None
     sweeps = Path(sweeps or f"runs/{preset}")
     if sweeps.exists() and not sweeps.is_dir():
         raise path_error("sweeps", sweeps, "a folder of preset sweeps (this is a file)")
@@ -518,22 +614,26 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
         if not sweeps.is_dir():
             raise path_error("sweeps", sweeps, "an existing folder of preset sweeps with --no-run "
                              "(run without --no-run to make them)")
-        if not _preset_sweeps_found(sweeps):
+        if not _preset_sweeps_found(sweeps, names):
             raise path_error("sweeps", sweeps, f"a folder holding at least one of the {preset} preset's sweeps "
                              "(DIR/<sweep>/sweep.json, a collected table DIR/<sweep>.csv.gz, or "
                              "DIR/rung1/summary.json) with --no-run; it holds none (run without --no-run to make them)")
     check_output_dir("out", out)
     if run:
-        if sweeps.is_dir() and _committed_tables(sweeps):
+        if sweeps.is_dir() and _committed_tables(sweeps, names):
             raise path_error("sweeps", sweeps, "a folder of sweeps to run or resume; this one holds collected "
-                             "tables (e.g. " + _committed_tables(sweeps)[0] + ".csv.gz): read it with --no-run")
+                             "tables (e.g. " + _committed_tables(sweeps, names)[0] + ".csv.gz): read it with --no-run")
         check_output_dir("sweeps", sweeps)
     problems: dict = {}
+    if preset == LADDER:
+        return _ladder_report(sweeps, out, run, progress, device, problems, t0)
+    if preset == ZIPF:
+        return _zipf_report(sweeps, out, run, progress, device, problems, t0)
     verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress, device=device,
                                        problems=problems)
     return write_report(verdicts, out, f"Validation report: preset {preset}, sweeps in {sweeps}", None,
                         time.perf_counter() - t0, tables=tables, problems=problems)
 
 
-__all__ = ["SWEEPS_FOR", "run_validation", "validate_runs", "validate_sweeps",
+__all__ = ["LADDER", "SWEEPS_FOR", "run_validation", "validate_runs", "validate_sweeps",
            "write_report"]

@@ -48,6 +48,9 @@ MIN_SEEDS_BIMODAL = 12
 MIN_SEEDS_ARM = 8
 #: drive_at_onset: acquiring K = inf seeds at the N (their drives sample the thresholds)
 MIN_ACQUIRING_DRIVE = 5
+#: k_star_in_situ, k_star_local_slope (the scale ladder): K = inf seeds at the (model, width, N),
+#: more than half of them acquiring (an uncensored median: the horizon and the threshold)
+MIN_SEEDS_HORIZON = 8
 #: transience, icl_iwl_loss_relation, transience_tracking: seeds with decay that acquired ICL
 #: and ran on past it (not early-stopped), and post-acquisition evaluations
 MIN_ACQUIRING_DECAY = 3
@@ -89,6 +92,18 @@ REQUIREMENTS = {r.check: r for r in [
                 f"per N: >= {MIN_ACQUIRING_DRIVE} acquiring K = inf seeds, finite-K seeds with c1; the verdict "
                 "needs >= 3 seeds at the K where all acquired (p < 0.01 reachable)",
                 "the K = inf drives sample the thresholds; a rank test on fewer seeds cannot reach p < 0.01"),
+    Requirement("k_star_in_situ", ("icl_acc", "K", "N", "c1", "lr"),
+                "ICL model, finite K and K = inf at a common N, per model and width",
+                f"per N: >= {MIN_SEEDS_HORIZON} K = inf seeds, more than half acquiring; >= {MIN_K_PER_N} finite K "
+                f"and >= {MIN_KSTAR_OBS} seeds x K, with c1",
+                f"the horizon and the threshold are K = inf medians: of {MIN_SEEDS_HORIZON} seeds with sd(log t_ICL) "
+                "~ 0.1 the median is known to about 5 %, which moves K* by under 10 % (a quarter of a sqrt(2) K "
+                "step); each K* is a 4-parameter sigmoid fit bootstrapped over observations"),
+    Requirement("k_star_local_slope", ("icl_acc", "K", "N"), "ICL model, finite K and K = inf, per model and width",
+                f"2 adjacent N of one model and width, each with >= {MIN_SEEDS_HORIZON} K = inf seeds (more than "
+                f"half acquiring), >= {MIN_K_PER_N} finite K and >= {MIN_KSTAR_OBS} seeds x K; nu from "
+                "memorization_law holding on the MLP runs at that width",
+                "a local slope needs K* at both ends; without nu there is no 1/nu to compare it with"),
     Requirement("onset_times_linear", ("icl_acc", "K", "N"), "ICL model, K = inf",
                 f">= {MIN_N_ONSET} values of N, >= {MIN_SEEDS_ONSET} seeds per N, more than half acquiring at each",
                 "the quadratic term's F-test has n - 3 degrees of freedom: with 3 N its p is NaN, which is no "
@@ -227,6 +242,56 @@ def lacks_drive_at_onset(seeds: list) -> list:
             ", ".join(f"{a} at N = {N:g}" for N, a in acq.items()) + ")"]
 
 
+def in_situ_point_lacks(N: float, fin: list, inf: list, where: str = "", c1: bool = True) -> list:
+    """What one (model, width, N) of the scale ladder lacks for ``k_star_in_situ``: ``fin``,
+    ``inf``: its finite-K and K = inf seeds; ``c1=False``: all but c1 (K* at the relative
+    horizon, what ``k_star_local_slope`` needs at each end)."""
+    out = []
+    acq = sum(s.observed for s in inf)
+    if len(inf) < MIN_SEEDS_HORIZON or acq <= len(inf) / 2:
+        out.append(f"N = {N:g}{where}: >= {MIN_SEEDS_HORIZON} K = inf seeds, more than half acquiring (has "
+                   f"{len(inf)}, {acq} acquiring)")
+    if not fin:
+        out.append(f"N = {N:g}{where}: finite-K runs (none yet)")
+    else:
+        out += kstar_lacks(fin, where)[N]
+        no_c1 = sum(not np.isfinite(s.series("c1")).any() for s in fin) if c1 else 0
+        if no_c1:
+            out.append(f"N = {N:g}{where}: c1 measured in situ ({no_c1} of {len(fin)} finite-K seeds have none)")
+    return out
+
+
+def _ladder_points(seeds: list) -> dict:
+    """{(model, width, N): (finite-K seeds, K = inf seeds)} of the ICL-model seeds."""
+    from icl_kinetics.validate.ladder import group_of
+
+    out = defaultdict(lambda: ([], []))
+    for s in seeds:
+        if s.icl_model and (s.finite_k or s.infinite_k):
+            out[(*group_of(s), s.N)][0 if s.finite_k else 1].append(s)
+    return out
+
+
+def lacks_k_star_in_situ(seeds: list) -> list:
+    pts = _ladder_points(seeds)
+    if not any(f and i for f, i in pts.values()):
+        return ["ICL-model runs at finite K and at K = inf at a common N (of one model and width)"]
+    per = {k: in_situ_point_lacks(k[2], *v) for k, v in pts.items() if v[0] and v[1]}
+    return [] if any(not v for v in per.values()) else [x for v in per.values() for x in v]
+
+
+def lacks_k_star_local_slope(seeds: list) -> list:
+    pts = _ladder_points(seeds)
+    ok = defaultdict(list)  # (model, width) -> [(N, meets the k_star_in_situ minimum)]
+    for (model, width, N), (f, i) in sorted(pts.items(), key=lambda kv: kv[0][2]):
+        ok[(model, width)].append(bool(f and i and not in_situ_point_lacks(N, f, i, c1=False)))
+    pairs = any(a and b for v in ok.values() for a, b in zip(v, v[1:]))
+    out = [] if pairs else [f"2 adjacent values of N of one model and width, each with >= {MIN_SEEDS_HORIZON} K = inf "
+                            f"seeds and the K* minimum (has {max((sum(v) for v in ok.values()), default=0)} such N "
+                            "at most)"]
+    return out + [f"nu from memorization_law: {x}" for x in lacks_memorization_law(seeds)]
+
+
 def _onset_points(seeds: list) -> dict:
     byn = defaultdict(list)
     for s in seeds:
@@ -356,6 +421,8 @@ _LACKS = {
     "k_star_from_c1": lacks_k_star_from_c1,
     "k_star_scaling": lacks_k_star_scaling,
     "drive_at_onset": lacks_drive_at_onset,
+    "k_star_in_situ": lacks_k_star_in_situ,
+    "k_star_local_slope": lacks_k_star_local_slope,
     "onset_times_linear": lacks_onset_times_linear,
     "onset_times_shape": lacks_onset_times_shape,
     "bimodality": lacks_bimodality,
