@@ -315,8 +315,9 @@ def test_both_backends_give_the_same_t_icl_distribution():
 
 # ------------------------------------------------------------------ configuration
 def _old_hash(cfg, exclude):
-    """The hash formula before w0, log_every and backend existed, computed here."""
-    d = {k: v for k, v in asdict(cfg).items() if k not in exclude and k not in ("w0", "log_every", "backend")}
+    """The hash formula before w0, log_every, backend and label_map existed, computed here."""
+    d = {k: v for k, v in asdict(cfg).items()
+         if k not in exclude and k not in ("w0", "log_every", "backend", "label_map")}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
