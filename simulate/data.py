@@ -392,7 +392,10 @@ class _ItemDist:
         return pos if self.order is None else self.order[pos]
 
 
-def _zipf_weights(K: int, alpha: float, device) -> torch.Tensor | None:
+def zipf_weights(K: int, alpha: float, device="cpu") -> torch.Tensor | None:
+    """The item distribution's unnormalized weights, (k + 1)^-alpha for item k = 0 .. K - 1
+    (float64), or None for alpha = 0 (uniform).  The one definition: the samplers draw with
+    it, the engine's memorization probe weights c1 with it, ``validate.zipf`` reads it."""
     if alpha == 0:
         return None
     k = torch.arange(1, K + 1, dtype=torch.float64, device=device)
@@ -458,7 +461,7 @@ class SequenceSampler:
             self.items = self.labels = None
             return
         self.items, self.labels = _check_item_set(cfg, items, labels, self.device, 1)
-        w = _zipf_weights(cfg.K, cfg.zipf_alpha, self.device)
+        w = zipf_weights(cfg.K, cfg.zipf_alpha, self.device)
         zeros = torch.zeros(cfg.K, dtype=torch.int64, device=self.device)
         self._all = _ItemDist(w, zeros, self.device)
         self._by_class = None
@@ -627,7 +630,7 @@ class ItemSampler:
         self.gen = generator
         self.device = torch.device(device)
         zeros = torch.zeros(self.K, dtype=torch.int64, device=self.device)
-        self._dist = _ItemDist(_zipf_weights(self.K, alpha, self.device), zeros, self.device)
+        self._dist = _ItemDist(zipf_weights(self.K, alpha, self.device), zeros, self.device)
 
     def sample(self, n: int) -> torch.Tensor:
         """(n,) int64 item indices in [0, K)."""

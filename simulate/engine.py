@@ -577,7 +577,7 @@ class _Shared:
             n = min(cfg.K, 10_000)
             self.probe = torch.arange(n, device=device)
             if cfg.zipf_alpha > 0:
-                self.probe_weights = np.arange(1, n + 1, dtype=np.float64) ** -float(cfg.zipf_alpha)
+                self.probe_weights = dm.zipf_weights(n, float(cfg.zipf_alpha)).numpy()
         self.enc = enc
         self._norm = normalize_tokens
         self.test_tables = {}

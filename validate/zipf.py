@@ -66,8 +66,10 @@ def zipf_weights(K: int, alpha: float) -> np.ndarray:
 
     K = positive_int("K", K, 1)
     alpha = positive_float("alpha", alpha, allow_zero=True)
-    w = np.arange(1, K + 1, dtype=float) ** -alpha
-    return w / w.sum()
+    from icl_kinetics.simulate.data import zipf_weights as weights
+
+    w = weights(K, alpha)
+    return np.full(K, 1.0 / K) if w is None else (w / w.sum()).numpy()
 
 
 def target_copies(N: int, K: int, alpha: float, sequences: int = 20000, seed: int = 0) -> float:
