@@ -15,17 +15,11 @@ from scipy import stats
 
 from icl_kinetics.validate import read_table
 from icl_kinetics.validate.core import seed_summaries
+from icl_kinetics.validate.fits import bimodality_coefficient
 
 
 def acquired(s) -> bool:
     return s.t_icl is not None and bool(np.isfinite(s.t_icl))
-
-
-def bimodality_coefficient(x) -> float:
-    """Sarle's coefficient with the sample-size correction (> 5/9 suggests two modes)."""
-    n = len(x)
-    g, k = stats.skew(x, bias=False), stats.kurtosis(x, bias=False)
-    return float((g**2 + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))))
 
 
 def figure(runs: dict):
