@@ -267,44 +267,40 @@ def _ladder_expected(scale: str = "small") -> dict:
     return {g: sorted(v) for g, v in out.items()}
 
 
-def _ladder_report(sweeps: Path, out, run: bool, progress: bool, device: str, problems: dict, t0: float) -> dict:
-    """``validate --preset scale_ladder``: the ladder's checks (:func:`icl_kinetics.validate.ladder.ladder_checks`,
-    with memorization_law per MLP width and drive_at_onset per model and width) on the sweep
-    ``sweeps/scale_ladder`` (run or resumed first unless ``run`` is False) or its collected table
-    ``sweeps/scale_ladder.csv.gz``.  Points of the preset without data yet are "inconclusive: needs ...";
-    an absent table gives one skipped verdict, never a crash."""
-    from icl_kinetics.validate.ladder import ladder_checks
+def _one_sweep_checks(name: str):
+    """(checks on the collected table, the prediction and rung named when it is absent, the
+    report's title) of a preset that is one sweep of its own (``validate --preset NAME``)."""
+    if name == LADDER:
+        from icl_kinetics.validate.ladder import ladder_checks
 
-    if run:
-        _run_preset(sweeps, [LADDER], "small", device, progress, problems)
-    table, note = _table(sweeps, LADDER, problems)
-    if table is None:
-        verdicts = [Verdict.skipped("k_star_in_situ", "scale ladder", note)]
-    else:
-        verdicts = ladder_checks(table, _ladder_expected("small"), full=True)
-        for v in verdicts:
-            if note:
-                v.details.setdefault("sweep_notes", {LADDER: note})
-    return write_report(verdicts, out, f"Scale ladder (issue 14): preset {LADDER}, sweeps in {sweeps}", None,
-                        time.perf_counter() - t0, problems=problems)
-
-
-def _zipf_report(sweeps: Path, out, run: bool, progress: bool, device: str, problems: dict, t0: float) -> dict:
-    """``validate --preset zipf_rung2``: :func:`icl_kinetics.validate.zipf.zipf_k_star` on the sweep
-    ``sweeps/zipf_rung2`` (run or resumed first unless ``run`` is False) or its collected table
-    ``sweeps/zipf_rung2.csv.gz`` (docs/results/zipf/tables); an absent table gives one skipped verdict."""
+        return (lambda t: ladder_checks(t, _ladder_expected("small"), full=True), "k_star_in_situ",
+                "scale ladder", f"Scale ladder (issue 14): preset {LADDER}")
     from icl_kinetics.validate.zipf import zipf_k_star
 
+    return zipf_k_star, "zipf_k_star", "minimal model + MLP, Zipf", f"Zipf item frequencies on rung 2: preset {ZIPF}"
+
+
+def _one_sweep_report(name: str, sweeps: Path, out, run: bool, progress: bool, device: str, problems: dict,
+                      t0: float) -> dict:
+    """``validate --preset scale_ladder`` or ``zipf_rung2``: the preset's checks
+    (:func:`icl_kinetics.validate.ladder.ladder_checks`, with memorization_law per MLP width
+    and drive_at_onset per model and width; :func:`icl_kinetics.validate.zipf.zipf_k_star`) on
+    the sweep ``sweeps/NAME`` (run or resumed first unless ``run`` is False) or its collected
+    table ``sweeps/NAME.csv.gz``.  Points without data yet are "inconclusive: needs ..."; an
+    absent table gives one skipped verdict, never a crash."""
+    checks, prediction, rung, title = _one_sweep_checks(name)
     if run:
-        _run_preset(sweeps, [ZIPF], "small", device, progress, problems)
-    table, note = _table(sweeps, ZIPF, problems)
-    verdicts = ([Verdict.skipped("zipf_k_star", "minimal model + MLP, Zipf", note)] if table is None
-                else zipf_k_star(table))
-    for v in verdicts:
-        if note and table is not None:
-            v.details.setdefault("sweep_notes", {ZIPF: note})
-    return write_report(verdicts, out, f"Zipf item frequencies on rung 2: preset {ZIPF}, sweeps in {sweeps}", None,
-                        time.perf_counter() - t0, problems=problems)
+        _run_preset(sweeps, [name], "small", device, progress, problems)
+    table, note = _table(sweeps, name, problems)
+    if table is None:
+        verdicts = [Verdict.skipped(prediction, rung, note)]
+    else:
+        verdicts = checks(table)
+        for v in verdicts:
+            if note:
+                v.details.setdefault("sweep_notes", {name: note})
+    return write_report(verdicts, out, f"{title}, sweeps in {sweeps}", None, time.perf_counter() - t0,
+                        problems=problems)
 
 
 def source_names(source) -> str:
@@ -625,10 +621,8 @@ def run_validation(preset: str | None = "small", sweeps=None, runs=None, out="ou
                              "tables (e.g. " + _committed_tables(sweeps, names)[0] + ".csv.gz): read it with --no-run")
         check_output_dir("sweeps", sweeps)
     problems: dict = {}
-    if preset == LADDER:
-        return _ladder_report(sweeps, out, run, progress, device, problems, t0)
-    if preset == ZIPF:
-        return _zipf_report(sweeps, out, run, progress, device, problems, t0)
+    if preset in (LADDER, ZIPF):
+        return _one_sweep_report(preset, sweeps, out, run, progress, device, problems, t0)
     verdicts, tables = validate_sweeps(sweeps, preset, run=run, progress=progress, device=device,
                                        problems=problems)
     return write_report(verdicts, out, f"Validation report: preset {preset}, sweeps in {sweeps}", None,
