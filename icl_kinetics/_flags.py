@@ -194,8 +194,8 @@ TRAIN_FLAGS = {
     "seed_offset": dict(type=int_type("seed-offset", 0),
                         help="index of the first seed (--seeds 1 --seed-offset i reproduces seed i of a batch)"),
     "item_seed": dict(type=int_type("item-seed", 0),
-                      help="seed of the item set and test sets, shared by every seed (and of the label map, unless "
-                           "--label-map per-seed)"),
+                      help="seed of the item set and test sets, shared by every seed (and of the label map with "
+                           "--label-map shared)"),
     "iterations": dict(type=int_type("iterations", 1), help="iteration cap"),
     "eval_every": dict(type=int_type("eval-every", 1),
                        help="iterations between evaluations (the paper: 469, one epoch)"),
@@ -214,9 +214,10 @@ TRAIN_FLAGS = {
                     help="overlaps: the exact K -> infinity overlap sampler (--model minimal, --K inf, --width 0); "
                          "autograd: the general path; auto: overlaps where it applies"),
     "label_map": dict(choices=("shared", "per-seed"),
-                      help="item -> label map: shared (drawn with the items from --item-seed, the same for every "
-                           "seed) or per-seed (each seed its own balanced map over the shared items, as the paper's "
-                           "code redraws it in every run; finite K only)"),
+                      help="item -> label map: per-seed (default: each seed its own balanced map over the shared "
+                           "items, as the paper's code redraws it in every run) or shared (drawn with the items from "
+                           "--item-seed, the same for every seed, as every run before this option); K = inf has no "
+                           "map and accepts either"),
 }
 
 

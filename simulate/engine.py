@@ -20,10 +20,10 @@ training-data stream from generators derived only from ``(seed, i)``
 :func:`~icl_kinetics.simulate.data.overlap_streams`), so a seed gives the same numbers
 alone or inside any batch.  With autograd the item set and the test sets come from
 ``item_seed`` and are shared by every seed (as in the paper's code, whose training item
-vectors use a fixed seed); so is the item -> label map with ``label_map="shared"``, while
-with ``"per-seed"`` each seed draws its own from its own stream
+vectors use a fixed seed).  With ``label_map="per-seed"`` (the default) each seed draws
+its own item -> label map from its own stream
 (:func:`~icl_kinetics.simulate.data.seed_label_map`), as the paper's code, which redraws
-it in every run, does in effect.  The overlap sampler draws each seed's own test set from
+it in every run, does in effect; with ``"shared"`` the map comes from ``item_seed`` too.  The overlap sampler draws each seed's own test set from
 its own stream.
 
 **Grid batching.**  :func:`train_packed` trains several runs that share every tensor shape
@@ -65,15 +65,17 @@ __all__ = ["TrainConfig", "TrainResult", "train", "train_packed", "pack_key", "p
 
 #: the engine's backends (``TrainConfig.backend``)
 BACKENDS = ("auto", "overlaps", "autograd")
-#: fields added after runs were stored: left out of :meth:`TrainConfig.identity` (and so of
-#: ``config_hash`` and the sweep ``run_id``) while at these defaults, so existing runs keep
-#: their ids
-_OMITTED_AT_DEFAULT = {"w0": 0.0, "log_every": None, "backend": "auto", "label_map": "shared"}
+#: fields added after runs were stored, with the value that every run stored before them
+#: had (their *legacy* value): left out of :meth:`TrainConfig.identity` (and so of
+#: ``config_hash`` and the sweep ``run_id``) while at that value, so existing runs keep their
+#: ids.  For ``label_map`` the legacy value is not the default: runs stored before the field
+#: existed used one shared map, and the default is now the paper's map per seed.
+_OMITTED_AT_LEGACY = {"w0": 0.0, "log_every": None, "backend": "auto", "label_map": "shared"}
 #: fields added after the presets' sweep.json files were pinned (tests/data/
 #: preset_runs_before_specs.json): also left out of :meth:`TrainConfig.to_dict` (config.json,
-#: sweep.json) while at these defaults, so those files stay the same byte for byte;
-#: :meth:`TrainConfig.from_dict` restores the default
-_UNWRITTEN_AT_DEFAULT = {"label_map": "shared"}
+#: sweep.json) while at their legacy value, so those files stay the same byte for byte, and
+#: :meth:`TrainConfig.from_dict` reads a file without them as that legacy value
+_UNWRITTEN_AT_LEGACY = {"label_map": "shared"}
 #: the training loss is computed on rows padded to a multiple of this many floats.  torch's
 #: CPU kernels run an elementwise op in vector chunks from the start of the tensor and its
 #: remainder in scalar code, and their vector and scalar exp/log round differently; on rows
@@ -113,9 +115,13 @@ class TrainConfig:
         K: training items (even), None for K -> infinity.
         contexts: ``"iid"`` or ``"equalized"``.  zipf_alpha: item-frequency exponent.
         eval_size: sequences per test set.  item_seed: seed of the item set and test sets.
-        label_map: ``"shared"`` (the item -> label map drawn with the items from
-            ``item_seed``, the same for every seed) or ``"per-seed"`` (each seed its own
-            balanced map over the shared items, from its own stream; finite K only).
+        label_map: ``"per-seed"`` (default, as the paper's code: each seed its own
+            balanced item -> label map over the shared items, from its own stream) or
+            ``"shared"`` (the map drawn with the items from ``item_seed``, the same for
+            every seed; what every run stored before this field existed used, and what a
+            config file without the field means).  K = None has no map (fresh items and
+            labels for every sequence): either value is accepted, and neither enters the
+            run's id, so K -> infinity runs keep their ids.
     Optimization:
         lr: SGD learning rate.  batch_size: sequences per iteration.
         wd_attn: L2 weight decay on LayerNorm and q/k/v (and w, beta).  wd_mlp: on the MLPs.
@@ -162,7 +168,7 @@ class TrainConfig:
     w0: float = 0.0
     log_every: int | None = None
     backend: str = "auto"
-    label_map: str = "shared"
+    label_map: str = "per-seed"
 
     def __post_init__(self):
         # per-seed beta0 as a tuple of floats (a list from a JSON file is the same config)
@@ -226,9 +232,6 @@ class TrainConfig:
         from icl_kinetics.simulate.data import LABEL_MAPS
 
         one_of("label_map", self.label_map, LABEL_MAPS)
-        if self.label_map == "per-seed" and self.K is None:
-            raise ParameterError("label_map", self.label_map, "'shared' when K is None (K = inf draws fresh items "
-                                 "and labels for every sequence: there is no label map)")
         if self.backend == "overlaps":
             from icl_kinetics.simulate import overlaps
 
@@ -348,22 +351,24 @@ class TrainConfig:
         return self.beta0[i] if isinstance(self.beta0, tuple) else self.beta0
 
     def to_dict(self) -> dict:
-        """The fields as plain JSON values; those of ``_UNWRITTEN_AT_DEFAULT`` only when they
-        differ from their defaults."""
+        """The fields as plain JSON values; those of ``_UNWRITTEN_AT_LEGACY`` only when they
+        differ from their legacy values."""
         d = asdict(self)
         if isinstance(d["beta0"], tuple):
             d["beta0"] = list(d["beta0"])
-        for k, v in _UNWRITTEN_AT_DEFAULT.items():
+        for k, v in _UNWRITTEN_AT_LEGACY.items():
             if d[k] == v:
                 del d[k]
         return d
 
     def identity(self, exclude=()) -> dict:
         """The fields that identify the run's numbers, less ``exclude``; the fields of
-        ``_OMITTED_AT_DEFAULT`` are left out while at their defaults (so a configuration
-        that does not use them has the id it had before they existed)."""
+        ``_OMITTED_AT_LEGACY`` are left out while at their legacy values (so a configuration
+        that does not use them has the id it had before they existed), and ``label_map``
+        when K is None (no map)."""
         return {k: v for k, v in self.to_dict().items()
-                if k not in exclude and not (k in _OMITTED_AT_DEFAULT and v == _OMITTED_AT_DEFAULT[k])}
+                if k not in exclude and not (k in _OMITTED_AT_LEGACY and v == _OMITTED_AT_LEGACY[k])
+                and not (k == "label_map" and self.K is None)}  # K = inf: no map, one id
 
     def config_hash(self, exclude=("iterations", "workers", "checkpoint_every")) -> str:
         """Hash of everything that determines the numbers (not the cap or the parallelism)."""
@@ -371,11 +376,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """The config that ``d`` (:meth:`to_dict`, a config.json or sweep.json entry) records;
+        a field of ``_UNWRITTEN_AT_LEGACY`` that ``d`` lacks takes its legacy value (a file
+        written before ``label_map`` existed, or at ``"shared"``, reads as ``"shared"``)."""
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ParameterError("config", sorted(unknown), "only fields of TrainConfig")
-        return cls(**d)
+        return cls(**{**_UNWRITTEN_AT_LEGACY, **d})
 
 
 @dataclass
@@ -551,7 +559,7 @@ class _Shared:
         kind = _KINDS[cfg.model]
         self.dcfg = dcfg = cfg.data_config()
         self.device = device
-        self.per_seed = cfg.label_map == "per-seed"  # validate: only with finite K
+        self.per_seed = cfg.label_map == "per-seed" and cfg.K is not None  # K = inf has no map
         self.rows = 2 if self.per_seed else 1  # context-table rows per item
         gen = dm.item_generator(cfg.item_seed, device=device)
         self.items = self.labels = None
@@ -1403,7 +1411,8 @@ def pack_key(cfg: TrainConfig) -> tuple:
     backend; the overlap sampler's runs are never packed (their key holds the run's id)."""
     if not isinstance(cfg, TrainConfig):
         raise ParameterError("cfg", type(cfg).__name__, "a TrainConfig")
-    key = tuple((f, getattr(cfg, f)) for f in PACK_FIELDS) + (("finite K", cfg.K is not None),)
+    key = tuple((f, getattr(cfg, f) if not (f == "label_map" and cfg.K is None) else None)  # K = inf: no map
+                for f in PACK_FIELDS) + (("finite K", cfg.K is not None),)
     backend = cfg.resolve_backend()
     return key + (("backend", backend),) + ((("run", cfg.config_hash()),) if backend == "overlaps" else ())
 

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from icl_kinetics.errors import ParameterError  # noqa: E402
 from icl_kinetics.simulate import data, engine, train_packed  # noqa: E402
-from icl_kinetics.simulate.engine import TrainConfig, pack_check, train  # noqa: E402
+from icl_kinetics.simulate.engine import TrainConfig, pack_check, pack_key, train  # noqa: E402
 from icl_kinetics.simulate.models import transformer_reference  # noqa: E402
 
 TINY = dict(N=7, D=10, width=16, batch_size=16, eval_size=120, iterations=30, eval_every=10, lr=0.1,
@@ -154,30 +154,54 @@ def test_per_seed_runs_in_a_pack_equal_the_runs_alone():
         pack_check([cfgs[0], replace(cfgs[1], label_map="shared")])
 
 
-# ----------------------------------------------------------------------------- (d) the default keeps every hash
-def test_shared_keeps_every_hash_and_file():
-    cfg = TrainConfig(model="transformer", K=40, seeds=2, **TINY)
-    assert cfg.label_map == "shared"
-    assert "label_map" not in cfg.identity() and "label_map" not in cfg.to_dict()
-    old = {k: v for k, v in cfg.to_dict().items()}  # a config.json written before the field existed
-    back = TrainConfig.from_dict(old)
-    assert back == cfg and back.config_hash() == cfg.config_hash()
-    # the hash is that of the identity dict as it was before the field (computed here by hand)
+# ----------------------------------------------------------------------------- (d) default, legacy files, hashes
+def test_default_is_per_seed_and_files_without_the_field_read_as_shared():
     import hashlib
 
+    cfg = TrainConfig(model="transformer", K=40, seeds=2, **TINY)
+    assert cfg.label_map == "per-seed"  # the paper's: each seed its own map
+    assert cfg.to_dict()["label_map"] == "per-seed" and cfg.identity()["label_map"] == "per-seed"
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # a shared run is written, and hashed, exactly as every run before the field existed
+    shared = replace(cfg, label_map="shared")
+    old = shared.to_dict()
+    assert "label_map" not in old and "label_map" not in shared.identity()
     ident = {k: v for k, v in old.items() if k not in ("iterations", "workers", "checkpoint_every", "w0",
                                                          "log_every", "backend")}
-    assert cfg.config_hash() == hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    per = replace(cfg, label_map="per-seed")
-    assert per.config_hash() != cfg.config_hash() and per.to_dict()["label_map"] == "per-seed"
-    assert TrainConfig.from_dict(json.loads(json.dumps(per.to_dict()))) == per
-    # a preset's run ids are those pinned before the field existed
+    assert shared.config_hash() == hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    # a config.json / sweep.json entry without the field (any file written before it) is shared
+    back = TrainConfig.from_dict(old)
+    assert back == shared and back.label_map == "shared" and back.config_hash() == shared.config_hash()
+    assert cfg.config_hash() != shared.config_hash()
+
+
+@pytest.mark.parametrize("model,width", [("transformer", 16), ("minimal", 0)])
+def test_k_inf_accepts_either_map_with_one_id_and_the_same_numbers(model, width):
+    """K = inf has no label map: either value validates, neither enters the run id or the
+    pack key, and both train the same numbers; a legacy file (no field) reads as shared."""
+    kw = dict(model=model, K=None, beta0=0.0, **{**TINY, "width": width, "iterations": 20})
+    a, b = TrainConfig(label_map="per-seed", **kw), TrainConfig(label_map="shared", **kw)
+    a.validate()
+    b.validate()
+    assert a.config_hash() == b.config_hash() and pack_key(a) == pack_key(b)
+    assert TrainConfig.from_dict(a.to_dict()) == a and TrainConfig.from_dict(b.to_dict()) == b
+    assert "label_map" not in b.to_dict()
+    assert json.dumps(train(a, progress=False).rows) == json.dumps(train(b, progress=False).rows)
+    # a grid over K from a K = inf base keeps the base's map at every finite K
+    assert replace(a, K=40).label_map == "per-seed" and replace(b, K=40).label_map == "shared"
+
+
+def test_presets_pin_their_map_and_the_ladder_takes_the_default():
     from pathlib import Path
 
     from icl_kinetics.simulate.sweeps.presets import preset
 
     fx = json.loads((Path(__file__).parent / "data" / "preset_runs_before_specs.json").read_text())["presets"]
+    # small scale: the shared map its committed tables were measured with, so its ids are the pinned ones
     assert [r.id for r in preset("smoke", "small").runs] == fx["smoke/small"]["run_ids"]
+    assert {r.config.label_map for r in preset("fig6a", "small").runs} == {"shared"}
+    ladder = preset("scale_ladder", "small").runs
+    assert {r.config.label_map for r in ladder} == {"per-seed"}
 
 
 # ----------------------------------------------------------------------------- (e) bad values
@@ -188,12 +212,7 @@ def test_bad_label_maps_are_refused_naming_label_map(value):
     assert "shared" in str(e.value) and "per-seed" in str(e.value)
 
 
-def test_per_seed_needs_a_finite_k():
-    with pytest.raises(ParameterError, match="label_map") as e:
-        TrainConfig(model="transformer", K=None, label_map="per-seed").validate()
-    assert "K" in str(e.value)
-    with pytest.raises(ParameterError, match="label_map"):
-        TrainConfig(model="minimal", K=None, width=0, label_map="per-seed").validate()
+def test_seed_label_map_refuses_bad_arguments():
     for bad in (("K", 7), ("seed", -1), ("index", -2)):
         kw = {"K": 40, "seed": 0, "index": 0, bad[0]: bad[1]}
         with pytest.raises(ParameterError, match=bad[0]):
@@ -218,9 +237,17 @@ def test_the_flag_and_spec_files(cli, tmp_path):
     assert got["final_iwl_acc"] == api.summary()["final_iwl_acc"]
     code, out, err = cli(flags + ["--label-map", "perseed", "--out", str(tmp_path / "b")])
     assert code == 2 and "label-map" in err
-    code, out, err = cli([f if f != "40" else "inf" for f in flags] + ["--label-map", "per-seed",
-                                                                       "--out", str(tmp_path / "c")])
-    assert code == 2 and "--label-map" in err
+    # without the flag: the default, a map per seed (the same numbers)
+    code, out, err = cli(flags + ["--out", str(tmp_path / "d")])
+    assert code == 0 and json.loads(out)["final_iwl_acc"] == got["final_iwl_acc"]
+    # K = inf has no map: the flag is accepted and the run is the same as without it
+    inf = [f if f != "40" else "inf" for f in flags]
+    code, out, err = cli(inf + ["--label-map", "per-seed", "--out", str(tmp_path / "c")])
+    code2, out2, err2 = cli(inf + ["--label-map", "shared", "--out", str(tmp_path / "e")])
+    assert code == 0 and code2 == 0, err + err2
+    a, b = json.loads(out), json.loads(out2)
+    assert a["final_icl_acc"] == b["final_icl_acc"]
+    assert {k: v for k, v in a["config"].items() if k != "label_map"} == b["config"]
     # a spec file takes label_map like any TrainConfig field, in [fixed] or as an axis
     from icl_kinetics.simulate.sweeps.specfile import load_spec
 
@@ -286,5 +313,5 @@ def test_equalized_iwl_sequences_follow_each_seeds_map():
 
 
 def test_memory_estimate_counts_the_second_table():
-    cfg = TrainConfig(model="transformer", K=400_000, seeds=8)
+    cfg = TrainConfig(model="transformer", K=400_000, seeds=8, label_map="shared")
     assert replace(cfg, label_map="per-seed").estimate_bytes()[0] > cfg.estimate_bytes()[0]

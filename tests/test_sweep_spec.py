@@ -68,7 +68,8 @@ def _write(tmp_path, text, name="grid.toml"):
 def test_every_preset_keeps_its_run_ids_and_sweep_json():
     """Every preset at both scales gives the runs (ids, in order) and the whole sweep.json
     content that the computed presets gave before they became spec files (the fixture was
-    written by that code, at the commit it names), on cpu and on cuda."""
+    written by that code, at the commit it names), on cpu and on cuda; at paper scale, whose
+    finite-K runs now take the paper's per-seed label map, after setting the map back to shared."""
     import hashlib
 
     fx = json.loads(FIXTURE.read_text())["presets"]
@@ -79,12 +80,25 @@ def test_every_preset_keeps_its_run_ids_and_sweep_json():
     def digest(spec):
         return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()
 
+    def as_shared(spec):  # the sweep with one shared label map (as every preset had when pinned)
+        return replace(spec, runs=tuple(replace(r, config=replace(r.config, label_map="shared")) for r in spec.runs))
+
     for name in (n for n in PRESETS if n not in newer):
         for s in SCALES:
             sp, want = preset(name, s), fx[f"{name}/{s}"]
+            if s == "paper":
+                # paper scale takes the default, the paper's label map per seed: its finite-K runs
+                # are new runs; with the map shared they are exactly the pinned ones
+                assert all(r.config.label_map == "per-seed" for r in sp.runs), name
+                finite = [r.id for r in sp.runs if r.config.K is not None]
+                assert not set(finite) & set(want["run_ids"]), name
+                sp = as_shared(sp)
+            else:  # small scale pins the shared map its committed tables were measured with
+                assert all(r.config.label_map == "shared" for r in sp.runs), name
             assert [r.id for r in sp.runs] == want["run_ids"], (name, s)
             assert digest(sp) == want["sweep_json_sha256"], (name, s)
-            assert digest(preset(name, s, device="cuda")) == want["cuda_sweep_json_sha256"], (name, s)
+            cuda = preset(name, s, device="cuda")
+            assert digest(as_shared(cuda) if s == "paper" else cuda) == want["cuda_sweep_json_sha256"], (name, s)
             assert "spec" not in sp.to_dict()  # a preset folder keeps the sweep.json it always had
 
 

@@ -85,16 +85,21 @@ def _train_and_params(tmp_path, **kw):
     return cfg, res, {k: v for k, v in st["groups"][0]["store"].items()}
 
 
+@pytest.mark.parametrize("label_map", ["shared", "per-seed"])
 @pytest.mark.parametrize("model, kw", [("mlp", dict(N=1, early_stop=None)),
                                        ("minimal", dict(N=8, beta0=0.0, eval_size=64))])
-def test_engine_logs_the_frequency_weighted_c1_of_a_naive_per_item_loop(tmp_path, model, kw):
+def test_engine_logs_the_frequency_weighted_c1_of_a_naive_per_item_loop(tmp_path, model, kw, label_map):
+    """c1 = sum_k f_k sigmoid(-y_k phi(x_k)) / sum_k f_k with each seed's own labels y_k (its
+    own map with label_map = "per-seed")."""
     torch = pytest.importorskip("torch")
     from icl_kinetics.simulate import data as dm
     from icl_kinetics.simulate.models import mlp_forward
 
     K, alpha = 48, 1.3
-    cfg, res, p = _train_and_params(tmp_path, model=model, K=K, width=8, zipf_alpha=alpha, **kw)
+    cfg, res, p = _train_and_params(tmp_path, model=model, K=K, width=8, zipf_alpha=alpha, label_map=label_map, **kw)
     items, labels = dm.make_item_set(K, cfg.D, dm.item_generator(cfg.item_seed))
+    if label_map == "per-seed":
+        labels = torch.stack([dm.seed_label_map(K, cfg.seed, i) for i in range(2)])
     mlp = {k: v for k, v in p.items() if k not in ("w", "beta")}
     with torch.no_grad():
         phi = mlp_forward(mlp, items.unsqueeze(0).expand(2, -1, -1)).double() * labels.double()
@@ -119,7 +124,7 @@ def test_alpha_zero_metrics_are_the_unweighted_means_bit_for_bit(tmp_path, model
     from icl_kinetics.simulate.models import mlp_forward
 
     K = 48
-    cfg, res, p = _train_and_params(tmp_path, model=model, K=K, width=8, zipf_alpha=0.0, **kw)
+    cfg, res, p = _train_and_params(tmp_path, model=model, K=K, width=8, zipf_alpha=0.0, label_map="shared", **kw)
     items, labels = dm.make_item_set(K, cfg.D, dm.item_generator(cfg.item_seed))
     mlp = {k: v for k, v in p.items() if k not in ("w", "beta")}
     threads = torch.get_num_threads()
