@@ -319,6 +319,15 @@ def _sweep_execution_flags(q, device: bool = True):
         q.add_argument("--device", choices=["cpu", "cuda"], default=None,
                        help="where the runs train (default: the spec's device field, else cpu)")
     q.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    q.add_argument("--only", action="append", default=None, metavar="FIELD=V1,V2",
+                   help="train only the runs whose config FIELD is one of the values (e.g. --only N=9,19; "
+                        "K=inf for fresh items); repeatable (all must hold); the rest stay pending, and the "
+                        "exit code says whether the runs asked for finished")
+    q.add_argument("--from-table", action="append", default=None, metavar="TABLE",
+                   help="first take the finished runs that this collected table (sweep collect's CSV, or a "
+                        ".csv.gz committed under docs/results/) holds, after verifying them, so that only the "
+                        "rest trains (a sweep carried over machines); repeatable; a NAME.timing.json beside "
+                        "it gives their run times")
     q.add_argument("--slurm-partition", default=None)
     q.add_argument("--slurm-time", type=int_type("slurm-time", 1), default=None, help="minutes per job (default 600)")
     q.add_argument("--slurm-gpus", type=int_type("slurm-gpus", 0), default=None, help="GPUs per job (default 0)")
@@ -1029,10 +1038,90 @@ def _sweep_run(a) -> dict:
     part = a.slurm_partition or ex.get("slurm_partition")
     if part:
         slurm["slurm_partition"] = str(part)
+    only = _only_runs(spec, a.only or [])
+    adopted = _adopt_tables(spec, out, a.from_table or [])
     res = sweeps.run_sweep(spec, out, executor=executor, progress=not (a.quiet or a.json),
-                           retry_failed=a.retry_failed, processes=processes, slurm=slurm)
+                           retry_failed=a.retry_failed, processes=processes, slurm=slurm, only=only)
     res = {**res, "dir": str(out)}
-    res["failure"] = _unfinished(res)
+    if adopted is not None:
+        res["adopted"] = adopted
+    if only is None:
+        res["failure"] = _unfinished(res)
+        return res
+    # --only: the runs asked for decide the exit code; the others are reported, not failed
+    sts = sweeps.SweepStore(out).statuses()
+    sub = {"runs": len(only), **{k: sum(sts[r]["status"] == k for r in only)
+                                 for k in ("done", "failed", "damaged", "running", "pending")}}
+    for k in ("failed", "damaged", "pending"):
+        sub[f"{k}_runs"] = {r: sts[r].get("reason", "") for r in only if sts[r]["status"] == k}
+    res["only"] = {"filters": list(a.only), **{k: v for k, v in sub.items() if not k.endswith("_runs")}}
+    res["failure"] = _unfinished(sub)
+    return res
+
+
+def _only_runs(spec, filters) -> set | None:
+    """The run ids that ``--only FIELD=V1,V2`` filters select (None: no filter)."""
+    if not filters:
+        return None
+    import math
+    from dataclasses import fields as dc_fields
+
+    from icl_kinetics.errors import ParameterError
+    from icl_kinetics.simulate.engine import TrainConfig
+
+    names = {f.name for f in dc_fields(TrainConfig)}
+    keep = {r.id for r in spec.runs}
+    for f in filters:
+        field, sep, vals = str(f).partition("=")
+        field = field.strip().replace("-", "_")
+        if not sep or field not in names or not vals.strip():
+            raise ParameterError("only", f, "FIELD=V1,V2,... with FIELD a TrainConfig field (e.g. N=9,19, K=inf, "
+                                 "model=transformer)")
+        want = set()
+        for v in vals.split(","):
+            v = v.strip()
+            if v.lower() in ("inf", "none"):
+                want.add(None)
+                continue
+            try:
+                want.add(float(v))
+            except ValueError:
+                want.add(v)
+
+        def match(x):
+            if x is None or (isinstance(x, float) and math.isinf(x)):
+                return None in want
+            if isinstance(x, (int, float)) and not isinstance(x, bool):
+                return float(x) in want
+            return str(x) in want
+
+        keep &= {r.id for r in spec.runs if match(getattr(r.config, field))}
+    if not keep:
+        raise ParameterError("only", list(filters), f"filters that select at least one of the sweep's "
+                             f"{len(spec.runs)} runs")
+    return keep
+
+
+def _adopt_tables(spec, out, tables) -> dict | None:
+    """Take the finished runs of collected ``tables`` into the sweep folder ``out`` (made if
+    new) before it runs (``--from-table``); what was adopted, kept and refused, per table."""
+    if not tables:
+        return None
+    from icl_kinetics.simulate.sweeps import SweepStore
+
+    store = SweepStore.create(out, spec)
+    res = {}
+    for t in tables:
+        base = str(t)
+        for ext in (".csv.gz", ".csv"):
+            if base.endswith(ext):
+                base = base[: -len(ext)]
+                break
+        timing = Path(base + ".timing.json")
+        r = store.adopt(t, timing if timing.is_file() else None)
+        res[str(t)] = {"adopted": len(r["adopted"]), "kept": len(r["kept"]), "refused": r["refused"],
+                       "not_in_sweep": r["not_in_sweep"], "timing": str(timing) if timing.is_file() else None}
+    store.write_index()
     return res
 
 
@@ -1079,6 +1168,11 @@ def _print_presets(r):
 
 
 def _print_sweep_status(r):
+    for t, v in (r.get("adopted") or {}).items():
+        print(f"from {t}: adopted {v['adopted']} finished run(s) after verifying them; {v['kept']} already had a "
+              f"status here; {v['not_in_sweep']} are not runs of this sweep")
+        for rid, why in v["refused"].items():
+            print(f"  not adopted {rid} (it trains here): {why}")
     print(f"sweep {r['sweep']} ({r['scale']}) in {r['dir']}: {r['runs']} runs: {r['done']} done, {r['failed']} failed, "
           f"{r['damaged']} damaged, {r['running']} running, {r['pending']} pending")
     left = r.get("estimated_seconds_left_per_process")

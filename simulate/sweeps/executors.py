@@ -221,7 +221,7 @@ def _clear_stale_temp_files(d) -> None:
 
 
 def run_local(store: SweepStore, processes: int | None = None, progress: bool = True,
-              retry_failed: bool = False) -> dict:
+              retry_failed: bool = False, only=None) -> dict:
     """Execute the pending runs in a pool of ``processes`` worker processes (default: one
     per core), each with one thread, so the cores are used once and not oversubscribed.
 
@@ -229,15 +229,16 @@ def run_local(store: SweepStore, processes: int | None = None, progress: bool = 
     batched matmuls changes the last bits of the numbers, so a fixed grouping makes a
     run's metrics independent of the executor and of the machine's core count."""
     run_local_many([store], processes=processes, progress=progress, retry_failed=retry_failed,
-                   desc=f"sweep {store.spec.name}")
+                   desc=f"sweep {store.spec.name}", only=only)
     return store.summary()
 
 
 def run_local_many(stores, processes: int | None = None, progress: bool = True, retry_failed: bool = False,
-                   desc: str = "sweeps") -> dict:
+                   desc: str = "sweeps", only=None) -> dict:
     """Execute the pending runs of several sweeps in ONE pool, longest first (estimated
     cost), so the cores stay busy to the end instead of each sweep finishing a long tail
-    on one core before the next begins.  Returns {sweep name: summary}."""
+    on one core before the next begins; with ``only`` (a collection of run ids), only those
+    (the rest stay pending).  Returns {sweep name: summary}."""
     from icl_kinetics.resources import available_memory
     from icl_kinetics.simulate.sweeps.presets import pack_seconds
 
@@ -246,7 +247,7 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
         raise ParameterError("stores", names, "sweeps with distinct names")
     todo = []  # (store, run)
     for store in stores:
-        pend = store.pending(retry_failed)
+        pend = [r for r in store.pending(retry_failed) if only is None or r.id in only]
         if retry_failed:
             for r in pend:
                 if store.read_status(r.id)["status"] == "failed":
@@ -268,7 +269,7 @@ def run_local_many(stores, processes: int | None = None, progress: bool = True, 
     if progress:
         from tqdm.auto import tqdm
 
-        total = sum(r.seed_iterations for s in stores for r in s.runs.values())
+        total = sum(r.seed_iterations for s in stores for r in s.runs.values() if only is None or r.id in only)
         bar = tqdm(total=total, unit="seed-it", desc=desc, smoothing=0.1,
                    initial=total - sum(r.seed_iterations for _, r in todo))
     todo = packs
@@ -475,7 +476,7 @@ def _run_pool(todo, processes: int, bar) -> None:
 
 
 def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_failed: bool = False,
-                 slurm: dict | None = None, poll: float = 2.0) -> dict:
+                 slurm: dict | None = None, poll: float = 2.0, only=None) -> dict:
     """Execute the pending runs as one submitit job array and wait for it.
 
     Args:
@@ -488,7 +489,7 @@ def run_submitit(store: SweepStore, executor=None, progress: bool = True, retry_
     except ImportError:  # pragma: no cover - depends on the install
         raise ParameterError("executor", "slurm", "'local' (submitit is not installed: "
                              "pip install 'icl-kinetics[cluster]')") from None
-    pend = store.pending(retry_failed)
+    pend = [r for r in store.pending(retry_failed) if only is None or r.id in only]
     if retry_failed:
         for r in pend:
             if store.read_status(r.id)["status"] == "failed":
@@ -538,13 +539,15 @@ def require_slurm() -> None:
 
 
 def run_sweep(spec, out, executor: str = "local", progress: bool = True, retry_failed: bool = False,
-              processes: int | None = None, submitit_executor=None, slurm: dict | None = None) -> dict:
-    """Create (or reopen) the sweep's folder ``out`` and execute its pending runs."""
+              processes: int | None = None, submitit_executor=None, slurm: dict | None = None,
+              only=None) -> dict:
+    """Create (or reopen) the sweep's folder ``out`` and execute its pending runs (with
+    ``only``, a collection of run ids: those of them; the rest stay pending)."""
     one_of("executor", executor, EXECUTORS)
     if executor == "slurm" and submitit_executor is None:
         require_slurm()
     store = SweepStore.create(out, spec)
     if executor == "local":
-        return run_local(store, processes=processes, progress=progress, retry_failed=retry_failed)
+        return run_local(store, processes=processes, progress=progress, retry_failed=retry_failed, only=only)
     return run_submitit(store, executor=submitit_executor, progress=progress, retry_failed=retry_failed,
-                        slurm=slurm)
+                        slurm=slurm, only=only)

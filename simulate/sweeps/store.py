@@ -333,6 +333,133 @@ class SweepStore:
                 "estimated_seconds_left_per_process": None if rate is None else left_si / rate,
                 **reasons}
 
+    def adopt(self, table, timing=None) -> dict:
+        """Take finished runs from a collected table (``collect``'s CSV, or its ``.csv.gz`` as
+        committed under ``docs/results/``) into this sweep, so a sweep can go on over more
+        than one machine: ``sweep run ... --from-table FILE`` trains only what the table lacks.
+
+        A run is adopted when it is in this sweep, has no status yet (pending: a run this
+        folder has started, finished or found damaged is never overwritten), and the table
+        holds it as ``done`` with rows that verify: every grid column equal to the run's
+        config, exactly the run's seeds, each seed's evaluations 0, eval_every, ... with none
+        missing and at most the cap, numbers in every metric column.  Its ``metrics.csv`` is
+        written from those rows (the run's header, the table's values as they are) and its
+        status records ``adopted_from`` (the table's path and SHA-256) and the metrics
+        record, as a run finished here would; ``seconds`` come from ``timing`` (the JSON
+        ``tools/pack_tables.py`` writes beside the table: run_id -> seconds, started,
+        finished), else stay unknown.  Runs the table holds unfinished, or that fail a
+        check, are left pending (trained from scratch) and named with the reason.
+
+        Raises:
+            ParameterError: ``table`` (or ``timing``) cannot be read as a collected table.
+        Returns:
+            ``{"adopted": [run ids], "refused": {run id: why}, "kept": [run ids that already
+            had a status], "not_in_sweep": count of the table's runs that are not this sweep's}``.
+        """
+        import gzip
+        import hashlib
+
+        path = Path(table)
+        try:
+            raw = path.read_bytes()
+            text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+            reader = csv.DictReader(text.splitlines())
+            head = tuple(reader.fieldnames or ())
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error, ValueError, gzip.BadGzipFile) as e:
+            raise ParameterError("--from-table", str(path), f"a readable collected table (CSV or .csv.gz; "
+                                 f"{type(e).__name__})") from None
+        if head != COLLECT_COLUMNS:
+            raise ParameterError("--from-table", str(path), "a table written by 'icl-kinetics sweep collect' "
+                                 f"(columns {', '.join(COLLECT_COLUMNS[:4])}, ...); its header differs")
+        times = {}
+        if timing is not None:
+            try:
+                times = json.loads(Path(timing).read_text(encoding="utf-8"))
+                if not isinstance(times, dict):
+                    raise ValueError("not an object")
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+                raise ParameterError("timing", str(timing), f"a JSON object run_id -> timing ({e})") from None
+        by_run: dict = {}
+        try:
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise ValueError(f"line {reader.line_num} has the wrong number of fields")
+                by_run.setdefault(row["run_id"], []).append(row)
+        except (csv.Error, ValueError) as e:
+            raise ParameterError("--from-table", str(path), f"a complete collected table ({e})") from None
+        out = {"adopted": [], "refused": {}, "kept": [], "not_in_sweep": sum(1 for r in by_run if r not in self.runs)}
+        digest = hashlib.sha256(raw).hexdigest()
+        for rid, rows in by_run.items():
+            if rid not in self.runs:
+                continue
+            if (self.run_dir(rid) / "status.json").exists():
+                out["kept"].append(rid)
+                continue
+            why = self._adoptable(rid, rows)
+            if why:
+                out["refused"][rid] = why
+                continue
+            d = self.run_dir(rid)
+            d.mkdir(parents=True, exist_ok=True)
+            cfg = self.runs[rid].config
+            write_json(d / "config.json", {**cfg.to_dict(), "config_hash": cfg.config_hash()})
+            write_csv(d / "metrics.csv", [{"run_id": rid, **{k: r[k] for k in GRID_COLUMNS + METRIC_COLUMNS}}
+                                          for r in rows])
+            t = times.get(rid) if isinstance(times.get(rid), dict) else {}
+            st = {"status": "done", "reason": "", "metrics": metrics_record(d / "metrics.csv"),
+                  "adopted_from": {"table": str(path), "sha256": digest},
+                  "notes": [f"adopted from {path} (trained elsewhere)"]}
+            for k in ("seconds", "started", "finished"):
+                v = t.get(k)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    st[k] = v
+            self.write_status(rid, st)
+            out["adopted"].append(rid)
+        return out
+
+    def _adoptable(self, rid: str, rows: list) -> str:
+        """'' if a table's rows of run ``rid`` are a finished, complete run of this sweep, else why."""
+        cfg = self.runs[rid].config
+        if any(r["status"] != "done" for r in rows):
+            return "the table holds it unfinished; it trains here"
+        want = cfg.to_dict()
+        for k in GRID_COLUMNS:
+            v = math.inf if (k == "K" and want[k] is None) else want[k]
+            got = {r[k] for r in rows}
+            if len(got) != 1:
+                return f"its rows disagree on {k}"
+            (g,) = got
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                try:
+                    ok = float(g) == float(v)
+                except ValueError:
+                    ok = False
+            else:
+                ok = g == ("" if v is None else str(v))
+            if not ok:
+                return f"its {k} is {g!r} in the table, {v!r} in this sweep"
+        last, final = {}, {}
+        for i, r in enumerate(rows):
+            try:
+                seed, it = int(r["seed"]), int(r["iteration"])
+                [float(r[k]) for k in METRIC_COLUMNS]
+            except ValueError:
+                return f"its row {i + 1} holds a non-number"
+            if cfg.log_every is None:  # every evaluation is logged: 0, eval_every, ... and the cap
+                ok = it == (0 if seed not in last else min(last[seed] + cfg.eval_every, cfg.iterations))
+            else:  # logging iterations, plus the evaluations at which a seed acquires or stops
+                ok = (it == 0) if seed not in last else (last[seed] < it <= cfg.iterations)
+            if not ok:
+                return f"seed {seed} jumps from iteration {last.get(seed)} to {it} (rows are missing)"
+            last[seed], final[seed] = it, r
+        if set(last) != set(range(cfg.seed_offset, cfg.seed_offset + cfg.seeds)):
+            return f"it holds seeds {sorted(last)}, not {cfg.seed_offset} ... {cfg.seed_offset + cfg.seeds - 1}"
+        for seed, it in last.items():  # a seed ends at the cap, or where it stopped early (above early_stop)
+            if it < cfg.iterations and not (cfg.early_stop is not None
+                                            and float(final[seed]["icl_acc"]) > cfg.early_stop):
+                return f"seed {seed} ends at iteration {it}, before the cap {cfg.iterations}, without stopping early"
+        return ""
+
     def collect(self, path=None) -> Collected:
         """Write one tidy table for the whole sweep (default ``DIR/collected.csv``).
 
