@@ -120,7 +120,8 @@ def _shared_with_map(cfg, i, monkeypatch):
 @pytest.mark.parametrize("model,contexts,labels", [
     ("transformer", "iid", "onehot"), ("transformer", "equalized", "onehot"), ("transformer", "iid", "pm1"),
     ("minimal", "iid", "onehot"), ("minimal", "equalized", "onehot"), ("mlp", "iid", "onehot"),
-    ("transformer2", "iid", "onehot")])
+    ("transformer2", "iid", "onehot"), ("transformer_itemblind", "iid", "onehot"),
+    ("transformer_split", "iid", "onehot"), ("transformer_noln", "iid", "onehot")])
 def test_each_seed_gets_the_metrics_of_a_shared_run_with_its_own_map(model, contexts, labels, monkeypatch):
     """Bitwise: the two-row token table holds the rows the seed's own one-row table would, the
     other models read the same numbers through per-seed tables of the batch's items, the IWL
