@@ -61,7 +61,7 @@ def main():
     from icl_kinetics.simulate.engine import TrainConfig, _build
 
     cfg = TrainConfig(model="transformer", N=99, K=20000, width=w, batch_size=B, seeds=S, lr=0.01, workers=1,
-                      eval_size=256)
+                      eval_size=256, label_map="shared")  # the recorded figures' setting
     (grp,) = _build(cfg, torch.device("cpu"))
 
     def step(autocast: bool):

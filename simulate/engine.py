@@ -170,6 +170,19 @@ class TrainConfig:
     backend: str = "auto"
     label_map: str = "per-seed"
 
+    def _key(self) -> tuple:
+        """The fields, with ``label_map`` left out while K is None (no map: one run)."""
+        return tuple(None if (f.name == "label_map" and self.K is None) else getattr(self, f.name)
+                     for f in fields(self))
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
     def __post_init__(self):
         # per-seed beta0 as a tuple of floats (a list from a JSON file is the same config)
         if isinstance(self.beta0, (list, tuple, np.ndarray)):
@@ -352,23 +365,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """The fields as plain JSON values; those of ``_UNWRITTEN_AT_LEGACY`` only when they
-        differ from their legacy values."""
+        differ from their legacy values, and ``label_map`` only with finite K."""
         d = asdict(self)
         if isinstance(d["beta0"], tuple):
             d["beta0"] = list(d["beta0"])
         for k, v in _UNWRITTEN_AT_LEGACY.items():
             if d[k] == v:
                 del d[k]
+        if self.K is None:  # no label map at K = inf: either value is the same run and the same file
+            d.pop("label_map", None)
         return d
 
     def identity(self, exclude=()) -> dict:
         """The fields that identify the run's numbers, less ``exclude``; the fields of
         ``_OMITTED_AT_LEGACY`` are left out while at their legacy values (so a configuration
-        that does not use them has the id it had before they existed), and ``label_map``
-        when K is None (no map)."""
+        that does not use them has the id it had before they existed); ``label_map`` is
+        never there with K None (:meth:`to_dict`)."""
         return {k: v for k, v in self.to_dict().items()
-                if k not in exclude and not (k in _OMITTED_AT_LEGACY and v == _OMITTED_AT_LEGACY[k])
-                and not (k == "label_map" and self.K is None)}  # K = inf: no map, one id
+                if k not in exclude and not (k in _OMITTED_AT_LEGACY and v == _OMITTED_AT_LEGACY[k])}
 
     def config_hash(self, exclude=("iterations", "workers", "checkpoint_every")) -> str:
         """Hash of everything that determines the numbers (not the cap or the parallelism)."""

@@ -122,7 +122,44 @@ def test_a_seed_cut_short_without_stopping_early_is_refused(done, tmp_path):
     assert rid in got["refused"] and "before the cap" in got["refused"][rid]
 
 
-@pytest.mark.parametrize("content", [b"\x1f\x8b not gzip", b"a,b\n1,2\n", b"\xff\xfe\x00"])
+def test_rows_after_a_seeds_end_are_refused_and_adopted_files_equal_the_engines(done, tmp_path):
+    d, spec, table = done
+    rows = _rows(d / "whole" / "collected.csv")
+    rid = rows[0]["run_id"]
+    last = [r for r in rows if r["run_id"] == rid][-1]
+    t = tmp_path / "dup.csv.gz"
+    _write_table(t, rows + [{**last, "icl_acc": "0.5"}])  # a second row at the cap
+    store = SweepStore.create(tmp_path / "s", spec)
+    got = store.adopt(t)
+    assert "after its end" in got["refused"][rid] and len(got["adopted"]) == 7
+    # an adopted run's metrics.csv is byte for byte the one the engine wrote
+    for a in got["adopted"]:
+        assert (store.run_dir(a) / "metrics.csv").read_bytes() == \
+            (d / "whole" / "runs" / a / "metrics.csv").read_bytes()
+
+
+def test_a_table_of_another_sweep_is_refused(done, tmp_path):
+    d, spec, table = done
+    rows = [{**r, "run_id": "0" * 16} for r in _rows(d / "whole" / "collected.csv")]
+    t = tmp_path / "other.csv.gz"
+    _write_table(t, rows)
+    with pytest.raises(ParameterError, match="none of its 1 runs"):
+        SweepStore.create(tmp_path / "s", spec).adopt(t)
+
+
+def test_hostile_timing_values_are_ignored(done, tmp_path):
+    d, spec, table = done
+    rid = next(iter(SweepStore(d / "whole").runs))
+    tj = tmp_path / "t.json"
+    tj.write_text('{"%s": {"seconds": 1e400, "started": -5, "finished": 10%s}}' % (rid, "0" * 400))
+    store = SweepStore.create(tmp_path / "s", spec)
+    assert rid in store.adopt(table, tj)["adopted"]
+    st = store.read_status(rid)
+    assert st["status"] == "done" and not {"seconds", "started", "finished"} & set(st)
+
+
+@pytest.mark.parametrize("content", [b"\x1f\x8b not gzip", b"a,b\n1,2\n", b"\xff\xfe\x00",
+                                     b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage-deflate"])
 def test_an_unreadable_table_is_a_clear_error(done, tmp_path, cli, content):
     d, spec, table = done
     t = tmp_path / "t.csv.gz"
@@ -203,3 +240,23 @@ def test_only_trains_the_runs_asked_for_and_exits_on_them(done, tmp_path, cli):
     for bad in (["--only", "K"], ["--only", "nosuch=1"], ["--only", "K=7"]):
         code, out, err = cli(base + bad)
         assert code == 2 and "only" in err and "Traceback" not in err, bad
+
+
+def test_logged_every_log_every_rows_must_all_be_there(done, tmp_path):
+    """With log_every the rows are the logging iterations (plus acquisitions and stops): a run
+    holding them all is adopted, one missing a logging iteration is not."""
+    d, spec, table = done
+    (tmp_path / "spec.toml").write_text(SPEC.replace("workers = 1", "workers = 1\nlog_every = 40"))
+    spec2 = load_spec(tmp_path / "spec.toml")
+    ids = {(r.config.K, r.config.wd_attn): r.id for r in spec.runs if r.config.seed_offset == 0}
+    ids2 = {(r.config.K, r.config.wd_attn): r.id for r in spec2.runs if r.config.seed_offset == 0}
+    key = next(iter(ids))
+    rows = [{**r, "run_id": ids2[key]} for r in _rows(d / "whole" / "collected.csv") if r["run_id"] == ids[key]]
+    good = [r for r in rows if r["iteration"] != "20"]  # 0 and 40: the logging iterations
+    bad = [r for r in good if r["iteration"] != "0"]
+    for name, rs, ok in (("good", good, True), ("bad", bad, False)):
+        t = tmp_path / f"{name}.csv.gz"
+        _write_table(t, rs)
+        got = SweepStore.create(tmp_path / name, spec2).adopt(t)
+        assert (ids2[key] in got["adopted"]) == ok, got
+    assert "jumps from iteration None to 40" in got["refused"][ids2[key]]

@@ -321,13 +321,16 @@ def _old_hash(cfg, exclude):
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def test_new_fields_at_their_defaults_keep_the_old_hash_and_run_id():
+def test_new_fields_at_their_legacy_values_keep_the_old_hash_and_run_id():
+    """w0, log_every, backend at their defaults and label_map at "shared" (its legacy value; the
+    default is now per-seed, which is a new run at finite K and no map at K = inf)."""
     from icl_kinetics.simulate.sweeps.spec import run_id
 
-    for cfg in (TrainConfig(), TrainConfig(model="minimal", width=0, K=None, beta0=1.5, N=20),
-                TrainConfig(model="mlp", K=100, seeds=3, seed_offset=6)):
+    mlp = TrainConfig(model="mlp", K=100, seeds=3, seed_offset=6, label_map="shared")
+    for cfg in (TrainConfig(), TrainConfig(model="minimal", width=0, K=None, beta0=1.5, N=20), mlp):
         assert cfg.config_hash() == _old_hash(cfg, ("iterations", "workers", "checkpoint_every"))
         assert run_id(cfg) == _old_hash(cfg, ("workers", "checkpoint_every"))
+    assert replace(mlp, label_map="per-seed").config_hash() != mlp.config_hash()
     base = TrainConfig(model="minimal", width=0, K=None)
     for kw in (dict(w0=0.5), dict(log_every=1000), dict(backend="autograd"), dict(backend="overlaps")):
         assert replace(base, **kw).config_hash() != base.config_hash(), kw

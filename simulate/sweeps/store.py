@@ -358,6 +358,9 @@ class SweepStore:
         """
         import gzip
         import hashlib
+        import zlib
+
+        from icl_kinetics.simulate.engine import metrics_table
 
         path = Path(table)
         try:
@@ -365,7 +368,7 @@ class SweepStore:
             text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
             reader = csv.DictReader(text.splitlines())
             head = tuple(reader.fieldnames or ())
-        except (OSError, EOFError, UnicodeDecodeError, csv.Error, ValueError, gzip.BadGzipFile) as e:
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error, ValueError, gzip.BadGzipFile, zlib.error) as e:
             raise ParameterError("--from-table", str(path), f"a readable collected table (CSV or .csv.gz; "
                                  f"{type(e).__name__})") from None
         if head != COLLECT_COLUMNS:
@@ -388,6 +391,11 @@ class SweepStore:
         except (csv.Error, ValueError) as e:
             raise ParameterError("--from-table", str(path), f"a complete collected table ({e})") from None
         out = {"adopted": [], "refused": {}, "kept": [], "not_in_sweep": sum(1 for r in by_run if r not in self.runs)}
+        if by_run and out["not_in_sweep"] == len(by_run):
+            names = sorted({r["sweep"] for rows in by_run.values() for r in rows})
+            raise ParameterError("--from-table", str(path), f"a table of this sweep ({self.spec.name} at scale "
+                                 f"{self.spec.scale}); none of its {len(by_run)} runs (sweep "
+                                 f"{', '.join(names)}) is a run of it")
         digest = hashlib.sha256(raw).hexdigest()
         for rid, rows in by_run.items():
             if rid not in self.runs:
@@ -403,16 +411,18 @@ class SweepStore:
             d.mkdir(parents=True, exist_ok=True)
             cfg = self.runs[rid].config
             write_json(d / "config.json", {**cfg.to_dict(), "config_hash": cfg.config_hash()})
-            write_csv(d / "metrics.csv", [{"run_id": rid, **{k: r[k] for k in GRID_COLUMNS + METRIC_COLUMNS}}
-                                          for r in rows])
+            # the engine's own file: run_id and grid columns from the config, the metrics as they are
+            write_csv(d / "metrics.csv", metrics_table(cfg, [{k: r[k] for k in METRIC_COLUMNS} for r in rows]))
             t = times.get(rid) if isinstance(times.get(rid), dict) else {}
             st = {"status": "done", "reason": "", "metrics": metrics_record(d / "metrics.csv"),
                   "adopted_from": {"table": str(path), "sha256": digest},
                   "notes": [f"adopted from {path} (trained elsewhere)"]}
             for k in ("seconds", "started", "finished"):
                 v = t.get(k)
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                if isinstance(v, float) and math.isfinite(v) and v >= 0:  # JSON numbers: a float (or an int)
                     st[k] = v
+                elif isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 53:
+                    st[k] = float(v)
             self.write_status(rid, st)
             out["adopted"].append(rid)
         return out
@@ -438,26 +448,37 @@ class SweepStore:
                 ok = g == ("" if v is None else str(v))
             if not ok:
                 return f"its {k} is {g!r} in the table, {v!r} in this sweep"
-        last, final = {}, {}
+        cap, every, log = cfg.iterations, cfg.eval_every, cfg.log_every
+
+        def stopped(r):  # the engine stops a seed once its ICL accuracy exceeds early_stop
+            return cfg.early_stop is not None and float(r["icl_acc"]) > cfg.early_stop
+
+        last, final, seen = {}, {}, {}
         for i, r in enumerate(rows):
             try:
                 seed, it = int(r["seed"]), int(r["iteration"])
-                [float(r[k]) for k in METRIC_COLUMNS]
-            except ValueError:
+                [float(r[k]) for k in METRIC_COLUMNS]  # nan is a number here (train_loss at 0, K = inf's IWL)
+            except (ValueError, OverflowError):
                 return f"its row {i + 1} holds a non-number"
-            if cfg.log_every is None:  # every evaluation is logged: 0, eval_every, ... and the cap
-                ok = it == (0 if seed not in last else min(last[seed] + cfg.eval_every, cfg.iterations))
+            if seed in last and (last[seed] == cap or stopped(final[seed])):
+                return f"seed {seed} has rows after its end at iteration {last[seed]}"
+            if log is None:  # every evaluation is logged: 0, eval_every, ... and the cap
+                ok = it == (0 if seed not in last else min(last[seed] + every, cap))
             else:  # logging iterations, plus the evaluations at which a seed acquires or stops
-                ok = (it == 0) if seed not in last else (last[seed] < it <= cfg.iterations)
+                ok = ((it == 0) if seed not in last else (last[seed] < it <= cap)) and (it % every == 0 or it == cap)
             if not ok:
                 return f"seed {seed} jumps from iteration {last.get(seed)} to {it} (rows are missing)"
             last[seed], final[seed] = it, r
+            seen.setdefault(seed, set()).add(it)
         if set(last) != set(range(cfg.seed_offset, cfg.seed_offset + cfg.seeds)):
             return f"it holds seeds {sorted(last)}, not {cfg.seed_offset} ... {cfg.seed_offset + cfg.seeds - 1}"
         for seed, it in last.items():  # a seed ends at the cap, or where it stopped early (above early_stop)
-            if it < cfg.iterations and not (cfg.early_stop is not None
-                                            and float(final[seed]["icl_acc"]) > cfg.early_stop):
-                return f"seed {seed} ends at iteration {it}, before the cap {cfg.iterations}, without stopping early"
+            if it < cap and not stopped(final[seed]):
+                return f"seed {seed} ends at iteration {it}, before the cap {cap}, without stopping early"
+            if log is not None:  # every logging iteration up to its end is there
+                gap = next((j for j in range(0, it + 1, log) if j not in seen[seed]), None)
+                if gap is not None:
+                    return f"seed {seed} has no row at logging iteration {gap} (rows are missing)"
         return ""
 
     def collect(self, path=None) -> Collected:
