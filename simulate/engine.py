@@ -1445,7 +1445,8 @@ def pack_check(cfgs) -> list:
     k0 = dict(pack_key(cfgs[0]))
     for c in cfgs[1:]:
         k = dict(pack_key(c))
-        for f in k0:
+        # finiteness of K first: it also decides whether label_map counts (K = inf has no map)
+        for f in ["finite K"] + [f for f in k0 if f != "finite K"]:
             if k[f] != k0[f]:
                 if f == "run":
                     raise ParameterError("backend", "overlaps", "runs of the 'autograd' backend (the overlap "

@@ -28,9 +28,10 @@ def test_probes_reproduce_the_engines_logged_w_beta_c1(tmp_path, model, rtol):
     from icl_kinetics.simulate.engine import TrainConfig, _load_checkpoint, _Shared, train
 
     S, its = 2, 200
+    # one shared label map: the test sets' labels below are the map every seed trains on
     cfg = TrainConfig(model=model, K=40, N=9, D=12, width=16, batch_size=16, eval_size=128, iterations=its,
                       eval_every=100, lr=0.1, early_stop=None, workers=1, seeds=S, backend="autograd",
-                      checkpoint_every=100)
+                      checkpoint_every=100, label_map="shared")
     res = train(cfg, out=tmp_path, progress=False)
     state = _load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["iteration"] == its and state["seed_index"] == [[0, 1]]

@@ -284,6 +284,7 @@ def _worker_main(conn, threads: int) -> None:
     """A pool worker: execute runs sent over ``conn`` until told to stop (None).  Ctrl-C goes
     to the driver, which stops the workers; a worker ignores it (no traceback per worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # born blocked (_ignore_sigint); ignored now
     _pool_init(threads)
     while True:
         try:
@@ -299,16 +300,23 @@ def _worker_main(conn, threads: int) -> None:
 
 
 def _ignore_sigint():
+    """Ignore Ctrl-C while a worker is born (it inherits the ignored disposition), with
+    SIGINT also blocked: Linux keeps a blocked signal pending even while it is ignored, so a
+    Ctrl-C in this window reaches the driver when :func:`_restore_sigint` unblocks it, and is
+    not lost (the sweep would then run on to the end and exit 0)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    return signal.signal(signal.SIGINT, signal.SIG_IGN), mask
 
 
 def _restore_sigint(old) -> None:
     if old is not None:
-        signal.signal(signal.SIGINT, old)
+        handler, mask = old
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C that came meanwhile is delivered now
 
 
 class _Worker:
