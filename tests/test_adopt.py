@@ -260,3 +260,16 @@ def test_logged_every_log_every_rows_must_all_be_there(done, tmp_path):
         got = SweepStore.create(tmp_path / name, spec2).adopt(t)
         assert (ids2[key] in got["adopted"]) == ok, got
     assert "jumps from iteration None to 40" in got["refused"][ids2[key]]
+
+
+def test_the_report_sums_the_run_times_a_packed_table_carries(tmp_path):
+    from icl_kinetics.validate.report import sweep_compute
+
+    assert sweep_compute(tmp_path, "smoke") is None  # neither a folder nor a timing file
+    (tmp_path / "smoke.timing.json").write_text(json.dumps(
+        {"a": {"seconds": 1800.0}, "b": {"seconds": 3600}, "c": {"seconds": float("nan")}, "d": {"seconds": -1},
+         "e": "x", "f": {"seconds": True}}).replace("NaN", "NaN"))
+    got = sweep_compute(tmp_path, "smoke")
+    assert got["timed_runs"] == 2 and got["cpu_core_hours"] == 1.5 and got["runs"] == 6
+    (tmp_path / "smoke.timing.json").write_bytes(b"\xff\x00")
+    assert sweep_compute(tmp_path, "smoke")["unreadable"] is True

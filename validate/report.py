@@ -300,7 +300,40 @@ def _one_sweep_report(name: str, sweeps: Path, out, run: bool, progress: bool, d
             if note:
                 v.details.setdefault("sweep_notes", {name: note})
     return write_report(verdicts, out, f"{title}, sweeps in {sweeps}", None, time.perf_counter() - t0,
-                        problems=problems)
+                        problems=problems, compute=sweep_compute(sweeps, name))
+
+
+def sweep_compute(sweeps: Path, name: str) -> dict | None:
+    """What the runs of sweep ``name`` cost: runs finished out of the preset's, and the CPU time
+    of the finished runs whose time is known (each run trains on one core: process-seconds are
+    core-seconds), from the sweep folder ``sweeps/NAME`` or from ``sweeps/NAME.timing.json``
+    beside a committed table (``tools/pack_tables.py``); None when neither is there.  The file
+    is read as untrusted: entries that are not finite, non-negative numbers are not counted."""
+    import json
+    import math
+
+    from icl_kinetics.simulate.sweeps import SweepStore
+    from icl_kinetics.simulate.sweeps.presets import preset
+
+    total = len(preset(name, "small").runs)
+    if (sweeps / name / "sweep.json").is_file():
+        s = SweepStore(sweeps / name).summary()
+        sts = SweepStore(sweeps / name).statuses().values()
+        secs = [st["seconds"] for st in sts if st["status"] == "done" and isinstance(st.get("seconds"), (int, float))]
+        return {"source": str(sweeps / name), "runs": total, "done": s["done"], "timed_runs": len(secs),
+                "cpu_core_hours": sum(secs) / 3600}
+    f = sweeps / f"{name}.timing.json"
+    if not f.is_file():
+        return None
+    try:
+        t = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {"source": str(f), "runs": total, "unreadable": True}
+    if not isinstance(t, dict):
+        return {"source": str(f), "runs": total, "unreadable": True}
+    secs = [v.get("seconds") for v in t.values() if isinstance(v, dict)]
+    secs = [x for x in secs if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0]
+    return {"source": str(f), "runs": total, "timed_runs": len(secs), "cpu_core_hours": sum(secs) / 3600}
 
 
 def source_names(source) -> str:
@@ -492,11 +525,12 @@ def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
 
 
 def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds: float | None = None,
-                 tables: dict | None = None, problems: dict | None = None) -> dict:
+                 tables: dict | None = None, problems: dict | None = None, compute: dict | None = None) -> dict:
     """Write ``report.md``, ``report.json`` and the figures into ``out``; returns the JSON.
 
     ``problems`` (runs left out as damaged, or unfinished after running) are listed in
-    the report and make the result carry a ``failure`` (the CLI's exit code 3)."""
+    the report and make the result carry a ``failure`` (the CLI's exit code 3); ``compute``
+    (:func:`sweep_compute`) is reported under "Compute"."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     not_drawn: dict = {}
@@ -525,11 +559,23 @@ def write_report(verdicts, out, title: str, skipped: dict | None = None, seconds
         lines += [f"- {k}: {r}" for k, r in not_drawn.items()]
     if figs:
         lines += ["## Figures", ""] + [f"![{k}]({Path(p).name})" for k, p in figs.items()]
+    if compute:
+        lines += ["", "## Compute", ""]
+        if compute.get("unreadable"):
+            lines.append(f"{compute['source']} cannot be read; the runs' CPU time is not reported.")
+        else:
+            done = (f"{compute['done']} of the preset's {compute['runs']} runs finished; the "
+                    if "done" in compute else f"Of the preset's {compute['runs']} runs, the ")
+            lines.append(f"{done}{compute['timed_runs']} finished runs with a recorded time took "
+                         f"{compute['cpu_core_hours']:.2f} CPU core-hours (each run trains on one core, a pack's "
+                         f"time shared among its runs by their seed-iterations; from {compute['source']}).")
     if seconds is not None:
         lines += ["", f"Made in {seconds:.0f} s."]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     res = {"title": title, "verdicts": [v.to_dict() for v in verdicts], "skipped": skipped or {},
            "figures": figs, "report": str(out / "report.md")}
+    if compute:
+        res["compute"] = compute
     if not_drawn:
         res["figures_not_drawn"] = not_drawn
     if ladder:
