@@ -66,3 +66,21 @@ def test_a_tables_folder_is_never_trained_into(tmp_path):
         run_validation("small", sweeps=RESULTS / "tables", out=tmp_path / "out", run=True, progress=False)
     assert e.value.name == "sweeps" and "--no-run" in str(e.value)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("preset, folder", [("zipf_rung2", "zipf"), ("scale_ladder", "scale_ladder")])
+def test_one_sweep_reports_regenerate_from_their_committed_tables(preset, folder, tmp_path):
+    """docs/results/zipf and docs/results/scale_ladder: ``validate --preset NAME --sweeps
+    docs/results/FOLDER/tables --no-run`` gives the committed report.json's verdicts and numbers."""
+    from icl_kinetics.validate.report import run_validation
+
+    docs = ROOT / "docs" / "results" / folder
+    committed = json.loads((docs / "report.json").read_text(encoding="utf-8"))
+    res = run_validation(preset, sweeps=docs / "tables", out=tmp_path / "out", run=False, progress=False)
+    fresh = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert res.get("failure") is None
+    assert [(v["prediction"], v["rung"], v["verdict"]) for v in fresh["verdicts"]] == \
+        [(v["prediction"], v["rung"], v["verdict"]) for v in committed["verdicts"]]
+    diffs = _close(fresh["verdicts"], committed["verdicts"])
+    assert not diffs, diffs[:10]
+    assert fresh["compute"]["cpu_core_hours"] == pytest.approx(committed["compute"]["cpu_core_hours"], rel=1e-12)

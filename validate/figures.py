@@ -716,8 +716,18 @@ def ladder_k_star_figure(rows: Sequence[Mapping]) -> Figure:
                 ax.plot(nn, k0 * (nn / n0) ** inv[0], "--", color=col, lw=1, label=f"{g}: slope 1/nu = {inv[0]:.2f}")
     ax.plot([], [], ":", color="gray", label="slope 1")
     _loglog(ax, "N (context tokens)", "K* (items)", "diversity threshold against context length (scale ladder)", 6)
+    _legend_outside(fig, ax, len(groups))
     _ticks_at(ax, allN)
     return fig
+
+
+def _legend_outside(fig, ax, groups: int, size: int = 6) -> None:
+    """With more than one group the legend goes beside the axes (it would cover the data),
+    and the figure widens to make room."""
+    if groups > 1:
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w + 3.6, h)
+        ax.legend(fontsize=size, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 def drive_ratio_figure(rows: Sequence[Mapping]) -> Figure:
@@ -745,6 +755,7 @@ def drive_ratio_figure(rows: Sequence[Mapping]) -> Figure:
     ax.set_ylim(min(0.5, v.min() / 1.1), max(2.0, v.max() * 1.1))
     _loglog(ax, "N (context tokens)", "drive at onset / K = inf median", "the head's drive at ICL onset, finite K "
             "over K = inf", 6)
+    _legend_outside(fig, ax, len(groups))
     _ticks_at(ax, [r["N"] for r in rows])
     ticks = [t for t in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0) if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
     _ticks_at(ax, ticks, axis="y", most=len(ticks))
