@@ -170,9 +170,15 @@ class TrainConfig:
     backend: str = "auto"
     label_map: str = "per-seed"
 
+    @property
+    def label_map_in_use(self) -> str | None:
+        """``label_map``, or None with K None (K = inf has no map: either value is one run).
+        The one place that rule lives: equality, ``to_dict``, the pack key and the engine read it."""
+        return None if self.K is None else self.label_map
+
     def _key(self) -> tuple:
-        """The fields, with ``label_map`` left out while K is None (no map: one run)."""
-        return tuple(None if (f.name == "label_map" and self.K is None) else getattr(self, f.name)
+        """The fields, with ``label_map`` as :attr:`label_map_in_use`."""
+        return tuple(self.label_map_in_use if f.name == "label_map" else getattr(self, f.name)
                      for f in fields(self))
 
     def __eq__(self, other):
@@ -372,7 +378,7 @@ class TrainConfig:
         for k, v in _UNWRITTEN_AT_LEGACY.items():
             if d[k] == v:
                 del d[k]
-        if self.K is None:  # no label map at K = inf: either value is the same run and the same file
+        if self.label_map_in_use is None:  # no label map at K = inf: one run, one file
             d.pop("label_map", None)
         return d
 
@@ -573,7 +579,7 @@ class _Shared:
         kind = _KINDS[cfg.model]
         self.dcfg = dcfg = cfg.data_config()
         self.device = device
-        self.per_seed = cfg.label_map == "per-seed" and cfg.K is not None  # K = inf has no map
+        self.per_seed = cfg.label_map_in_use == "per-seed"
         self.rows = 2 if self.per_seed else 1  # context-table rows per item
         gen = dm.item_generator(cfg.item_seed, device=device)
         self.items = self.labels = None
@@ -1425,7 +1431,7 @@ def pack_key(cfg: TrainConfig) -> tuple:
     backend; the overlap sampler's runs are never packed (their key holds the run's id)."""
     if not isinstance(cfg, TrainConfig):
         raise ParameterError("cfg", type(cfg).__name__, "a TrainConfig")
-    key = tuple((f, getattr(cfg, f) if not (f == "label_map" and cfg.K is None) else None)  # K = inf: no map
+    key = tuple((f, cfg.label_map_in_use if f == "label_map" else getattr(cfg, f))
                 for f in PACK_FIELDS) + (("finite K", cfg.K is not None),)
     backend = cfg.resolve_backend()
     return key + (("backend", backend),) + ((("run", cfg.config_hash()),) if backend == "overlaps" else ())

@@ -28,13 +28,14 @@ import sys
 from pathlib import Path
 
 
-def pack(store, partial: bool = False) -> tuple[bytes, dict, str]:
-    """(gzip bytes of the collected table, run_id -> timing, '' or why it cannot be packed)."""
+def pack(store, partial: bool = False) -> tuple[bytes, dict, str, int]:
+    """(gzip bytes of the collected table, run_id -> timing of every finished run whose time
+    is known, '' or why it cannot be packed, the number of finished runs packed)."""
     c = store.collect()
     if c.left_out:
-        return b"", {}, f"{len(c.left_out)} damaged run(s) (e.g. {next(iter(c.left_out.values()))})"
+        return b"", {}, f"{len(c.left_out)} damaged run(s) (e.g. {next(iter(c.left_out.values()))})", 0
     if c.unfinished and not partial:
-        return b"", {}, f"{len(c.unfinished)} unfinished run(s) (--partial packs the finished ones)"
+        return b"", {}, f"{len(c.unfinished)} unfinished run(s) (--partial packs the finished ones)", 0
     text = Path(c.path).read_text(encoding="utf-8")
     if c.unfinished:
         rows = list(csv.reader(text.splitlines()))
@@ -43,13 +44,11 @@ def pack(store, partial: bool = False) -> tuple[bytes, dict, str]:
         w = csv.writer(buf, lineterminator="\r\n")  # csv.DictWriter's, as collect writes
         w.writerows([rows[0]] + [r for r in rows[1:] if r[col] == "done"])
         text = buf.getvalue()
-    timing = {}
-    for rid in store.runs:
-        st = store.read_status(rid)
-        if st["status"] == "done" and all(isinstance(st.get(k), (int, float)) for k in ("seconds", "started",
-                                                                                       "finished")):
-            timing[rid] = {k: st[k] for k in ("seconds", "started", "finished")}
-    return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0), timing, ""
+    keys = ("seconds", "started", "finished")
+    timing = {rid: {k: st[k] for k in keys} for rid, st in store.statuses().items()
+              if st["status"] == "done" and all(isinstance(st.get(k), (int, float)) for k in keys)}
+    done = c.runs - len(c.unfinished)
+    return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0), timing, "", done
 
 
 def main(argv=None) -> int:
@@ -72,16 +71,14 @@ def main(argv=None) -> int:
             bad += bool(a.sweep)  # a sweep asked for by name must be there
             continue
         store = SweepStore(sweeps / name)
-        data, timing, why = pack(store, a.partial)
+        data, timing, why, done = pack(store, a.partial)
         if why:
             print(f"{name}: {why}; not packed", file=sys.stderr)
             bad += 1
             continue
         atomic_write_bytes(out / f"{name}.csv.gz", data)
         atomic_write_bytes(out / f"{name}.timing.json", (json.dumps(timing, indent=1, sort_keys=True) + "\n").encode())
-        n = len(store.runs)
-        done = sum(store.read_status(r)["status"] == "done" for r in store.runs)
-        print(f"{name}: {done} of {n} runs, {len(data) / 1024:.0f} KiB; run times of {len(timing)}")
+        print(f"{name}: {done} of {len(store.runs)} runs, {len(data) / 1024:.0f} KiB; run times of {len(timing)}")
     if not a.sweep:
         (out / "rung1").mkdir(parents=True, exist_ok=True)
         for f in ("summary.json", "seeds.csv"):

@@ -317,10 +317,9 @@ def sweep_compute(sweeps: Path, name: str) -> dict | None:
 
     total = len(preset(name, "small").runs)
     if (sweeps / name / "sweep.json").is_file():
-        s = SweepStore(sweeps / name).summary()
-        sts = SweepStore(sweeps / name).statuses().values()
-        secs = [st["seconds"] for st in sts if st["status"] == "done" and isinstance(st.get("seconds"), (int, float))]
-        return {"source": str(sweeps / name), "runs": total, "done": s["done"], "timed_runs": len(secs),
+        done = [st for st in SweepStore(sweeps / name).statuses().values() if st["status"] == "done"]
+        secs = [st["seconds"] for st in done if isinstance(st.get("seconds"), (int, float))]
+        return {"source": str(sweeps / name), "runs": total, "done": len(done), "timed_runs": len(secs),
                 "cpu_core_hours": sum(secs) / 3600}
     f = sweeps / f"{name}.timing.json"
     if not f.is_file():
