@@ -1345,7 +1345,7 @@ def _internal_error(cmd: str, e: BaseException, what: str = "") -> int:
 
 def _compute(parser, a, run) -> tuple[dict | None, int]:
     """Run a command: (its result, 0), or (None, exit code) with one line on stderr."""
-    from icl_kinetics.errors import EnvironmentFailure, ParameterError
+    from icl_kinetics.errors import EnvironmentFailure, ParameterError, Terminated
 
     def fail(msg: str, code: int):
         sys.stderr.write(f"icl-kinetics {a.command}: {msg}\n")
@@ -1356,6 +1356,8 @@ def _compute(parser, a, run) -> tuple[dict | None, int]:
         return run(a), 0
     except ParameterError as e:
         return fail("error: " + " ".join(_flag_message(_command_parser(parser, a), e).split()), 2)
+    except Terminated:
+        return fail(TERMINATED, 143)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except EnvironmentFailure as e:
@@ -1387,19 +1389,52 @@ def _emit(a, res, show) -> int:
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except KeyboardInterrupt:
-        sys.stderr.write(f"icl-kinetics {a.command}: interrupted\n")
-        return 130
+    except KeyboardInterrupt as e:
+        from icl_kinetics.errors import Terminated
+
+        term = isinstance(e, Terminated)
+        sys.stderr.write(f"icl-kinetics {a.command}: {TERMINATED if term else 'interrupted'}\n")
+        return 143 if term else 130
     except Exception as e:  # never a raw traceback (ICL_KINETICS_DEBUG=1 shows it)
         return _internal_error(a.command, e, " while printing")
     return 0
+
+
+#: the one line a command prints when it was sent SIGTERM (exit code 143)
+TERMINATED = "terminated (SIGTERM); what finished is kept: run the same command again to resume"
+
+
+def _on_sigterm(signum, frame):
+    from icl_kinetics.errors import Terminated
+
+    raise Terminated()
 
 
 def main(argv=None) -> int:
     """The console script: exit 0 on success, 2 on bad input (one line naming the
     parameter or file), 3 when the work is unfinished or damaged (one-line summary on
     stderr), 1 on an environment failure or a bug (one line; ICL_KINETICS_DEBUG=1 shows
-    the traceback), 130 when interrupted.  A deprecated flag prints one warning line."""
+    the traceback), 130 when interrupted (Ctrl-C), 143 when sent SIGTERM (stopped as on
+    Ctrl-C: a sweep keeps its finished runs and stops its workers).  A deprecated flag
+    prints one warning line."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return _main(argv)
+    from icl_kinetics.errors import Terminated
+
+    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except Terminated:  # between a command's end and this handler's removal
+        sys.stderr.write(f"icl-kinetics: {TERMINATED}\n")
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _main(argv) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     if not a.command:

@@ -39,6 +39,12 @@ class EnvironmentFailure(RuntimeError):
     The CLI prints its message on one line with exit code 1."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The process was sent SIGTERM (``kill``, a scheduler's time limit, a shutdown).  The CLI
+    raises it from its SIGTERM handler and stops as on Ctrl-C: a sweep's finished runs are
+    kept, its workers are stopped, and the same command resumes it; exit code 143."""
+
+
 def describe(value, limit: int = 80) -> str:
     """A one-line, bounded ``repr`` of a parameter value (arrays are summarized, numpy
     scalars shown as plain numbers; a path, a string naming a file, is shown whole up to

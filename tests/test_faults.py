@@ -278,27 +278,53 @@ def test_sigkill_of_one_pool_worker_is_reported_and_the_sweep_goes_on(tmp_path):
     assert a.ok and b.ok and open(a.path, "rb").read() == open(b.path, "rb").read()
 
 
-def test_ctrl_c_is_one_line_and_the_sweep_resumes(reference, tmp_path):
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_is_one_line_and_the_sweep_resumes(reference, tmp_path, how):
+    """Ctrl-C (SIGINT to the process group) and SIGTERM (to the driver alone, as `kill PID`
+    or a scheduler sends it) both stop a sweep with one line on stderr and exit 130 / 143,
+    leave no worker behind, and the same command resumes it to the uninterrupted table."""
     import shutil
+
+    from icl_kinetics.cli import TERMINATED
 
     d = tmp_path / "c"
     cmd = [sys.executable, "-m", "icl_kinetics.cli", "sweep", "run", "smoke", "--out", str(d), "--quiet"]
     # the smoke sweep trains in about a second once its workers start: on a loaded machine this
-    # process may not wake up before it ends, and then the Ctrl-C came too late to test anything;
-    # try again (a sweep that ignored the Ctrl-C would be caught: it exits 0 only if it finished)
+    # process may not wake up before it ends, and then the signal came too late to test anything.
+    # The first try signals once a worker trains, later ones as soon as the driver has made the
+    # folder, while its workers start (a sweep that ignored the signal is caught either way: it
+    # exits 0 only if it finished)
     for attempt in range(4):
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
+        marker = "runs/*/status.json" if attempt == 0 else "sweep.json"
         deadline = time.time() + 120
-        while time.time() < deadline and not list(d.glob("runs/*/status.json")):  # a worker is training
+        while time.time() < deadline and not list(d.glob(marker)):
             time.sleep(0.01)
-        os.killpg(p.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group, workers included
+        if how == "ctrl-c":
+            os.killpg(p.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group, workers included
+        else:
+            os.kill(p.pid, signal.SIGTERM)
         _, err = p.communicate(timeout=120)
         finished = p.returncode == 0 and all(st["status"] == "done" for st in SweepStore(d).statuses().values())
         if not finished:
             break
         shutil.rmtree(d)
-    assert p.returncode == 130 and err.strip().splitlines() == ["icl-kinetics sweep: interrupted"], (attempt, err)
+    code, line = (130, "interrupted") if how == "ctrl-c" else (143, TERMINATED)
+    assert p.returncode == code and err.strip().splitlines() == [f"icl-kinetics sweep: {line}"], (attempt, err)
+    pids = {st["pid"] for st in SweepStore(d).statuses().values() if st.get("pid")}
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(q) for q in pids):
+        time.sleep(0.1)
+    assert not [q for q in pids if _alive(q)]  # no worker left training
     assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
     assert main(["sweep", "collect", str(d), "--json"]) == 0
     assert (d / "collected.csv").read_bytes() == (reference / "collected.csv").read_bytes()
