@@ -279,8 +279,14 @@ def _done(d):
 
 
 def test_custom_spec_sweep_survives_sigkill_and_goes_into_validate(tmp_path):
-    """A spec sweep SIGKILLed part-way and resumed collects the same table, byte
-    for byte, as an uninterrupted one; the table goes straight into validate_runs."""
+    """A spec sweep SIGKILLed part-way (the driver; its workers die with it) and resumed from
+    its folder alone runs every run exactly once: the unfinished ones are named (exit 3),
+    the finished ones are not executed again, and the collected table equals an
+    uninterrupted sweep's byte for byte, with no row missing or doubled; it goes straight
+    into validate_runs."""
+    from icl_kinetics.cli import _unfinished
+    from icl_kinetics.simulate.sweeps import SweepStore
+
     spec = _write(tmp_path, KILL_SPEC)
     ref, d = tmp_path / "ref", tmp_path / "killed"
     cmd = [sys.executable, "-c", RUN, "sweep", "run", "--spec", str(spec), "--quiet", "--out"]
@@ -293,13 +299,24 @@ def test_custom_spec_sweep_survives_sigkill_and_goes_into_validate(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # the driver; its workers die with it (PDEATHSIG)
     proc.wait()
     time.sleep(1.0)
-    assert 2 <= _done(d) < 6  # killed part-way
+    before = SweepStore(d).statuses()
+    done_before = {k: v for k, v in before.items() if v["status"] == "done"}
+    assert 2 <= len(done_before) < 6  # killed part-way
+    metrics_before = {k: (d / "runs" / k / "metrics.csv").read_bytes() for k in done_before}
+    summ = SweepStore(d).summary()  # every unfinished run is named, and the verdict is exit 3
+    assert set(summ["pending_runs"]) == set(before) - set(done_before)
+    assert _unfinished(summ)["exit_code"] == 3
     st = subprocess.run([sys.executable, "-c", RUN, "sweep", "status", str(d)], capture_output=True, text=True)
     assert st.returncode == 0 and "pending" in st.stdout
     # resume from the folder alone (the spec file is recorded there), then collect
     spec.rename(tmp_path / "gone.toml")
     subprocess.run([sys.executable, "-c", RUN, "sweep", "resume", str(d), "--quiet"], check=True, timeout=600,
                    capture_output=True)
+    after = SweepStore(d).statuses()
+    assert len(after) == 6 and all(v["status"] == "done" for v in after.values())
+    for k, v in done_before.items():  # finished runs were not executed again
+        assert after[k]["started"] == v["started"]
+        assert (d / "runs" / k / "metrics.csv").read_bytes() == metrics_before[k]
     for x in (ref, d):
         r = subprocess.run([sys.executable, "-c", RUN, "sweep", "collect", str(x), "--json"], capture_output=True,
                            text=True, timeout=120)
@@ -308,7 +325,8 @@ def test_custom_spec_sweep_survives_sigkill_and_goes_into_validate(tmp_path):
     assert a == b
     with open(d / "collected.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 * 2 * 13 and {r["sweep"] for r in rows} == {"killme"}
+    keys = {(r["run_id"], r["seed"], r["iteration"]) for r in rows}
+    assert len(rows) == len(keys) == 6 * 2 * 13 and {r["sweep"] for r in rows} == {"killme"}
     from icl_kinetics.validate import validate_runs
 
     verdicts, skipped = validate_runs(str(d / "collected.csv"))

@@ -1,13 +1,10 @@
-"""Sweeps: specs and presets, the results store, kill-and-resume, failing runs, and the
-submitit executor (for real, through submitit's local executor).  Tiny shapes only."""
+"""Sweeps: specs and presets, the results store, failing runs, and the submitit executor (for
+real, through submitit's local executor).  Kill-and-resume: tests/test_sweep_spec.py; faults:
+tests/test_faults.py.  Tiny shapes only."""
 
 import csv
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -82,71 +79,6 @@ def test_reopening_a_folder_with_another_sweep_is_refused(tmp_path):
     with pytest.raises(ParameterError) as e:
         run_sweep(grid("a", "small", replace(BASE, K=40), seeds=1, seeds_per_run=1), tmp_path, progress=False)
     assert e.value.name == "out"
-
-
-KILL_SCRIPT = """
-import sys
-from dataclasses import replace
-from icl_kinetics.simulate.engine import TrainConfig
-from icl_kinetics.simulate.sweeps import grid, run_sweep
-base = TrainConfig(model="transformer", N=9, D=12, width=16, batch_size=16, eval_size=64, iterations=1500,
-                   eval_every=100, lr=0.05, early_stop=None, checkpoint_every=100, workers=1)
-spec = grid("kill", "small", base, {"K": [20, 40, 60, 80, 100, 120]}, seeds=2, seeds_per_run=2)
-run_sweep(spec, sys.argv[1], progress=False, processes=2)
-"""
-
-
-def _statuses(d):
-    out = {}
-    for rd in (d / "runs").glob("*"):
-        p = rd / "status.json"
-        if p.is_file():
-            try:
-                out[rd.name] = json.loads(p.read_text())
-            except json.JSONDecodeError:  # pragma: no cover - files are renamed into place
-                raise
-    return out
-
-
-def test_sigkill_and_resume_runs_every_run_exactly_once(tmp_path):
-    ref, d = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(ref)], check=True, timeout=600)
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(d)], start_new_session=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        st = _statuses(d) if (d / "runs").exists() else {}
-        if sum(v["status"] == "done" for v in st.values()) >= 2:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers die with it (PDEATHSIG)
-    proc.wait()
-    time.sleep(1.0)
-    before = _statuses(d)
-    done_before = {k: v for k, v in before.items() if v["status"] == "done"}
-    assert 2 <= len(done_before) < 6  # killed part-way
-    metrics_before = {k: (d / "runs" / k / "metrics.csv").read_text() for k in done_before}
-    # status names every unfinished run, and the CLI's verdict on it is exit 3, not 0
-    from icl_kinetics.cli import _unfinished
-
-    summ = SweepStore(d).summary()
-    assert set(summ["pending_runs"]) == set(SweepStore(d).runs) - set(done_before)
-    assert _unfinished(summ)["exit_code"] == 3
-    # resume through the CLI's status/collect and the same driver
-    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(d)], check=True, timeout=600)
-    after = _statuses(d)
-    assert all(v["status"] == "done" for v in after.values()) and len(after) == 6
-    for k, v in done_before.items():  # finished runs were not executed again
-        assert after[k]["started"] == v["started"]
-        assert (d / "runs" / k / "metrics.csv").read_text() == metrics_before[k]
-    store = SweepStore(d)
-    c = store.collect()
-    path, n = c.path, c.rows
-    rows = _table(path)
-    keys = [(dict(r)["run_id"], dict(r)["seed"], dict(r)["iteration"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 6 * 2 * 16  # no duplicate, no missing row
-    SweepStore(ref).collect()
-    assert rows == _table(ref / "collected.csv")  # and identical to an uninterrupted sweep
-    assert open(path, "rb").read() == (ref / "collected.csv").read_bytes()  # byte for byte
 
 
 def test_submitit_executor_matches_local_executor(tmp_path):
