@@ -1384,15 +1384,20 @@ def time_steps(cfg: TrainConfig, iterations: int, warmup: int = 2) -> dict:
     included, evaluation left out.  For benchmarks (:mod:`icl_kinetics.simulate.bench`).
 
     Returns ``{"seconds": wall seconds of the timed steps, "workers": groups,
-    "seed_iterations": seeds x iterations}``; ``warmup`` untimed steps run first.
+    "seed_iterations": seeds x iterations}``; ``warmup`` untimed steps run first.  The
+    process's malloc settings are :func:`train`'s (``allocator.tune_malloc``), so the steps
+    timed are the steps a run takes.
     """
     import torch
+
+    from icl_kinetics.simulate.allocator import tune_malloc
 
     if not isinstance(cfg, TrainConfig):
         raise ParameterError("cfg", type(cfg).__name__, "a TrainConfig")
     cfg.validate()
     iterations = positive_int("iterations", iterations, 1)
     warmup = positive_int("warmup", warmup, 0)
+    tune_malloc()
     device = torch.device(cfg.device)
     old = torch.get_num_threads()
     try:
