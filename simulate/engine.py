@@ -284,8 +284,10 @@ class TrainConfig:
         batch x width MLP activations);
         the test sets (eval_size x (N + 1) indices, or items for K = inf) and their
         250-sequence evaluation chunks; with ``label_map="per-seed"`` a second context table
-        (every item with either label) and each seed's label map.  It is for refusing sizes
-        that cannot fit, up front;
+        (every item with either label) and each seed's label map; for the fast transformer at
+        finite K, the ICL test set's novel items with their tables, and the raw token tables
+        held while they are normalized (a peak while the run is built, counted instead of the
+        seeds' share when it is larger).  It is for refusing sizes that cannot fit, up front;
         ordinary runs use a fraction of it (``benchmarks/bench_engine.py`` reports max RSS).
         The overlap sampler's estimate is :func:`icl_kinetics.simulate.overlaps.peak_bytes`.
         """
@@ -324,7 +326,16 @@ class TrainConfig:
             if self.contexts == "equalized":
                 per_seed += 4.0 * float(self.K) + 2.0 * self.eval_size * L
         evals = 2.0 * self.eval_size * L * (2 if self.K is not None else self.D) + 2.0 * S * 250 * L * d
-        total = 4.0 * (shared + S * per_seed + evals)
+        build = 0.0
+        if self.model == "transformer" and self.K is not None:
+            # the fast path's token tables: the ICL test set's M novel items and their normalized
+            # tables (M x 2T), and while a table is normalized its raw copy beside it (the
+            # training tables' K x 2T, or 3T per seed, and the ICL tables' M x 2T): a peak while
+            # the run is built, before any seed's activations exist
+            M = min(float(self.K), float(self.data_config().max_novel_items))
+            shared += M * (self.D + 2 * T)
+            build = float(self.K) * T * (3 if self.label_map == "per-seed" else 2) + M * 2 * T
+        total = 4.0 * (shared + evals + max(build, S * per_seed))
         # name the size furthest above an ordinary run's (the paper's shapes, 16 seeds)
         ref = {"seeds": 16, "batch_size": 128, "N": 99, "K": 20_000, "eval_size": 2000, "width": 512, "D": 63}
         top = max(ref, key=lambda k: (getattr(self, k) or 0) / ref[k])
@@ -611,7 +622,13 @@ class _Shared:
         self.test_tables = {}
         if kind.token_tables:  # normalized once, not at every evaluation
             for name, b in (("icl", self.icl), ("iwl", self.iwl)):
-                if b is not None and not (name == "iwl" and self.per_seed):  # per seed: on self.tables
+                if b is None or (name == "iwl" and self.per_seed):  # per seed: on self.tables
+                    continue
+                if name == "iwl" and b.items is self.items and b.labels is self.labels and self.tables:
+                    # the IWL sequences run over the training items and map: their tables are
+                    # the training tables (a second copy was K x 2T floats, 208 MB at K = 4e5)
+                    self.test_tables[name] = self.tables
+                else:
                     self.test_tables[name] = self.token_tables(b.items, b.labels)
 
     def iwl_for(self, labels):
