@@ -37,16 +37,17 @@ def pack(store, partial: bool = False) -> tuple[bytes, dict, str, int]:
     if c.unfinished and not partial:
         return b"", {}, f"{len(c.unfinished)} unfinished run(s) (--partial packs the finished ones)", 0
     text = Path(c.path).read_text(encoding="utf-8")
+    rows = list(csv.reader(text.splitlines()))
+    col, rid_col = rows[0].index("status"), rows[0].index("run_id")
     if c.unfinished:
-        rows = list(csv.reader(text.splitlines()))
-        col = rows[0].index("status")
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\r\n")  # csv.DictWriter's, as collect writes
         w.writerows([rows[0]] + [r for r in rows[1:] if r[col] == "done"])
         text = buf.getvalue()
+    packed = {r[rid_col] for r in rows[1:] if r[col] == "done"}  # a run that ends meanwhile is not in it
     keys = ("seconds", "started", "finished")
     timing = {rid: {k: st[k] for k in keys} for rid, st in store.statuses().items()
-              if st["status"] == "done" and all(isinstance(st.get(k), (int, float)) for k in keys)}
+              if rid in packed and st["status"] == "done" and all(isinstance(st.get(k), (int, float)) for k in keys)}
     done = c.runs - len(c.unfinished)
     return gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0), timing, "", done
 
