@@ -387,3 +387,31 @@ def test_validate_preset_scale_ladder_reads_a_committed_table(tmp_path, cli):
     code, _, err = cli(["validate", "--preset", "scale_ladder", "--sweeps", str(tmp_path / "rep"), "--no-run",
                         "--out", str(tmp_path / "rep2")])
     assert code == 2 and "sweeps" in err
+
+
+def test_in_situ_memorization_against_the_mlp_alone_is_the_closed_form_ratio():
+    """In-situ c1 = exp(-t / tau_K) / 2 with tau_K = 35.2 K^0.6 (the synthetic ladder) against a
+    standalone MLP whose tau_K is ``f`` times that: at each K with seeds that had no ICL by T,
+    the ratio of the drives is the closed form tau (1 - e^{-T/tau}) / (f tau (1 - e^{-T/(f tau)}))
+    (1 when f = 1), within 3 % (trapezoid rule over 80 evaluations; log-log interpolation
+    between the MLP's K); K outside the MLP's K range get no ratio; acquiring seeds are left out."""
+    from icl_kinetics.validate.ladder import memorization_in_situ
+
+    N = 19
+    t = seed_summaries(ladder_table(Ns=(N,)))
+    fin = [s for s in t if np.isfinite(s.K)]
+    T = HORIZON_MULTIPLE * PER_TOKEN * N
+    for f in (1.0, 2.0):
+        mlp = seed_summaries(mlp_table(nu=NU, amp=f * A_TAU * LR / 2, lr=LR, Ks=(256, 512, 1024, 2048, 4096, 8192)))
+        m = memorization_in_situ(fin, mlp, T)
+        assert m["K"] and len(m["K"]) == len(m["ratio"])
+        for K, r, n in zip(m["K"], m["ratio"], m["seeds"]):
+            assert n == sum(1 for s in fin if s.K == K and not (s.observed and s.t_icl <= T))
+            tau = A_TAU * K**NU
+            want = tau * (1 - math.exp(-T / tau)) / (f * tau * (1 - math.exp(-T / (f * tau))))
+            if 256 <= K <= 8192:
+                assert r == pytest.approx(want, rel=0.03), (f, K, r, want)
+            else:
+                assert math.isnan(r)
+    assert all(math.isnan(x) for x in memorization_in_situ(fin, [], T)["mlp"])  # no MLP runs: no ratio
+    assert memorization_in_situ(fin, mlp, math.nan) == {}

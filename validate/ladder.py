@@ -47,6 +47,12 @@ predicted fraction crosses 1/2 (the sigmoid fit of the measured K*, :func:`fit_k
 a bootstrap over seeds (K = inf seeds for theta, finite-K seeds within each K) for its
 interval.  That is the theory's independence claim put as a prediction: K* from memorization
 kinetics alone.
+
+**In-situ memorization against the MLP alone** (:func:`memorization_in_situ`).  The slope
+1/nu takes nu from the standalone MLP.  Whether the MLP inside the transformer memorizes as
+the standalone one does is measured directly: at each K of a point, the median I_K(T) of the
+seeds that had not acquired ICL by T (pure memorization: no hold at onset) against the
+standalone MLP's I_K(T) at the same T, interpolated in log K-log I between the MLP's K.
 """
 
 from __future__ import annotations
@@ -387,7 +393,8 @@ def _fmt(iv) -> str:
     return "-"
 
 
-def _point(group: tuple, N: float, sn: list, nu, multiple: float, fixed: float, n_boot: int) -> Verdict:
+def _point(group: tuple, N: float, sn: list, nu, multiple: float, fixed: float, n_boot: int,
+           mlp: list = ()) -> Verdict:
     """``k_star_in_situ`` at one (group, N): K* at the relative horizon and at the fixed one,
     predicted from in-situ c1, the drive ratio, and the verdict."""
     from icl_kinetics.validate.requirements import in_situ_point_lacks, inconclusive
@@ -419,7 +426,7 @@ def _point(group: tuple, N: float, sn: list, nu, multiple: float, fixed: float, 
                "predicted_note": pred.reason if pred else (below if lacks else "no horizon"),
                "seeds_unknown_at_T": pred.unknown if pred else 0, "n_boot_ok": pred.n_boot_ok if pred else 0,
                "drive_ratio": ratio, "drive_ratio_ci": list(ratio_ci), "drive_ratio_seeds": n_acq,
-               "inv_nu": inv_nu}
+               "inv_nu": inv_nu, "memorization_in_situ": memorization_in_situ(fin, list(mlp), T)}
     fdata = {"group": label, "model": group[0], "width": group[1], "N": N, "horizon": T, "multiple": multiple,
              "k_rel": k_rel,
              "k_fixed": k_fix, "k_pred": k_pred, "drive_ratio": [ratio, *ratio_ci], "inv_nu": inv_nu}
@@ -538,14 +545,59 @@ def _overall(group: tuple, pts: list, nu) -> list:
                                                            "straddles its edge"), details=details)]
 
 
+# ----------------------------------------------------------------------------- in-situ memorization
+def memorization_in_situ(fin: list, mlp: list, horizon: float) -> dict:
+    """The transformer's in-situ memorization against the standalone MLP's, at T = ``horizon``
+    (iterations): per K (items) of the finite-K seeds ``fin`` (one model, width and N;
+    :class:`SeedSummary`), the median drive I_K(T) = lr int_0^T c1 dt (learning-rate time) of
+    the seeds that had not acquired ICL by T and whose c1 rows reach T, beside the median
+    I_K(T) of the MLP seeds ``mlp`` (one width), interpolated linearly in (log K, log I)
+    between the MLP's K (NaN outside their range, or when their rows end before T).
+
+    Returns ``{"K": [...], "in_situ": [...], "seeds": [...], "mlp": [...], "ratio": [...]}``
+    (ratio = in situ / MLP alone; K only where some seed had no ICL by T), or ``{}``."""
+    def at_t(s):  # in_situ_drive without a hold: these seeds had no ICL by T
+        return in_situ_drive(s, horizon)
+
+    if not np.isfinite(horizon):
+        return {}
+    by_k = defaultdict(list)
+    for s in fin:
+        if not (s.observed and s.t_icl <= horizon):
+            v = at_t(s)
+            if np.isfinite(v) and v > 0:
+                by_k[s.K].append(v)
+    if not by_k:
+        return {}
+    ms = defaultdict(list)
+    for s in mlp:
+        v = at_t(s)
+        if np.isfinite(v) and v > 0:
+            ms[s.K].append(v)
+    mk = np.array(sorted(ms), float)
+    mi = np.array([np.median(ms[k]) for k in mk], float)
+    Ks = sorted(by_k)
+    ins = [float(np.median(by_k[k])) for k in Ks]
+    alone = [float(np.exp(np.interp(math.log(k), np.log(mk), np.log(mi)))) if mk.size >= 2 and mk[0] <= k <= mk[-1]
+             else _NAN for k in Ks]
+    return {"K": [float(k) for k in Ks], "in_situ": ins, "seeds": [len(by_k[k]) for k in Ks], "mlp": alone,
+            "ratio": [a / b if np.isfinite(b) else _NAN for a, b in zip(ins, alone)]}
+
+
 # ----------------------------------------------------------------------------- the whole ladder
+def _mlp_at(mlp: list, width) -> list:
+    """The MLP seeds at ``width`` (all of them when the table has no width; those without a
+    width when none has this one)."""
+    return [s for s in mlp if width is None or width_of(s) == width] or \
+        ([s for s in mlp if math.isnan(width_of(s))] if width is not None else [])
+
+
 def _nu_at(mlp: list, width):
     """(nu Estimate or None, the memorization_law verdict or None) from the MLP seeds at
     ``width`` (all MLP seeds when the table has no width)."""
     from icl_kinetics.validate.memorization import measured_nu, memorization_law
 
-    ms = [s for s in mlp if width is None or width_of(s) == width] or \
-        ([s for s in mlp if math.isnan(width_of(s))] if width is not None else [])
+    ms = _mlp_at(mlp, width)
     if not ms or not all(c in ms[0].rows[0] for c in ("c1", "lr", "K", "model")):
         return None, None
     v = memorization_law(_table_of(ms))
@@ -593,7 +645,8 @@ def ladder_checks(table, expected: dict | None = None, *, multiple: float = HORI
         if g[1] not in nus:
             nus[g[1]] = _nu_at(mlp, g[1])
         nu = nus[g[1]][0]
-        pts = [_point(g, N, groups[g][N], nu, multiple, fixed_horizon, n_boot) for N in sorted(groups[g])]
+        ms = _mlp_at(mlp, g[1])
+        pts = [_point(g, N, groups[g][N], nu, multiple, fixed_horizon, n_boot, ms) for N in sorted(groups[g])]
         out += pts + [_pair(g, a, b, nu) for a, b in zip(pts, pts[1:])] + _overall(g, pts, nu)
         if len(pts) < 2:  # no pair: say so, never silently absent
             from icl_kinetics.validate.requirements import inconclusive
@@ -640,7 +693,8 @@ def summary(verdicts) -> dict:
                            "drive_ratio": [d["drive_ratio"], *d["drive_ratio_ci"]],
                            "drive_ratio_all_acquiring_K": ([dv.details.get("ratio", _NAN), *dv.details.get(
                                "ratio_ci", (_NAN, _NAN))] if dv is not None else [_NAN, _NAN, _NAN]),
-                           "verdict": v.verdict, "drive_verdict": dv.verdict if dv is not None else "-"})
+                           "verdict": v.verdict, "drive_verdict": dv.verdict if dv is not None else "-",
+                           "memorization_in_situ": d.get("memorization_in_situ", {})})
         elif v.prediction == "k_star_local_slope" and "slope" in d:
             slopes.append({"group": v.rung.rsplit(", N = ", 1)[0], "N1": d["N1"], "N2": d["N2"],
                            "all": bool(d.get("all")), "slope": d["slope"],
@@ -682,9 +736,20 @@ def summary_markdown(s: dict) -> list[str]:
             span = f"{q['N1']:g} ... {q['N2']:g} (all)" if q.get("all") else f"{q['N1']:g} -> {q['N2']:g}"
             lines.append(f"| {q['group']} | {span} | {_r(q['slope'])} | {_r(q['slope_fixed'])} | "
                          f"{_r(q['slope_predicted'])} | {_r(inv) if inv else '-'} | {q['verdict']} |")
+    mem = [p for p in s.get("points", []) if p.get("memorization_in_situ", {}).get("K")]
+    if mem:
+        lines += ["", "In-situ memorization against the MLP alone: at each K, the median I_K(T) (learning-rate time) "
+                  "of the seeds without ICL by T, over the standalone MLP's I_K(T) at the same width and T "
+                  "(interpolated in log K); below 1, the MLP inside the transformer memorizes faster.", "",
+                  "| group | N | T | K: in situ / MLP alone (seeds) |", "|---|---|---|---|"]
+        for p in mem:
+            m = p["memorization_in_situ"]
+            cells = "; ".join(f"{k:.0f}: {a:.3g} / " + (f"{b:.3g} = {r:.2f}" if np.isfinite(b) else "-") + f" ({n})"
+                              for k, a, b, r, n in zip(m["K"], m["in_situ"], m["mlp"], m["ratio"], m["seeds"]))
+            lines.append(f"| {p['group']} | {p['N']:g} | {p['horizon']:.0f} | {cells} |")
     return lines + [""]
 
 
 __all__ = ["FIXED_HORIZON", "HORIZON_MULTIPLE", "Horizon", "InSituKStar", "LocalSlope", "drive_ratio",
-           "in_situ_drive", "ladder_checks", "local_slopes", "predicted_k_star_in_situ", "relative_horizon",
-           "summary", "summary_markdown", "width_of"]
+           "in_situ_drive", "ladder_checks", "local_slopes", "memorization_in_situ", "predicted_k_star_in_situ",
+           "relative_horizon", "summary", "summary_markdown", "width_of"]
