@@ -52,7 +52,8 @@ _WHERE = {
     "bimodality": "p_icl", "p_icl_from_c1": "p_icl", "p_icl_from_k_star": "p_icl",
     "equalized_contexts": "equalized", "transience": "transient_icl", "transience_tracking": "transient_icl",
     "drive_at_onset": "drive", "rung1_onset": "rung1",
-    **dict.fromkeys(("relative_horizon", "in_situ_drive", "predicted_k_star_in_situ", "local_slopes", "ladder_checks"),
+    **dict.fromkeys(("relative_horizon", "in_situ_drive", "predicted_k_star_in_situ", "local_slopes", "ladder_checks",
+                     "memorization_in_situ"),
                     "ladder"),
     "zipf_k_star": "zipf",
 }
@@ -73,6 +74,7 @@ __all__ = [
     "transience", "transience_tracking", "drive_at_onset", "rung1_onset",
     # the scale ladder
     "relative_horizon", "in_situ_drive", "predicted_k_star_in_situ", "local_slopes", "ladder_checks",
+    "memorization_in_situ",
     # Zipf item frequencies (rung 2)
     "zipf_k_star",
 ]
