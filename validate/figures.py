@@ -375,11 +375,18 @@ def drive_figure(panels: Sequence[Mapping], params: str | None = None) -> Figure
     (crosses), one panel per N.  The theory's K-independent threshold is the K = inf onset
     drive: its median (dashed) and its 10-90 % band (shaded).  Each panel (``drive_at_onset``'s
     ``figure_data``): ``N``, ``K``, ``i_k`` (the drive I_K of each seed), ``acquired`` (per
-    seed), ``inf`` (K = inf onset drives), ``median`` (their Kaplan-Meier median).  ``params``:
-    the run's parameters (e.g. "lr = 0.01"), appended to the title; x ticks at the K values."""
-    fig, axes = _subplots(1, len(panels), figsize=(max(4.2 * len(panels), 6.0), 3.8),
+    seed), ``inf`` (K = inf onset drives), ``median`` (their Kaplan-Meier median), and
+    optionally ``title`` (e.g. the model and width of a ladder group with N; default "N = ...").
+    ``params``: the run's parameters (e.g. "lr = 0.01"), appended to the title; x ticks at the
+    K values.  At most 4 panels per row."""
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = _subplots(rows, cols, figsize=(max(4.2 * cols, 6.0), 3.8 * rows + 0.4 * (rows > 1)),
                              squeeze=False, sharey=True)
-    for ax, p in zip(axes[0], panels):
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    fs = 8 if any(len(p.get("title") or "") > 20 for p in panels) else 10
+    for ax, p in zip(axes.ravel(), panels):
         K, I = np.asarray(p["K"], float), np.asarray(p["i_k"], float)
         acq = np.asarray(p["acquired"], bool)
         jitter = np.exp((np.random.default_rng(0).random(K.size) - 0.5) * 0.12)
@@ -394,9 +401,10 @@ def drive_figure(panels: Sequence[Mapping], params: str | None = None) -> Figure
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         _ticks_at(ax, K)
         ax.set_xlabel("K (items)")
-        ax.set_title(f"N = {p['N']:g}", fontsize=10)
+        ax.set_title(p.get("title") or f"N = {p['N']:g}", fontsize=fs)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("drive lr * int c1 dt (learning-rate time)", fontsize=8)
+    for row in axes:
+        row[0].set_ylabel("drive lr * int c1 dt (learning-rate time)", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("the head's drive at ICL onset against K\n(theory: a threshold that does not depend on K, "
                  "dashed)" + (f"; {params}" if params else ""), fontsize=9)

@@ -501,7 +501,8 @@ def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
                                                   out / f"zipf_k_star_N{N:g}.png")
         except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # degenerate data: say so
             not_drawn[f"zipf_k_star:N{N:g}"] = f"{type(e).__name__}: {e}"
-    drv = [v.figure_data for v in verdicts if v.prediction == "drive_at_onset" and v.figure_data]
+    drv = [{**v.figure_data, **({"title": v.rung} if ", N = " in v.rung else {})}  # a ladder group's panel
+           for v in verdicts if v.prediction == "drive_at_onset" and v.figure_data]
     if drv:
         paths["drive_at_onset"] = F.save(F.drive_figure(drv), out / "fig6a_drive_at_onset.png")
     ratio = {v.rung: [v.details.get("ratio", float("nan")), *v.details.get("ratio_ci", (float("nan"),) * 2)]
