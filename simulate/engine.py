@@ -334,7 +334,7 @@ class TrainConfig:
             # the run is built, before any seed's activations exist
             M = min(float(self.K), float(self.data_config().max_novel_items))
             shared += M * (self.D + 2 * T)
-            build = float(self.K) * T * (3 if self.label_map == "per-seed" else 2) + M * 2 * T
+            build = float(self.K) * T * (3 if self.label_map_in_use == "per-seed" else 2) + M * 2 * T
         total = 4.0 * (shared + evals + max(build, S * per_seed))
         # name the size furthest above an ordinary run's (the paper's shapes, 16 seeds)
         ref = {"seeds": 16, "batch_size": 128, "N": 99, "K": 20_000, "eval_size": 2000, "width": 512, "D": 63}

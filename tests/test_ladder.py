@@ -415,3 +415,14 @@ def test_in_situ_memorization_against_the_mlp_alone_is_the_closed_form_ratio():
                 assert math.isnan(r)
     assert all(math.isnan(x) for x in memorization_in_situ(fin, [], T)["mlp"])  # no MLP runs: no ratio
     assert memorization_in_situ(fin, mlp, math.nan) == {}
+
+
+@pytest.mark.parametrize("fin, mlp, horizon, name", [("seeds", [], 100.0, "fin"), ([], [1, 2], 100.0, "mlp"),
+                                                     ([], [], "3", "horizon"), ([], [], -1.0, "horizon"),
+                                                     ([], [], True, "horizon")])
+def test_in_situ_memorization_refuses_bad_input(fin, mlp, horizon, name):
+    from icl_kinetics.validate.ladder import memorization_in_situ
+
+    with pytest.raises(ParameterError) as e:
+        memorization_in_situ(fin, mlp, horizon)
+    assert e.value.name == name

@@ -555,25 +555,36 @@ def memorization_in_situ(fin: list, mlp: list, horizon: float) -> dict:
     between the MLP's K (NaN outside their range, or when their rows end before T).
 
     Returns ``{"K": [...], "in_situ": [...], "seeds": [...], "mlp": [...], "ratio": [...]}``
-    (ratio = in situ / MLP alone; K only where some seed had no ICL by T), or ``{}``."""
-    def at_t(s):  # in_situ_drive without a hold: these seeds had no ICL by T
-        return in_situ_drive(s, horizon)
+    (ratio = in situ / MLP alone; K only where some seed had no ICL by T), or ``{}`` (also
+    when ``horizon`` is NaN: no horizon, e.g. no K = inf onset).
 
-    if not np.isfinite(horizon):
+    Raises:
+        ParameterError: ``fin`` or ``mlp`` not sequences of :class:`SeedSummary`
+            (:func:`seed_summaries` of a table), ``horizon`` not a number > 0 or NaN."""
+    from icl_kinetics.errors import ParameterError, positive_float
+
+    for name, seeds in (("fin", fin), ("mlp", mlp)):
+        if isinstance(seeds, (str, bytes)) or not all(isinstance(x, SeedSummary) for x in seeds):
+            raise ParameterError(name, seeds, "a sequence of SeedSummary (seed_summaries(table))")
+    if isinstance(horizon, float) and math.isnan(horizon):
         return {}
-    by_k = defaultdict(list)
-    for s in fin:
-        if not (s.observed and s.t_icl <= horizon):
-            v = at_t(s)
+    try:
+        horizon = positive_float("horizon", horizon)
+    except ParameterError:
+        raise ParameterError("horizon", horizon, "a number > 0 (iterations), or NaN for no horizon") from None
+
+    def drives(seeds) -> dict:  # {K: [I_K(T)]}; in_situ_drive holds nothing: no seed here had ICL by T
+        out = defaultdict(list)
+        for s in seeds:
+            v = in_situ_drive(s, horizon)
             if np.isfinite(v) and v > 0:
-                by_k[s.K].append(v)
+                out[s.K].append(v)
+        return out
+
+    by_k = drives(s for s in fin if not (s.observed and s.t_icl <= horizon))
     if not by_k:
         return {}
-    ms = defaultdict(list)
-    for s in mlp:
-        v = at_t(s)
-        if np.isfinite(v) and v > 0:
-            ms[s.K].append(v)
+    ms = drives(mlp)
     mk = np.array(sorted(ms), float)
     mi = np.array([np.median(ms[k]) for k in mk], float)
     Ks = sorted(by_k)
@@ -592,12 +603,11 @@ def _mlp_at(mlp: list, width) -> list:
         ([s for s in mlp if math.isnan(width_of(s))] if width is not None else [])
 
 
-def _nu_at(mlp: list, width):
-    """(nu Estimate or None, the memorization_law verdict or None) from the MLP seeds at
-    ``width`` (all MLP seeds when the table has no width)."""
+def _nu_of(ms: list):
+    """(nu Estimate or None, the memorization_law verdict or None) from MLP seeds of one width
+    (:func:`_mlp_at`)."""
     from icl_kinetics.validate.memorization import measured_nu, memorization_law
 
-    ms = _mlp_at(mlp, width)
     if not ms or not all(c in ms[0].rows[0] for c in ("c1", "lr", "K", "model")):
         return None, None
     v = memorization_law(_table_of(ms))
@@ -642,10 +652,10 @@ def ladder_checks(table, expected: dict | None = None, *, multiple: float = HORI
                                                                                       why)]
     out, nus = [], {}
     for g in sorted(groups, key=lambda g: (str(g[0]), -1 if g[1] is None else g[1])):
-        if g[1] not in nus:
-            nus[g[1]] = _nu_at(mlp, g[1])
-        nu = nus[g[1]][0]
-        ms = _mlp_at(mlp, g[1])
+        if g[1] not in nus:  # per width: its MLP seeds, and nu from them
+            ms = _mlp_at(mlp, g[1])
+            nus[g[1]] = (*_nu_of(ms), ms)
+        nu, _, ms = nus[g[1]]
         pts = [_point(g, N, groups[g][N], nu, multiple, fixed_horizon, n_boot, ms) for N in sorted(groups[g])]
         out += pts + [_pair(g, a, b, nu) for a, b in zip(pts, pts[1:])] + _overall(g, pts, nu)
         if len(pts) < 2:  # no pair: say so, never silently absent
@@ -657,7 +667,7 @@ def ladder_checks(table, expected: dict | None = None, *, multiple: float = HORI
             out += _drive(g, groups[g])
     if full:
         mem = []
-        for w, (_, v) in sorted(nus.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+        for w, (_, v, _) in sorted(nus.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
             if v is not None:
                 v.rung = "MLP alone" + ("" if w is None else f", width {w:g}")
                 mem.append(v)
