@@ -346,7 +346,8 @@ def test_the_scale_ladder_preset_parses_and_keeps_its_run_ids():
         pts.setdefault((c.model, c.width, c.N), []).append(c)
         assert c.lr == 0.05 and c.batch_size == 128
     ns = {(m, w): sorted(N for (mm, ww, N) in pts if (mm, ww) == (m, w)) for (m, w, _) in pts if m != "mlp"}
-    ablations = {(m, 128): [9, 19, 39] for m in ("transformer_itemblind", "transformer_split", "transformer_noln")}
+    ablations = {(m, 128): [9, 19, 39] for m in ("transformer_itemblind", "transformer_split")}
+    ablations[("transformer_noln", 128)] = [9, 19]  # no ICL within the caps at N = 9, 19: no N = 39
     assert ns == {("transformer", 128): [9, 19, 39, 79], ("transformer", 512): [19, 39], **ablations}
     for (m, w, N), cs in pts.items():  # rung 2.5: each ablation on the transformer's own points
         if m.startswith("transformer_"):
