@@ -427,3 +427,30 @@ def test_in_situ_memorization_refuses_bad_input(fin, mlp, horizon, name):
     with pytest.raises(ParameterError) as e:
         memorization_in_situ(fin, mlp, horizon)
     assert e.value.name == name
+
+
+def test_in_situ_memorization_is_compared_where_the_mlp_runs_end_when_they_end_before_t():
+    """ladder_checks compares in-situ memorization at the point's horizon T when the MLP runs
+    reach it, and at the MLP runs' last evaluation when they end before T: the point's numbers
+    are then memorization_in_situ's at that time, with the time reported (in report.md's table
+    too)."""
+    from icl_kinetics.validate.ladder import memorization_in_situ, summary_markdown
+
+    N = 19
+    t = ladder_table(Ns=(N,))
+    fin = [s for s in seed_summaries(t) if np.isfinite(s.K)]
+    Ks = (256, 512, 1024, 2048, 4096, 8192)
+    for end in (60_000, 2_000):  # the MLP runs reach T (about 8000), or end at 2000
+        mlp = mlp_table(nu=NU, amp=A_TAU * LR / 2, lr=LR, Ks=Ks, T=end)
+        both = {k: t[k] + mlp.get(k, [math.nan] * len(mlp["seed"])) for k in t}
+        v = ladder_checks(both, n_boot=0)
+        (p,) = _by(v, "k_star_in_situ").values()
+        m = p.details["memorization_in_situ"]
+        T = p.details["horizon"]  # 3 x the K = inf median onset, seen at the next evaluation
+        assert T == pytest.approx(HORIZON_MULTIPLE * PER_TOKEN * N, rel=0.05)
+        assert m["T"] == (T if end > T else end)
+        want = memorization_in_situ(fin, seed_summaries(mlp), m["T"])
+        assert m["K"] == want["K"] and m["ratio"] == pytest.approx(want["ratio"], rel=1e-12)
+        assert any(np.isfinite(m["ratio"]))
+        row = [ln for ln in summary_markdown(summary(v)) if ln.startswith("| transformer, width 128 | 19 |")][-1]
+        assert f"| {m['T']:.0f} |" in row

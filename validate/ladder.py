@@ -52,7 +52,9 @@ kinetics alone.
 1/nu takes nu from the standalone MLP.  Whether the MLP inside the transformer memorizes as
 the standalone one does is measured directly: at each K of a point, the median I_K(T) of the
 seeds that had not acquired ICL by T (pure memorization: no hold at onset) against the
-standalone MLP's I_K(T) at the same T, interpolated in log K-log I between the MLP's K.
+standalone MLP's I_K(T) at the same T, interpolated in log K-log I between the MLP's K.  When
+the MLP runs end before the point's horizon, the two are compared at the MLP runs' last
+evaluation instead (the time used is reported).
 """
 
 from __future__ import annotations
@@ -426,7 +428,7 @@ def _point(group: tuple, N: float, sn: list, nu, multiple: float, fixed: float, 
                "predicted_note": pred.reason if pred else (below if lacks else "no horizon"),
                "seeds_unknown_at_T": pred.unknown if pred else 0, "n_boot_ok": pred.n_boot_ok if pred else 0,
                "drive_ratio": ratio, "drive_ratio_ci": list(ratio_ci), "drive_ratio_seeds": n_acq,
-               "inv_nu": inv_nu, "memorization_in_situ": memorization_in_situ(fin, list(mlp), T)}
+               "inv_nu": inv_nu, "memorization_in_situ": _memorization_point(fin, list(mlp), T)}
     fdata = {"group": label, "model": group[0], "width": group[1], "N": N, "horizon": T, "multiple": multiple,
              "k_rel": k_rel,
              "k_fixed": k_fix, "k_pred": k_pred, "drive_ratio": [ratio, *ratio_ci], "inv_nu": inv_nu}
@@ -595,6 +597,16 @@ def memorization_in_situ(fin: list, mlp: list, horizon: float) -> dict:
             "ratio": [a / b if np.isfinite(b) else _NAN for a, b in zip(ins, alone)]}
 
 
+def _memorization_point(fin: list, mlp: list, T: float) -> dict:
+    """:func:`memorization_in_situ` at T, or at the MLP runs' last evaluation when they end
+    before T (the ladder's MLP runs stop at 20000 iterations; N = 79's T is beyond), with the
+    time compared as ``"T"`` (iterations)."""
+    ends = [s.cap for s in mlp if np.isfinite(s.cap)]
+    at = min(T, min(ends)) if ends and np.isfinite(T) else T
+    m = memorization_in_situ(fin, mlp, at)
+    return {**m, "T": at} if m else m
+
+
 # ----------------------------------------------------------------------------- the whole ladder
 def _mlp_at(mlp: list, width) -> list:
     """The MLP seeds at ``width`` (all of them when the table has no width; those without a
@@ -750,13 +762,14 @@ def summary_markdown(s: dict) -> list[str]:
     if mem:
         lines += ["", "In-situ memorization against the MLP alone: at each K, the median I_K(T) (learning-rate time) "
                   "of the seeds without ICL by T, over the standalone MLP's I_K(T) at the same width and T "
-                  "(interpolated in log K); below 1, the MLP inside the transformer memorizes faster.", "",
+                  "(interpolated in log K; T is the point's horizon, or the MLP runs' last evaluation when they "
+                  "end before it); below 1, the MLP inside the transformer memorizes faster.", "",
                   "| group | N | T | K: in situ / MLP alone (seeds) |", "|---|---|---|---|"]
         for p in mem:
             m = p["memorization_in_situ"]
             cells = "; ".join(f"{k:.0f}: {a:.3g} / " + (f"{b:.3g} = {r:.2f}" if np.isfinite(b) else "-") + f" ({n})"
                               for k, a, b, r, n in zip(m["K"], m["in_situ"], m["mlp"], m["ratio"], m["seeds"]))
-            lines.append(f"| {p['group']} | {p['N']:g} | {p['horizon']:.0f} | {cells} |")
+            lines.append(f"| {p['group']} | {p['N']:g} | {m.get('T', p['horizon']):.0f} | {cells} |")
     return lines + [""]
 
 
