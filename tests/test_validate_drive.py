@@ -85,3 +85,18 @@ def test_drive_at_onset_says_what_it_lacks_when_no_k_inf_seed_is_left_to_compare
     for text in (v.measured, v.metric, v.reason):
         assert "nan" not in text.lower(), text
     assert "not compared" in v.measured and "outside the finite-K set" in v.reason
+
+
+def test_each_n_is_judged_on_its_own_evaluation_grid():
+    """Two N evaluated on different grids (every 100 and every 800 iterations, as a ladder's
+    caps / 80 do): N = 19's verdict, reason and numbers are the same with N = 79's runs in the
+    table as without them (the grid's margin is N = 19's own)."""
+    alone = drive_tables(N=19.0, every=100, scale=0.75)
+    other = drive_tables(N=79.0, every=800, T=32000, scale=0.75)
+    both = tuple({k: a[k] + b[k] for k in a} for a, b in zip(alone, other))
+    (v19,) = drive_at_onset(*alone)
+    w19, w79 = drive_at_onset(*both)
+    assert w19.rung.endswith("N = 19") and w79.rung.endswith("N = 79")
+    assert (w19.verdict, w19.reason) == (v19.verdict, v19.reason)
+    margin = [float(w.reason.split("evaluation grid's ")[1].split("%")[0]) for w in (w19, w79)]
+    assert margin[1] > 2 * margin[0], margin  # N = 79's coarser grid: its own, wider margin

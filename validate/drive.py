@@ -182,7 +182,8 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
     not several samples): paired, when >= 8 seeds acquired at K = inf too (Wilcoxon
     signed-rank test of each seed's log ratio to its own K = inf value); otherwise unpaired
     (Mann-Whitney against the K = inf seeds not in the finite-K set).  Onsets are seen on
-    the evaluation grid, so an I_K at onset overshoots its threshold by up to lr * step / 2;
+    the evaluation grid, so an I_K at onset overshoots its threshold by up to lr * step / 2
+    (step: that N's median evaluation step);
     the tests ask whether the log ratio lies significantly outside +-log(1 + lr step /
     (2 median)) (one-sided tests on each side, p doubled), at p < 0.01.  Too few seeds for
     the test to reach p < 0.01 at all leave it untested.  The ratio reported is exp(median
@@ -204,8 +205,10 @@ def drive_at_onset(table, inf_table, rung: str = "transformer") -> list[Verdict]
     fin = [x for x in seed_summaries(table) if x.icl_model and x.finite_k and np.isfinite(x.lr)]
     inf = [x for x in seed_summaries(inf_table) if x.icl_model and x.infinite_k and np.isfinite(x.lr)]
     Ns = sorted({x.N for x in fin} & {x.N for x in inf})
-    step = _evaluation_step(fin + inf) if Ns else math.nan
-    out = [_drive_at_onset_at([x for x in fin if x.N == N], [x for x in inf if x.N == N], N, step, rung) for N in Ns]
+    out = []
+    for N in Ns:  # each N with its own evaluation grid (a ladder evaluates every cap / 80 iterations)
+        fn, inn = [x for x in fin if x.N == N], [x for x in inf if x.N == N]
+        out.append(_drive_at_onset_at(fn, inn, N, _evaluation_step(fn + inn), rung))
     return out or [Verdict.skipped("drive_at_onset", rung, "needs ICL-model runs at finite K and at K = inf at a "
                                    "common N, with c1 and lr")]
 
