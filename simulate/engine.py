@@ -761,6 +761,10 @@ class _Group:
     """
 
     backend = "autograd"
+    #: train the readout MLP by :class:`~icl_kinetics.simulate.models.SGDStep` (its update
+    #: fused into its backward pass); False: autograd's gradients and :func:`_sgd_update` for
+    #: every parameter, the reference that tests/test_fused_mlp.py and bench_engine compare
+    fused_mlp = True
 
     def __init__(self, parts: list, device, tables: _Tables | None = None):
         import torch
@@ -939,17 +943,27 @@ class _Group:
         (updated in slices of equal hyperparameters: the same float32 operations as a run
         trained alone).  Returns {group position: "training loss"} for the seeds whose
         training loss was not finite."""
+        from icl_kinetics.simulate.models import MLP_PARAMS, SGDStep
+
         torch = self.torch
         inp, y = self._draw()
-        logit, _ = self._logits(self.p, inp)
+        segs = self._segments()
+        # the readout MLP updates itself in its backward pass (models.SGDStep, docs/engine.md,
+        # "The fused MLP step"); autograd differentiates the rest
+        fused = self.fused_mlp and all(k in self.p for k in MLP_PARAMS)
+        p = SGDStep(self.p, [(a, b, lr, wd_mlp) for a, b, lr, _, wd_mlp in segs]) if fused else self.p
+        logit, _ = self._logits(p, inp)
         z = -y * logit
         B = z.shape[1]
         if B % _LANES:  # see _LANES: every seed's losses on whole vector lanes, as in any batch
             z = torch.nn.functional.pad(z, (0, -B % _LANES))
         per_seed = torch.nn.functional.softplus(z)[:, :B].mean(1)
-        names = list(self.p)
-        grads = torch.autograd.grad(per_seed.sum(), [self.p[k] for k in names])
-        _sgd_update(self.p, dict(zip(names, grads)), self._segments(), self.att_names)
+        names = [k for k in self.p if not (fused and k in MLP_PARAMS)]
+        if names:
+            grads = torch.autograd.grad(per_seed.sum(), [self.p[k] for k in names])
+            _sgd_update(self.p, dict(zip(names, grads)), segs, self.att_names)
+        else:  # the standalone MLP: its backward pass is its whole update
+            per_seed.sum().backward()
         with torch.no_grad():
             t = torch.tensor(self.active, dtype=torch.long, device=self.device)
             self.loss_sum[t] += per_seed.detach().double()

@@ -205,8 +205,77 @@ def select(params: Params, idx) -> Params:
 
 
 # ----------------------------------------------------------------------------- pieces
+#: the parameters of the readout MLP phi (prefix ""), which :class:`SGDStep` updates itself
+MLP_PARAMS = ("W1", "b1", "W2", "b2", "W3", "b3")
+
+
+class SGDStep(dict):
+    """A parameter dict for one training step in which the readout MLP (prefix ``""``, scalar
+    output) trains itself: :func:`mlp` runs it through :class:`_MLPSGD`, whose backward pass
+    returns the gradient for the MLP's input and applies the SGD update to ``MLP_PARAMS`` in
+    place, so the caller differentiates only the other parameters.
+
+    Arguments:
+        params: the seed-batched parameters (the same tensors, not copies).
+        segments: [(a, b, lr, wd)]: seeds ``a:b`` take ``v -= lr * (g + wd * v)``; lr in
+            units of the parameters per unit loss gradient, wd the coupled L2 coefficient.
+    """
+
+    def __init__(self, params: Params, segments: list):
+        super().__init__(params)
+        self.segments = [tuple(sg) for sg in segments]
+
+
+class _MLPSGD(torch.autograd.Function):
+    """phi(x) = relu(relu(x W1 + b1) W2 + b2) . w3 + b3 and, in the backward pass, the SGD
+    step on its weights (the gradient of the 512 x 512 layer goes straight into the weight
+    by ``baddbmm_(beta = 1 - lr wd, alpha = -lr)``: never written out and read back).
+    The same products and ReLU masks as autograd's backward of :func:`mlp`, in float64 the
+    same numbers to rounding (tests/test_fused_mlp.py); every input gradient is taken before
+    the weight it reads is updated."""
+
+    @staticmethod
+    def forward(ctx, x, W1, b1, W2, b2, W3, b3, segments):
+        h1 = torch.baddbmm(b1.unsqueeze(1), x, W1).relu_()
+        h2 = torch.baddbmm(b2.unsqueeze(1), h1, W2).relu_()
+        out = (h2 * W3.transpose(1, 2)).sum(-1, keepdim=True) + b3.unsqueeze(1)
+        ctx.save_for_backward(x, h1, h2)
+        ctx.weights = (W1, b1, W2, b2, W3, b3)  # not saved tensors: updated in place below
+        ctx.segments = segments
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, h1, h2 = ctx.saved_tensors
+        W1, b1, W2, b2, W3, b3 = ctx.weights
+        w3 = W3.transpose(1, 2)  # (S, 1, width)
+        gW3 = (g * h2).sum(1, keepdim=True).transpose(1, 2)  # (S, width, 1)
+        gb3 = g.sum(1)  # (S, 1)
+        ga2 = torch.ops.aten.threshold_backward(g * w3, h2, 0)
+        gh1 = torch.bmm(ga2, W2.transpose(1, 2))
+        ga1 = torch.ops.aten.threshold_backward(gh1, h1, 0)
+        gx = torch.bmm(ga1, W1.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        gb2, gb1 = ga2.sum(1), ga1.sum(1)
+        whole = len(ctx.segments) == 1
+        for a, b, lr, wd in ctx.segments:
+            sl = slice(None) if whole else slice(a, b)
+            for v, gv in ((W3, gW3), (b3, gb3), (b2, gb2), (b1, gb1)):
+                vs, gs = v[sl], gv[sl]
+                if wd:
+                    gs = gs.add(vs, alpha=wd)
+                vs.sub_(gs, alpha=lr)
+            W2[sl].baddbmm_(h1[sl].transpose(1, 2), ga2[sl], beta=1.0 - lr * wd, alpha=-lr)
+            W1[sl].baddbmm_(x[sl].transpose(1, 2), ga1[sl], beta=1.0 - lr * wd, alpha=-lr)
+        return gx, None, None, None, None, None, None, None
+
+
 def mlp(p: Params, x: torch.Tensor, prefix: str = "") -> torch.Tensor:
-    """Seed-batched 3-layer ReLU MLP: x (S, n, fan_in) -> (S, n, out); weights (S, fan_in, fan_out)."""
+    """Seed-batched 3-layer ReLU MLP: x (S, n, fan_in) -> (S, n, out); weights (S, fan_in, fan_out).
+    With an :class:`SGDStep` dict and grad enabled, the readout MLP (prefix ``""``, scalar
+    output) is :class:`_MLPSGD`: its backward pass updates its weights."""
+    if (prefix == "" and isinstance(p, SGDStep) and torch.is_grad_enabled()
+            and p["W3"].shape[-1] == 1):
+        return _MLPSGD.apply(x, *(p[k] for k in MLP_PARAMS), p.segments)
     h = torch.baddbmm(p[prefix + "b1"].unsqueeze(1), x, p[prefix + "W1"]).relu()
     h = torch.baddbmm(p[prefix + "b2"].unsqueeze(1), h, p[prefix + "W2"]).relu()
     W3 = p[prefix + "W3"]

@@ -1,0 +1,58 @@
+"""The fused MLP step against autograd's, side by side in one run, through the engine.
+
+The training engine's step at the paper's shapes (N = 99 context tokens, K = 20000,
+width 512, batch 128, the transformer, 16 seeds in one worker group per core, data
+included, as ``icl-kinetics bench engine`` times it), once with the readout MLP trained
+by ``models.SGDStep`` (its update fused into its backward pass: the default) and once
+with autograd's gradients and the separate SGD update for every parameter (the engine
+before this change, kept as ``engine._Group.fused_mlp = False``).  The two variants are
+timed in interleaved rounds (so drifting load on a shared machine hits them alike); the
+median and the best round of each are printed, with the ratio of the medians.
+
+    .venv/bin/python benchmarks/bench_fused_mlp.py [--rounds 5] [--iterations 30] [--json]
+"""
+
+import argparse
+import json
+import statistics
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--iterations", type=int, default=30, help="timed steps per round and variant")
+    ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+
+    from icl_kinetics.simulate import engine
+    from icl_kinetics.simulate.engine import TrainConfig, time_steps
+
+    cfg = TrainConfig(model="transformer", N=99, K=20_000, width=512, batch_size=128, seeds=a.seeds,
+                      lr=0.01, eval_size=256, label_map="shared")
+    ms = {"fused": [], "autograd": []}
+    try:
+        for _ in range(a.rounds):
+            for name, fused in (("fused", True), ("autograd", False)):
+                engine._Group.fused_mlp = fused
+                t = time_steps(cfg, a.iterations, warmup=2)
+                ms[name].append(1e3 * t["seconds"] / t["seed_iterations"])
+    finally:
+        engine._Group.fused_mlp = True
+    med = {k: statistics.median(v) for k, v in ms.items()}
+    r = {"ms_per_seed_iteration": ms, "median": med, "best": {k: min(v) for k, v in ms.items()},
+         "speedup_of_medians": med["autograd"] / med["fused"],
+         "shapes": {"N": 99, "K": 20_000, "width": 512, "batch_size": 128, "seeds": a.seeds},
+         "rounds": a.rounds, "iterations": a.iterations}
+    if a.json:
+        print(json.dumps(r, indent=2))
+    else:
+        for k in ("fused", "autograd"):
+            print(f"{k:9s}: median {med[k]:.2f} ms per seed-iteration, best {r['best'][k]:.2f} "
+                  f"(rounds: {', '.join(f'{x:.2f}' for x in ms[k])})")
+        print(f"autograd / fused: {r['speedup_of_medians']:.3f} x (medians, interleaved rounds)")
+    return r
+
+
+if __name__ == "__main__":
+    main()
