@@ -959,11 +959,12 @@ class _Group:
             z = torch.nn.functional.pad(z, (0, -B % _LANES))
         per_seed = torch.nn.functional.softplus(z)[:, :B].mean(1)
         names = [k for k in self.p if not (fused and k in MLP_PARAMS)]
-        if names:
-            grads = torch.autograd.grad(per_seed.sum(), [self.p[k] for k in names])
-            _sgd_update(self.p, dict(zip(names, grads)), segs, self.att_names)
-        else:  # the standalone MLP: its backward pass is its whole update
-            per_seed.sum().backward()
+        # with the fused step, W3 is asked for too (its gradient comes back None): otherwise
+        # autograd would skip the MLP's backward pass, and with it the MLP's update, wherever
+        # the MLP's input does not depend on the other parameters (the minimal model's items)
+        wrt = [self.p[k] for k in names] + ([self.p["W3"]] if fused else [])
+        grads = torch.autograd.grad(per_seed.sum(), wrt, allow_unused=fused)
+        _sgd_update(self.p, dict(zip(names, grads)), segs, self.att_names)
         with torch.no_grad():
             t = torch.tensor(self.active, dtype=torch.long, device=self.device)
             self.loss_sum[t] += per_seed.detach().double()
