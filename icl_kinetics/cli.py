@@ -303,8 +303,11 @@ def _parser_sweep(sub):
             _sweep_execution_flags(q, device=False)
         else:
             common(q, plot=False)
-    q = ss.add_parser("list", help="the presets (or a spec file's scales), their sizes and estimated CPU time")
+    q = ss.add_parser("list", help="the presets (or a spec file's scales), their sizes and estimated CPU (or GPU) time")
     q.add_argument("--cores", type=int_type("cores", 1), default=2, help="cores for the wall-time estimate")
+    q.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu (default): core-hours and wall hours on --cores cores; cuda: hours on one H200, "
+                        "from its measured rates (docs/sweeps.md, 'Estimates')")
     q.add_argument("--spec", default=None, metavar="FILE", help="list this spec file's scales instead")
     common(q, plot=False)
 
@@ -973,10 +976,12 @@ def cmd_sweep(a) -> dict:
 
             specs = [load_spec(a.spec, s, record=False) for s in scales_of(read_spec_file(a.spec)[0])]
             rows = [{"preset": specs[0].name, "figure": specs[0].paper, "description": specs[0].description,
-                     **{sp.scale: estimate(sp, a.cores) for sp in specs}}]
+                     **{sp.scale: estimate(sp, a.cores, a.device) for sp in specs}}]
         else:
-            rows = list_presets(a.cores)
-        return {"presets": rows, "cores": a.cores,
+            rows = list_presets(a.cores, a.device)
+        if a.device == "cuda":
+            return {"presets": rows, "device": "cuda", "units": {"gpu_hours": "hours on one H200"}}
+        return {"presets": rows, "cores": a.cores, "device": "cpu",
                 "units": {"cpu_core_hours": "hours of one core", "wall_hours_on_cores": "hours"}}
     if a.sweep_cmd in ("run", "resume"):
         return _sweep_run(a)
@@ -1156,6 +1161,17 @@ def _print_sweep(r):
 
 
 def _print_presets(r):
+    if r.get("device") == "cuda":
+        print(f"{'preset':12} {'figure':14} {'scale':6} {'runs':>5} {'packs':>5} {'seeds':>6} {'seed-its':>10} "
+              f"{'gpu-h':>8}  (upper bounds: every seed to its cap, one H200 at its measured rates)")
+        for p in r["presets"]:
+            scales = [k for k, v in p.items() if isinstance(v, dict)]
+            for s in scales:
+                e, first = p[s], s == scales[0]
+                print(f"{p['preset'] if first else '':12} {p['figure'] if first else '':14} {s:6} "
+                      f"{e['runs']:>5} {e['packs']:>5} {e['seeds']:>6} {e['seed_iterations']:>10.3g} "
+                      f"{e['gpu_hours']:>8.3g}")
+        return
     print(f"{'preset':12} {'figure':14} {'scale':6} {'runs':>5} {'seeds':>6} {'seed-its':>10} "
           f"{'core-h':>8} {'wall-h':>7}  (upper bounds: every seed to its cap, {r['cores']} cores)")
     for p in r["presets"]:

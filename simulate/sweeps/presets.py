@@ -128,12 +128,43 @@ def pack_seconds(cfgs) -> float:
     return sum(c.seeds * c.iterations * pack_ms_per_seed_iteration(c, S) / 1e3 + RUN_OVERHEAD_S for c in cfgs)
 
 
-def estimate(spec: SweepSpec, cores: int = 2) -> dict:
-    """Estimated CPU time of a sweep: the upper bound with every seed trained to its cap
-    (early stopping only shortens runs), in core-hours and in wall hours on ``cores`` cores,
-    with the runs packed as the local executor packs them (grid batching, ``plan_packs``)."""
+# One NVIDIA H200 (docs/performance.md, "On an NVIDIA H200"): the transformer at the paper's
+# Fig. 2 shapes (N = 99, K = 20000, width 512, batch 128, no evaluation) ran 2461
+# seed-iterations/s at 16 seeds, 5399 at 64 and 5352 at 256.  A step of S seeds takes
+# max(step_floor_ms, S * seed_ms): launch-bound (6.5 ms a step) below about 35 seeds, then
+# linear in S (0.187 ms per seed-iteration, from 64 and 256 seeds).  Other shapes scale
+# seed_ms by the CPU model's ratio to those shapes; checked against the one other GPU
+# measurement, K = inf at N = 49 with evaluation, 64 seeds: 3160 measured, 2990 estimated.
+GPU_COST = {"step_floor_ms": 6.5, "seed_ms": 0.187}
+_GPU_REF = dict(model="transformer", N=99, K=20_000, width=512, batch_size=128, eval_every=10 ** 9)
+
+
+def gpu_ms_per_seed_iteration(cfg: TrainConfig, seeds: int) -> float:
+    """Estimated milliseconds per seed-iteration of ``cfg`` on one H200 in a pack of ``seeds``
+    seeds in all (see GPU_COST): the larger of the launch floor shared by the pack's seeds and
+    the per-seed cost, which scales with the run's shapes as the CPU model does."""
+    per_seed = GPU_COST["seed_ms"] * ms_per_seed_iteration(cfg) / ms_per_seed_iteration(TrainConfig(**_GPU_REF))
+    return max(GPU_COST["step_floor_ms"] / max(1, seeds), per_seed)
+
+
+def estimate(spec: SweepSpec, cores: int = 2, device: str = "cpu") -> dict:
+    """Estimated time of a sweep: the upper bound with every seed trained to its cap (early
+    stopping only shortens runs), with the runs packed as the executor packs them (grid
+    batching, ``plan_packs``).  On ``device="cpu"``: core-hours and wall hours on ``cores``
+    cores.  On ``device="cuda"``: also ``gpu_hours``, the packs in sequence on one H200
+    (``GPU_COST``; packs of up to 1024 seeds)."""
+    from dataclasses import replace
+
     from icl_kinetics.simulate.sweeps.executors import plan_packs
 
+    one_of("device", device, ("cpu", "cuda"))
+    if device == "cuda":
+        runs = [replace(r, config=replace(r.config, device="cuda")) for r in spec.runs]
+        packs = plan_packs(runs, processes=1)
+        gpu_s = sum(c.seeds * c.iterations * gpu_ms_per_seed_iteration(c, sum(q.seeds for q in cs)) / 1e3
+                    + RUN_OVERHEAD_S for cs in ([r.config for r in p] for p in packs) for c in cs)
+        return {"runs": len(spec.runs), "packs": len(packs), "seeds": spec.seeds,
+                "seed_iterations": spec.seed_iterations, "gpu_hours": gpu_s / 3600, "device": "cuda"}
     packs = plan_packs(spec.runs, processes=cores)
     secs = [pack_seconds([r.config for r in p]) for p in packs]
     core_s = sum(secs)
@@ -143,14 +174,15 @@ def estimate(spec: SweepSpec, cores: int = 2) -> dict:
             "cpu_core_hours": core_s / 3600, "wall_hours_on_cores": wall / 3600, "cores": cores}
 
 
-def list_presets(cores: int = 2) -> list[dict]:
-    """Every preset at both scales, with its size and estimated CPU time."""
+def list_presets(cores: int = 2, device: str = "cpu") -> list[dict]:
+    """Every preset at both scales, with its size and estimated time on ``device``
+    (:func:`estimate`)."""
     out = []
     for name in PRESETS:
         desc, paper = describe_preset(name)
         row = {"preset": name, "figure": paper, "description": desc}
         for s in SCALES:
-            row[s] = estimate(preset(name, s), cores)
+            row[s] = estimate(preset(name, s), cores, device)
         out.append(row)
     return out
 
