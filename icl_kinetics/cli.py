@@ -1162,25 +1162,21 @@ def _print_sweep(r):
 
 def _print_presets(r):
     if r.get("device") == "cuda":
-        print(f"{'preset':12} {'figure':14} {'scale':6} {'runs':>5} {'packs':>5} {'seeds':>6} {'seed-its':>10} "
-              f"{'gpu-h':>8}  (upper bounds: every seed to its cap, one H200 at its measured rates)")
-        for p in r["presets"]:
-            scales = [k for k, v in p.items() if isinstance(v, dict)]
-            for s in scales:
-                e, first = p[s], s == scales[0]
-                print(f"{p['preset'] if first else '':12} {p['figure'] if first else '':14} {s:6} "
-                      f"{e['runs']:>5} {e['packs']:>5} {e['seeds']:>6} {e['seed_iterations']:>10.3g} "
-                      f"{e['gpu_hours']:>8.3g}")
-        return
-    print(f"{'preset':12} {'figure':14} {'scale':6} {'runs':>5} {'seeds':>6} {'seed-its':>10} "
-          f"{'core-h':>8} {'wall-h':>7}  (upper bounds: every seed to its cap, {r['cores']} cores)")
+        cols = [("packs", "packs", 5, "d"), ("seeds", "seeds", 6, "d"), ("seed-its", "seed_iterations", 10, ".3g"),
+                ("gpu-h", "gpu_hours", 8, ".3g")]
+        note = "one H200 at its measured rates"
+    else:
+        cols = [("seeds", "seeds", 6, "d"), ("seed-its", "seed_iterations", 10, ".3g"),
+                ("core-h", "cpu_core_hours", 8, ".3g"), ("wall-h", "wall_hours_on_cores", 7, ".3g")]
+        note = f"{r['cores']} cores"
+    print(f"{'preset':12} {'figure':14} {'scale':6} {'runs':>5} " + " ".join(f"{h:>{w}}" for h, _, w, _ in cols)
+          + f"  (upper bounds: every seed to its cap, {note})")
     for p in r["presets"]:
         scales = [k for k, v in p.items() if isinstance(v, dict)]  # small, paper; a spec's own scales
         for s in scales:
             e, first = p[s], s == scales[0]
-            print(f"{p['preset'] if first else '':12} {p['figure'] if first else '':14} {s:6} "
-                  f"{e['runs']:>5} {e['seeds']:>6} {e['seed_iterations']:>10.3g} {e['cpu_core_hours']:>8.3g} "
-                  f"{e['wall_hours_on_cores']:>7.3g}")
+            print(f"{p['preset'] if first else '':12} {p['figure'] if first else '':14} {s:6} {e['runs']:>5} "
+                  + " ".join(f"{e[k]:>{w}{f}}" for _, k, w, f in cols))
 
 
 def _print_sweep_status(r):

@@ -943,7 +943,7 @@ class _Group:
         (updated in slices of equal hyperparameters: the same float32 operations as a run
         trained alone).  Returns {group position: "training loss"} for the seeds whose
         training loss was not finite."""
-        from icl_kinetics.simulate.models import MLP_PARAMS, SGDStep
+        from icl_kinetics.simulate.models import FUSED_PARAMS, MLP_PARAMS, SGDStep
 
         torch = self.torch
         inp, y = self._draw()
@@ -958,12 +958,10 @@ class _Group:
         if B % _LANES:  # see _LANES: every seed's losses on whole vector lanes, as in any batch
             z = torch.nn.functional.pad(z, (0, -B % _LANES))
         per_seed = torch.nn.functional.softplus(z)[:, :B].mean(1)
-        names = [k for k in self.p if not (fused and k in MLP_PARAMS)]
-        # with the fused step, W3 is asked for too (its gradient comes back None): otherwise
-        # autograd would skip the MLP's backward pass, and with it the MLP's update, wherever
-        # the MLP's input does not depend on the other parameters (the minimal model's items)
-        wrt = [self.p[k] for k in names] + ([self.p["W3"]] if fused else [])
-        grads = torch.autograd.grad(per_seed.sum(), wrt, allow_unused=fused)
+        # with the fused step autograd still differentiates the MLP's biases and readout, so the
+        # MLP's backward pass (and with it the update of W1, W2) runs wherever the MLP is used
+        names = [k for k in self.p if not (fused and k in FUSED_PARAMS)]
+        grads = torch.autograd.grad(per_seed.sum(), [self.p[k] for k in names])
         _sgd_update(self.p, dict(zip(names, grads)), segs, self.att_names)
         with torch.no_grad():
             t = torch.tensor(self.active, dtype=torch.long, device=self.device)

@@ -205,15 +205,19 @@ def select(params: Params, idx) -> Params:
 
 
 # ----------------------------------------------------------------------------- pieces
-#: the parameters of the readout MLP phi (prefix ""), which :class:`SGDStep` updates itself
+#: the parameters of the readout MLP phi (prefix "")
 MLP_PARAMS = ("W1", "b1", "W2", "b2", "W3", "b3")
+#: the two weight matrices that :class:`SGDStep` updates inside the MLP's backward pass; the
+#: MLP's biases and readout get their gradients from autograd like every other parameter
+FUSED_PARAMS = ("W1", "W2")
 
 
 class SGDStep(dict):
     """A parameter dict for one training step in which the readout MLP (prefix ``""``, scalar
-    output) trains itself: :func:`mlp` runs it through :class:`_MLPSGD`, whose backward pass
-    returns the gradient for the MLP's input and applies the SGD update to ``MLP_PARAMS`` in
-    place, so the caller differentiates only the other parameters.
+    output) updates its two weight matrices itself: :func:`mlp` runs it through
+    :class:`_MLPSGD`, whose backward pass returns the gradients of the MLP's input, biases
+    and readout and applies the SGD update to ``FUSED_PARAMS`` in place, so the caller
+    differentiates every parameter but those.
 
     Arguments:
         params: the seed-batched parameters (the same tensors, not copies).
@@ -228,8 +232,9 @@ class SGDStep(dict):
 
 class _MLPSGD(torch.autograd.Function):
     """phi(x) = relu(relu(x W1 + b1) W2 + b2) . w3 + b3 and, in the backward pass, the SGD
-    step on its weights (the gradient of the 512 x 512 layer goes straight into the weight
-    by ``baddbmm_(beta = 1 - lr wd, alpha = -lr)``: never written out and read back).
+    step on W1 and W2 (their gradients go straight into the weights by
+    ``baddbmm_(beta = 1 - lr wd, alpha = -lr)``: never written out and read back); the
+    gradients of x, b1, b2, W3 and b3 are returned to autograd.
     The same products and ReLU masks as autograd's backward of :func:`mlp`, in float64 the
     same numbers to rounding (tests/test_fused_mlp.py); every input gradient is taken before
     the weight it reads is updated."""
@@ -239,19 +244,18 @@ class _MLPSGD(torch.autograd.Function):
         h1 = torch.baddbmm(b1.unsqueeze(1), x, W1).relu_()
         h2 = torch.baddbmm(b2.unsqueeze(1), h1, W2).relu_()
         out = (h2 * W3.transpose(1, 2)).sum(-1, keepdim=True) + b3.unsqueeze(1)
-        ctx.save_for_backward(x, h1, h2)
-        ctx.weights = (W1, b1, W2, b2, W3, b3)  # not saved tensors: updated in place below
+        ctx.save_for_backward(x, h1, h2, W3)
+        ctx.weights = (W1, W2)  # not saved tensors: updated in place below
         ctx.segments = segments
         return out
 
     @staticmethod
     def backward(ctx, g):
-        x, h1, h2 = ctx.saved_tensors
-        W1, b1, W2, b2, W3, b3 = ctx.weights
-        w3 = W3.transpose(1, 2)  # (S, 1, width)
+        x, h1, h2, W3 = ctx.saved_tensors
+        W1, W2 = ctx.weights
         gW3 = (g * h2).sum(1, keepdim=True).transpose(1, 2)  # (S, width, 1)
         gb3 = g.sum(1)  # (S, 1)
-        ga2 = torch.ops.aten.threshold_backward(g * w3, h2, 0)
+        ga2 = torch.ops.aten.threshold_backward(g * W3.transpose(1, 2), h2, 0)
         gh1 = torch.bmm(ga2, W2.transpose(1, 2))
         ga1 = torch.ops.aten.threshold_backward(gh1, h1, 0)
         gx = torch.bmm(ga1, W1.transpose(1, 2)) if ctx.needs_input_grad[0] else None
@@ -259,14 +263,9 @@ class _MLPSGD(torch.autograd.Function):
         whole = len(ctx.segments) == 1
         for a, b, lr, wd in ctx.segments:
             sl = slice(None) if whole else slice(a, b)
-            for v, gv in ((W3, gW3), (b3, gb3), (b2, gb2), (b1, gb1)):
-                vs, gs = v[sl], gv[sl]
-                if wd:
-                    gs = gs.add(vs, alpha=wd)
-                vs.sub_(gs, alpha=lr)
             W2[sl].baddbmm_(h1[sl].transpose(1, 2), ga2[sl], beta=1.0 - lr * wd, alpha=-lr)
             W1[sl].baddbmm_(x[sl].transpose(1, 2), ga1[sl], beta=1.0 - lr * wd, alpha=-lr)
-        return gx, None, None, None, None, None, None, None
+        return gx, None, gb1, None, gb2, gW3, gb3, None
 
 
 def mlp(p: Params, x: torch.Tensor, prefix: str = "") -> torch.Tensor:

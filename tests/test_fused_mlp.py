@@ -37,7 +37,7 @@ def _step(fused, dtype):
     y = (torch.randint(0, 2, (S, n), generator=g) * 2 - 1).to(dtype)
     if fused:
         q = mm.SGDStep(p, [(a, b, lr, wdm) for a, b, lr, _, wdm in SEGS])
-        names = [k for k in p if k not in mm.MLP_PARAMS]
+        names = [k for k in p if k not in mm.FUSED_PARAMS]
         grads = torch.autograd.grad(_loss(q, x, y), [p[k] for k in names])
     else:
         names = list(p)

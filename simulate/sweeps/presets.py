@@ -122,12 +122,6 @@ def run_cost(cfg: TrainConfig) -> float:
     return cfg.seeds * cfg.iterations * ms_per_seed_iteration(cfg) / 1e3 + RUN_OVERHEAD_S
 
 
-def pack_seconds(cfgs) -> float:
-    """Estimated CPU seconds of a pack of runs (every seed to its cap)."""
-    S = sum(c.seeds for c in cfgs)
-    return sum(c.seeds * c.iterations * pack_ms_per_seed_iteration(c, S) / 1e3 + RUN_OVERHEAD_S for c in cfgs)
-
-
 # One NVIDIA H200 (docs/performance.md, "On an NVIDIA H200"): the transformer at the paper's
 # Fig. 2 shapes (N = 99, K = 20000, width 512, batch 128, no evaluation) ran 2461
 # seed-iterations/s at 16 seeds, 5399 at 64 and 5352 at 256.  A step of S seeds takes
@@ -139,12 +133,27 @@ GPU_COST = {"step_floor_ms": 6.5, "seed_ms": 0.187}
 _GPU_REF = dict(model="transformer", N=99, K=20_000, width=512, batch_size=128, eval_every=10 ** 9)
 
 
+@lru_cache(maxsize=None)
+def _gpu_ref_cpu_ms() -> float:
+    """The CPU model's milliseconds per seed-iteration at the GPU figures' shapes."""
+    return ms_per_seed_iteration(TrainConfig(**_GPU_REF))
+
+
 def gpu_ms_per_seed_iteration(cfg: TrainConfig, seeds: int) -> float:
     """Estimated milliseconds per seed-iteration of ``cfg`` on one H200 in a pack of ``seeds``
     seeds in all (see GPU_COST): the larger of the launch floor shared by the pack's seeds and
     the per-seed cost, which scales with the run's shapes as the CPU model does."""
-    per_seed = GPU_COST["seed_ms"] * ms_per_seed_iteration(cfg) / ms_per_seed_iteration(TrainConfig(**_GPU_REF))
+    per_seed = GPU_COST["seed_ms"] * ms_per_seed_iteration(cfg) / _gpu_ref_cpu_ms()
     return max(GPU_COST["step_floor_ms"] / max(1, seeds), per_seed)
+
+
+def pack_seconds(cfgs, device: str = "cpu") -> float:
+    """Estimated seconds of a pack of runs (every seed to its cap): CPU seconds on one core
+    (:func:`pack_ms_per_seed_iteration`), or on ``device="cuda"`` seconds on one H200
+    (:func:`gpu_ms_per_seed_iteration`)."""
+    S = sum(c.seeds for c in cfgs)
+    ms = gpu_ms_per_seed_iteration if device == "cuda" else pack_ms_per_seed_iteration
+    return sum(c.seeds * c.iterations * ms(c, S) / 1e3 + RUN_OVERHEAD_S for c in cfgs)
 
 
 def estimate(spec: SweepSpec, cores: int = 2, device: str = "cpu") -> dict:
@@ -158,20 +167,17 @@ def estimate(spec: SweepSpec, cores: int = 2, device: str = "cpu") -> dict:
     from icl_kinetics.simulate.sweeps.executors import plan_packs
 
     one_of("device", device, ("cpu", "cuda"))
-    if device == "cuda":
-        runs = [replace(r, config=replace(r.config, device="cuda")) for r in spec.runs]
-        packs = plan_packs(runs, processes=1)
-        gpu_s = sum(c.seeds * c.iterations * gpu_ms_per_seed_iteration(c, sum(q.seeds for q in cs)) / 1e3
-                    + RUN_OVERHEAD_S for cs in ([r.config for r in p] for p in packs) for c in cs)
-        return {"runs": len(spec.runs), "packs": len(packs), "seeds": spec.seeds,
-                "seed_iterations": spec.seed_iterations, "gpu_hours": gpu_s / 3600, "device": "cuda"}
-    packs = plan_packs(spec.runs, processes=cores)
-    secs = [pack_seconds([r.config for r in p]) for p in packs]
+    cuda = device == "cuda"
+    runs = [replace(r, config=replace(r.config, device="cuda")) for r in spec.runs] if cuda else spec.runs
+    packs = plan_packs(runs, processes=1 if cuda else cores)
+    secs = [pack_seconds([r.config for r in p], device) for p in packs]
+    size = {"runs": len(spec.runs), "packs": len(packs), "seeds": spec.seeds, "seed_iterations": spec.seed_iterations}
+    if cuda:  # one process on one GPU: the packs in sequence
+        return {**size, "gpu_hours": sum(secs) / 3600, "device": "cuda"}
     core_s = sum(secs)
     # the pool runs the packs longest first: the wall time is at least the longest pack
     wall = max(core_s / max(1, min(cores, len(packs))), max(secs, default=0.0))
-    return {"runs": len(spec.runs), "packs": len(packs), "seeds": spec.seeds, "seed_iterations": spec.seed_iterations,
-            "cpu_core_hours": core_s / 3600, "wall_hours_on_cores": wall / 3600, "cores": cores}
+    return {**size, "cpu_core_hours": core_s / 3600, "wall_hours_on_cores": wall / 3600, "cores": cores}
 
 
 def list_presets(cores: int = 2, device: str = "cpu") -> list[dict]:
