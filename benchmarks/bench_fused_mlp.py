@@ -18,10 +18,22 @@ import statistics
 
 
 def main(argv=None) -> dict:
+    def at_least_1(name):
+        def parse(v):
+            try:
+                n = int(v)
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise argparse.ArgumentTypeError(f"{name} = {v!r}: allowed is a whole number >= 1")
+            return n
+        return parse
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--iterations", type=int, default=30, help="timed steps per round and variant")
-    ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--rounds", type=at_least_1("--rounds"), default=5)
+    ap.add_argument("--iterations", type=at_least_1("--iterations"), default=30,
+                    help="timed steps per round and variant")
+    ap.add_argument("--seeds", type=at_least_1("--seeds"), default=16)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
 
