@@ -30,10 +30,11 @@ def _build(name: str, defines: list):
 
     from icl_kinetics.simulate import kernels
 
-    src = Path(kernels.__file__).with_name("gather_attention.cpp")
     build = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
     build.mkdir(parents=True, exist_ok=True)
-    return load(name=name, sources=[str(src)], extra_cflags=kernels._CFLAGS + defines, build_directory=str(build),
+    # the engine's whole extension (gather_attention.cpp with the MLP's passes and the bindings)
+    return load(name=name, sources=[str(p) for p in kernels._SOURCES], extra_cflags=kernels._CFLAGS + defines,
+                build_directory=str(build),
                 verbose=False)
 
 

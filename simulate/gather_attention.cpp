@@ -10,8 +10,9 @@
 // The rows are read straight from the (small, cache-resident) token tables: the
 // (R, L, D) tensor of gathered rows is never written.  Each sequence's rows are read
 // once per direction: the second pass over them hits L1.  Every index is checked
-// against its table.  icl_kinetics/simulate/kernels.py loads it and holds the torch
-// reference implementation it is tested against (tests/test_kernels.py).
+// against its table.  icl_kinetics/simulate/kernels.py loads it (bindings.cpp names it in
+// the module) and holds the torch reference implementation it is tested against
+// (tests/test_kernels.py).
 #include <torch/extension.h>
 
 #include <cmath>
@@ -166,9 +167,4 @@ torch::Tensor backward(c10::optional<torch::Tensor> gp, torch::Tensor gm, torch:
                             ci.data_ptr<int64_t>(), ti.data_ptr<int64_t>(), ga.data_ptr<scalar_t>(), R, N, D);
   });
   return ga;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "fused gather-attention, forward");
-  m.def("backward", &backward, "fused gather-attention, backward (gradient of a)");
 }

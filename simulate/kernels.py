@@ -1,7 +1,9 @@
-"""The attention of the one-layer transformer's last-token path over gathered token rows:
-one fused CPU kernel, and the torch reference it is tested against.
+"""The compiled CPU kernels of the training engine, and the torch references they are
+tested against.  One extension (``gather_attention.cpp``, ``mlp_step.cpp`` and
+``bindings.cpp``), compiled once per machine with ``torch.utils.cpp_extension``.
 
-Sequence r reads L = N + 1 rows: ``ctx_table[ctx_idx[r, j]]`` (j < N), then
+**The attention of the one-layer transformer's last-token path over gathered token
+rows.**  Sequence r reads L = N + 1 rows: ``ctx_table[ctx_idx[r, j]]`` (j < N), then
 ``tgt_table[tgt_idx[r]]`` (the target itself).  With a query-key vector a_r (one per
 sequence)::
 
@@ -9,21 +11,25 @@ sequence)::
 
 :func:`gather_attention` returns (p, m) and is differentiable in ``a`` (the tables are
 constants: normalized tokens, :func:`icl_kinetics.simulate.models.normalize_tokens`).
-
 Two implementations of the one function:
 
 * :func:`gather_attention_reference` (torch): gathers the (R, N, D) rows into a
   buffer, then two batched products forward and two backward, each a pass over that
   buffer (26 MB per 8 seeds at the paper's shapes): memory-bound on a CPU.
-* The fused kernel (``gather_attention.cpp``, compiled once per machine with
-  ``torch.utils.cpp_extension``): reads each sequence's rows straight from the token
-  tables (which stay in cache), once per direction, and never writes the gathered
-  rows.  ``benchmarks/bench_engine.py`` measures both.
+* The fused kernel (``gather_attention.cpp``): reads each sequence's rows straight from
+  the token tables (which stay in cache), once per direction, and never writes the
+  gathered rows.  ``benchmarks/bench_engine.py`` measures both.
 
-Which one runs: ``ICL_KINETICS_KERNEL=auto`` (the default) uses the fused kernel for
-float32/float64 CPU tensors when it compiles, else the reference with a one-line
-warning; ``cpp`` requires the kernel (an error if it cannot be built); ``torch``
-always uses the reference.  CUDA tensors always use the reference.
+**The readout MLP's elementwise passes** (``mlp_step.cpp``): the bias and ReLU after
+each of the MLP's products, the scalar readout, and the backward pass's ReLU masks and
+bias and readout gradients, each in one pass over the (S, B, width) activations.
+:class:`icl_kinetics.simulate.models._MLPSGD` calls them through :func:`mlp_ops`; its
+torch code is their reference.
+
+Which one runs: ``ICL_KINETICS_KERNEL=auto`` (the default) uses the compiled kernels for
+float32/float64 CPU tensors when they compile, else the torch references with a
+one-line warning; ``cpp`` requires them (an error if they cannot be built); ``torch``
+always uses the references.  CUDA tensors always use the references.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ from icl_kinetics.errors import ParameterError
 #: environment variable choosing the implementation: "auto", "cpp" or "torch"
 KERNEL_ENV = "ICL_KINETICS_KERNEL"
 _MODES = ("auto", "cpp", "torch")
-_SOURCE = Path(__file__).with_name("gather_attention.cpp")
+#: the extension's sources; bindings.cpp holds the module definition
+_SOURCES = tuple(Path(__file__).with_name(n) for n in ("gather_attention.cpp", "mlp_step.cpp", "bindings.cpp"))
 _CFLAGS = ["-O3", "-march=native", "-fopenmp-simd"]
 _LOCK = threading.Lock()
 _STATE: dict = {"ext": None, "error": None, "warned": False}
@@ -108,9 +115,9 @@ def _build_or_load(build: Path, name: str):
                       file=sys.stderr, flush=True)
                 baton.unlink(missing_ok=True)
             if not so.exists():
-                print("icl-kinetics: compiling the fused attention kernel for this machine (once, about a "
+                print("icl-kinetics: compiling the engine's CPU kernels for this machine (once, about a "
                       f"minute; cached in {build})", file=sys.stderr, flush=True)
-            mod = load(name=name, sources=[str(_SOURCE)], extra_cflags=_CFLAGS, build_directory=str(build),
+            mod = load(name=name, sources=[str(p) for p in _SOURCES], extra_cflags=_CFLAGS, build_directory=str(build),
                        verbose=False)
             tmp = build / f"{BUILT_MARKER}.{os.getpid()}"
             tmp.write_text(name)
@@ -121,8 +128,8 @@ def _build_or_load(build: Path, name: str):
 
 
 def extension():
-    """The compiled fused kernel, or None when the reference is to be used (mode
-    "torch", or mode "auto" and the kernel could not be built).
+    """The compiled kernels (one module), or None when the references are to be used (mode
+    "torch", or mode "auto" and the kernels could not be built).
 
     The first call on a machine compiles it (about a minute; a note goes to stderr);
     later calls and later processes load the cached build.  Thread-safe.
@@ -136,17 +143,17 @@ def extension():
         return None
     with _LOCK:
         if _STATE["ext"] is None and _STATE["error"] is None:
-            src = _SOURCE.read_text()
             # one build per source text, source file, torch installation, flags and CPU: the
-            # ninja file names the source's and torch's paths, so two checkouts or two
+            # ninja file names the sources' and torch's paths, so two checkouts or two
             # environments sharing one build folder would keep recompiling each other's
-            key = hashlib.sha256("\0".join([src, str(_SOURCE.resolve()), torch.__version__,
+            srcs = [part for p in _SOURCES for part in (p.read_text(), str(p.resolve()))]
+            key = hashlib.sha256("\0".join([*srcs, torch.__version__,
                                             str(Path(torch.__file__).resolve().parent), " ".join(_CFLAGS),
                                             _cpu_signature()]).encode()).hexdigest()[:12]
             try:
                 from torch.utils.cpp_extension import get_default_build_root
 
-                name = f"icl_kinetics_gather_attention_{key}"
+                name = f"icl_kinetics_kernels_{key}"
                 build = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()) / name
                 build.mkdir(parents=True, exist_ok=True)
                 _STATE["ext"] = _build_or_load(build, name)
@@ -154,12 +161,12 @@ def extension():
                 _STATE["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if _STATE["ext"] is None:
             if mode == "cpp":
-                raise RuntimeError(f"{KERNEL_ENV}=cpp but the fused attention kernel cannot be built: "
+                raise RuntimeError(f"{KERNEL_ENV}=cpp but the engine's CPU kernels cannot be built: "
                                    f"{_STATE['error']}")
             if not _STATE["warned"]:
                 _STATE["warned"] = True
-                print(f"icl-kinetics: the fused attention kernel is not available ({_STATE['error']}); using the "
-                      f"torch reference (slower, same numbers to rounding)", file=sys.stderr, flush=True)
+                print(f"icl-kinetics: the engine's CPU kernels are not available ({_STATE['error']}); using the "
+                      f"torch references (slower, same numbers to rounding)", file=sys.stderr, flush=True)
         return _STATE["ext"]
 
 
@@ -234,3 +241,17 @@ def gather_attention(a, ctx_table, tgt_table, ctx_idx, tgt_idx, buffer=None):
         return gather_attention_reference(a, ctx_table, tgt_table, ctx_idx, tgt_idx, buffer)
     return _Fused.apply(a, ctx_table.contiguous(), tgt_table.contiguous(), ctx_idx.contiguous(),
                         tgt_idx.contiguous())
+
+
+def mlp_ops(x: torch.Tensor):
+    """The compiled module whose ``mlp_*`` functions do the readout MLP's elementwise passes
+    for activations like ``x`` (``mlp_step.cpp``), or None where the torch reference is to
+    be used: a non-CPU or non-float32/64 tensor, mode "torch", or no buildable kernel.
+
+    Raises:
+        ParameterError: a bad ``ICL_KINETICS_KERNEL``.
+        RuntimeError: ``ICL_KINETICS_KERNEL=cpp`` without a buildable kernel.
+    """
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return extension()

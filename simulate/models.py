@@ -237,29 +237,47 @@ class _MLPSGD(torch.autograd.Function):
     gradients of x, b1, b2, W3 and b3 are returned to autograd.
     The same products and ReLU masks as autograd's backward of :func:`mlp`, in float64 the
     same numbers to rounding (tests/test_fused_mlp.py); every input gradient is taken before
-    the weight it reads is updated."""
+    the weight it reads is updated.  On CPU the passes between the products (bias and ReLU,
+    the readout, the masks and the bias gradients) are the compiled ``mlp_step.cpp``
+    (:func:`icl_kinetics.simulate.kernels.mlp_ops`), one pass each; the torch code below is
+    their reference (and runs on CUDA)."""
 
     @staticmethod
     def forward(ctx, x, W1, b1, W2, b2, W3, b3, segments):
-        h1 = torch.baddbmm(b1.unsqueeze(1), x, W1).relu_()
-        h2 = torch.baddbmm(b2.unsqueeze(1), h1, W2).relu_()
-        out = (h2 * W3.transpose(1, 2)).sum(-1, keepdim=True) + b3.unsqueeze(1)
+        from icl_kinetics.simulate.kernels import mlp_ops
+
+        ext = mlp_ops(x)
+        if ext is not None:
+            h1 = torch.bmm(x, W1)
+            ext.mlp_bias_relu_(h1, b1.contiguous())
+            h2 = torch.bmm(h1, W2)
+            out = ext.mlp_readout_forward_(h2, b2.contiguous(), W3.contiguous(), b3.contiguous())
+        else:
+            h1 = torch.baddbmm(b1.unsqueeze(1), x, W1).relu_()
+            h2 = torch.baddbmm(b2.unsqueeze(1), h1, W2).relu_()
+            out = (h2 * W3.transpose(1, 2)).sum(-1, keepdim=True) + b3.unsqueeze(1)
         ctx.save_for_backward(x, h1, h2, W3)
         ctx.weights = (W1, W2)  # not saved tensors: updated in place below
         ctx.segments = segments
+        ctx.ext = ext
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, h1, h2, W3 = ctx.saved_tensors
         W1, W2 = ctx.weights
-        gW3 = (g * h2).sum(1, keepdim=True).transpose(1, 2)  # (S, width, 1)
+        ext = ctx.ext
         gb3 = g.sum(1)  # (S, 1)
-        ga2 = torch.ops.aten.threshold_backward(g * W3.transpose(1, 2), h2, 0)
-        gh1 = torch.bmm(ga2, W2.transpose(1, 2))
-        ga1 = torch.ops.aten.threshold_backward(gh1, h1, 0)
+        if ext is not None:
+            ga2, gW3, gb2 = ext.mlp_readout_backward(g.contiguous(), h2, W3.contiguous())
+            ga1 = torch.bmm(ga2, W2.transpose(1, 2))
+            gb1 = ext.mlp_relu_backward_(ga1, h1)
+        else:
+            gW3 = (g * h2).sum(1, keepdim=True).transpose(1, 2)  # (S, width, 1)
+            ga2 = torch.ops.aten.threshold_backward(g * W3.transpose(1, 2), h2, 0)
+            ga1 = torch.ops.aten.threshold_backward(torch.bmm(ga2, W2.transpose(1, 2)), h1, 0)
+            gb2, gb1 = ga2.sum(1), ga1.sum(1)
         gx = torch.bmm(ga1, W1.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        gb2, gb1 = ga2.sum(1), ga1.sum(1)
         whole = len(ctx.segments) == 1
         for a, b, lr, wd in ctx.segments:
             sl = slice(None) if whole else slice(a, b)

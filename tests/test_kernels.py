@@ -1,7 +1,8 @@
-"""The fused gather-attention kernel (simulate/gather_attention.cpp) against its torch
-reference (simulate/kernels.py) and against finite differences; the fallback when it
-cannot be built; and the transformer's fast path with it against the full-attention
-oracle."""
+"""The engine's compiled CPU kernels against their torch references: the fused
+gather-attention kernel (simulate/gather_attention.cpp) against kernels.py's reference and
+finite differences, and the transformer's fast path with it against the full-attention
+oracle; the readout MLP's passes (simulate/mlp_step.cpp) against models._MLPSGD's torch
+code; the fallback when they cannot be built, and the build's locks."""
 
 import math
 
@@ -79,7 +80,7 @@ def test_kernel_choice_by_environment_and_the_fallback_when_it_cannot_build(monk
     # a kernel that does not compile: "auto" warns once and uses the reference, "cpp" refuses
     broken = tmp_path / "gather_attention.cpp"
     broken.write_text("this is not C++\n")
-    monkeypatch.setattr(kn, "_SOURCE", broken)
+    monkeypatch.setattr(kn, "_SOURCES", (broken,))
     monkeypatch.setattr(kn, "_STATE", {"ext": None, "error": None, "warned": False})
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
     monkeypatch.setenv(kn.KERNEL_ENV, "auto")
@@ -87,10 +88,105 @@ def test_kernel_choice_by_environment_and_the_fallback_when_it_cannot_build(monk
     pr, mr = kn.gather_attention_reference(a, ct, tt, ci, ti)
     assert torch.equal(p, pr) and torch.equal(m, mr)
     kn.gather_attention(a, ct, tt, ci, ti)
+    # the MLP's passes fall back too (the torch code of models._MLPSGD), with no second warning
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    assert kn.mlp_ops(x) is None
+    q = mm.SGDStep({k: v.requires_grad_(True) for k, v in _mlp_params(torch.float64, 2, 4, 5).items()},
+                   [(0, 2, 0.1, 0.0)])
+    out = mm.mlp(q, x)
+    assert out.shape == (2, 3, 1) and type(out.grad_fn).__name__.startswith("_MLPSGD")
     assert capsys.readouterr().err.count("not available") == 1
     monkeypatch.setenv(kn.KERNEL_ENV, "cpp")
     with pytest.raises(RuntimeError, match="cannot be built"):
         kn.extension()
+
+
+def _mlp_params(dtype, S, T, W, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"W1": torch.randn(S, T, W, generator=g, dtype=dtype) / T ** 0.5,
+            "b1": 0.3 * torch.randn(S, W, generator=g, dtype=dtype),
+            "W2": torch.randn(S, W, W, generator=g, dtype=dtype) / W ** 0.5,
+            "b2": 0.3 * torch.randn(S, W, generator=g, dtype=dtype),
+            "W3": torch.randn(S, W, 1, generator=g, dtype=dtype) / W ** 0.5,
+            "b3": torch.randn(S, 1, generator=g, dtype=dtype)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("S,R,W", [(3, 5, 37), (2, 128, 512), (1, 1, 1)])
+def test_the_mlp_kernels_match_their_torch_reference(dtype, S, R, W):
+    """Each of mlp_step.cpp's passes against the torch operations it replaces (models._MLPSGD's
+    reference code): float64 to 1e-12 relative (the sums run in another order), float32 to
+    rounding (1e-5 relative); the masks exactly.  Widths that fill no vector lane evenly."""
+    _fused_available()
+    ext = kn.mlp_ops(torch.zeros(1, dtype=dtype))
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    g = torch.Generator().manual_seed(S * R * W)
+    a = torch.randn(S, R, W, generator=g, dtype=dtype)
+    b, w3, b3 = (torch.randn(S, W, generator=g, dtype=dtype), torch.randn(S, W, 1, generator=g, dtype=dtype),
+                 torch.randn(S, 1, generator=g, dtype=dtype))
+    h = a.clone()
+    ext.mlp_bias_relu_(h, b)
+    ref_h = (a + b.unsqueeze(1)).relu()
+    torch.testing.assert_close(h, ref_h, **tol)
+    h = a.clone()
+    out = ext.mlp_readout_forward_(h, b, w3, b3)
+    torch.testing.assert_close(h, ref_h, **tol)
+    torch.testing.assert_close(out, (ref_h * w3.transpose(1, 2)).sum(-1, keepdim=True) + b3.unsqueeze(1), **tol)
+    gout = torch.randn(S, R, 1, generator=g, dtype=dtype)
+    ga, gw3, gb = ext.mlp_readout_backward(gout, ref_h, w3)
+    ref_ga = torch.ops.aten.threshold_backward(gout * w3.transpose(1, 2), ref_h, 0)
+    assert torch.equal(ga == 0, ref_ga == 0)
+    torch.testing.assert_close(ga, ref_ga, **tol)
+    torch.testing.assert_close(gw3, (gout * ref_h).sum(1, keepdim=True).transpose(1, 2), **tol)
+    torch.testing.assert_close(gb, ref_ga.sum(1), **tol)
+    gh = torch.randn(S, R, W, generator=g, dtype=dtype)
+    ref = torch.ops.aten.threshold_backward(gh, ref_h, 0)
+    gb = ext.mlp_relu_backward_(gh, ref_h)
+    torch.testing.assert_close(gh, ref, **tol)
+    torch.testing.assert_close(gb, ref.sum(1), **tol)
+
+
+def test_the_mlp_kernels_pass_nan_through_as_torch_does_and_check_their_inputs():
+    """A NaN pre-activation stays NaN after the ReLU (torch.relu) and its mask passes the
+    gradient (threshold_backward), so a diverging run still reports a non-finite loss; a
+    tensor of the wrong shape or layout is refused, not read out of bounds."""
+    _fused_available()
+    ext = kn.mlp_ops(torch.zeros(1))
+    h = torch.tensor([[[float("nan"), -1.0, 2.0]]])
+    out = ext.mlp_readout_forward_(h, torch.zeros(1, 3), torch.ones(1, 3, 1), torch.zeros(1, 1))
+    assert torch.isnan(h[0, 0, 0]) and h[0, 0, 1] == 0 and torch.isnan(out).all()
+    gh = torch.ones(1, 1, 3)
+    ext.mlp_relu_backward_(gh, torch.tensor([[[float("nan"), -1.0, 2.0]]]))
+    assert gh.tolist() == [[[1.0, 0.0, 1.0]]]
+    with pytest.raises(RuntimeError, match="b must be"):
+        ext.mlp_bias_relu_(torch.zeros(2, 3, 4), torch.zeros(2, 5))
+    with pytest.raises(RuntimeError, match="h must be"):
+        ext.mlp_bias_relu_(torch.zeros(2, 4, 3).transpose(1, 2), torch.zeros(2, 4))
+    with pytest.raises(RuntimeError, match="w3 must be"):
+        ext.mlp_readout_backward(torch.zeros(2, 3, 1), torch.zeros(2, 3, 4), torch.zeros(2, 4, 1).double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_fused_mlp_step_with_the_kernels_matches_its_torch_code(dtype, monkeypatch):
+    """models._MLPSGD forward, backward and in-place update with mlp_step.cpp against the same
+    step with ICL_KINETICS_KERNEL=torch: float64 to 1e-12, float32 to rounding."""
+    _fused_available()
+    S, R, T, W = 4, 33, 9, 40
+    x0 = torch.randn(S, R, T, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    res = {}
+    for mode in ("cpp", "torch"):
+        monkeypatch.setenv(kn.KERNEL_ENV, mode)
+        p = {k: v.requires_grad_(True) for k, v in _mlp_params(dtype, S, T, W, seed=2).items()}
+        x = x0.clone().requires_grad_(True)
+        q = mm.SGDStep(p, [(0, 1, 0.3, 0.0), (1, S, 0.1, 0.05)])
+        out = mm.mlp(q, x)
+        loss = torch.nn.functional.softplus(-out).sum()
+        grads = torch.autograd.grad(loss, [x, p["b1"], p["b2"], p["W3"], p["b3"]])
+        res[mode] = [out.detach(), *grads, p["W1"].detach(), p["W2"].detach()]
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    for u, v in zip(res["cpp"], res["torch"]):
+        torch.testing.assert_close(u, v, **tol)
+    assert (res["cpp"][-1] - _mlp_params(dtype, S, T, W, seed=2)["W2"]).abs().max() > 1e-4  # the step moved W2
 
 
 @pytest.mark.parametrize("per_seed", [False, True])
