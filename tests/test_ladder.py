@@ -285,6 +285,19 @@ def test_below_the_minimum_is_inconclusive_needs():
     assert p.verdict == "inconclusive" and p.reason.startswith("needs ") and ">= 8 K = inf seeds" in p.reason
 
 
+def test_a_ladder_with_no_measured_point_names_its_figures_not_drawn(tmp_path):
+    """Only K = inf runs: no point has a K* or a drive ratio, so the two ladder figures are not
+    drawn (an empty log-log plot would be a matplotlib error); the report says why in words."""
+    t = ladder_table(Ns=(39,), finite=False)
+    v = ladder_checks(t, {("transformer", 128.0): [39]}, n_boot=20, full=True)
+    res = write_report(v, tmp_path / "rep", "K = inf only")
+    assert not (tmp_path / "rep" / "ladder_k_star_vs_N.png").exists()
+    assert not (tmp_path / "rep" / "ladder_drive_ratio.png").exists()
+    for key in ("k_star_in_situ", "drive_ratio"):
+        assert res["figures_not_drawn"][key].startswith("nothing to plot"), res["figures_not_drawn"]
+    assert "## Figures not drawn" in (tmp_path / "rep" / "report.md").read_text()
+
+
 def test_a_partial_ladder_writes_its_report_with_missing_n_inconclusive(tmp_path):
     """Expected N = 9, 19, 39, 79 at two widths; data only at N = 19 (and K = inf only at N = 39):
     no crash; every other point is "inconclusive: needs ...", the report lists them all and the

@@ -488,6 +488,8 @@ def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
     """Every verdict's figure; one that cannot be drawn from its data is left out and named in
     ``not_drawn`` ({verdict: why}), never a crash of the report."""
     not_drawn = {} if not_drawn is None else not_drawn
+    import numpy as np
+
     from icl_kinetics.validate import figures as F
 
     paths = {}
@@ -509,8 +511,14 @@ def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
              for v in verdicts if v.prediction == "drive_at_onset"}  # drive_at_onset's, beside the ladder's
     lad = [{**v.figure_data, **({"drive_ratio_all_k": ratio[v.rung]} if v.rung in ratio else {})}
            for v in verdicts if v.prediction == "k_star_in_situ" and v.figure_data]
-    for key, draw, name in (("k_star_in_situ", "ladder_k_star_figure", "ladder_k_star_vs_N.png"),
-                            ("drive_ratio", "drive_ratio_figure", "ladder_drive_ratio.png")):
+    for key, draw, name, cols in (("k_star_in_situ", "ladder_k_star_figure", "ladder_k_star_vs_N.png",
+                                   ("k_rel", "k_fixed", "k_pred")),
+                                  ("drive_ratio", "drive_ratio_figure", "ladder_drive_ratio.png",
+                                   ("drive_ratio", "drive_ratio_all_k"))):
+        if lad and not any(np.isfinite(np.asarray(r.get(c, [np.nan]), float)[:1]).any() for r in lad for c in cols):
+            not_drawn[key] = (f"nothing to plot: no (model, width, N) point has a {' or '.join(cols)} value "
+                              "(each is below its check's minimum; the verdicts say what is missing)")
+            continue
         try:
             if lad:
                 paths[key] = F.save(getattr(F, draw)(lad), out / name)
