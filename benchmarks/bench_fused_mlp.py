@@ -9,7 +9,7 @@ included, as ``icl-kinetics bench engine`` times it), three ways:
 * ``fused_torch_passes``: the same step with those passes in torch (the reference code
   of ``models._MLPSGD``, which CUDA runs; here by making ``kernels.mlp_ops`` answer None);
 * ``autograd``: autograd's gradients and the separate SGD update for every parameter
-  (the engine before the fused step, kept as ``engine._Group.fused_mlp = False``).
+  (the engine before the fused step, kept as ``group._Group.fused_mlp = False``).
 
 The variants are timed in interleaved rounds (so drifting load on a shared machine hits
 them alike); the median and the best round of each are printed, with the ratios of the
@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
 
     from unittest import mock
 
-    from icl_kinetics.simulate import engine, kernels
+    from icl_kinetics.simulate import group, kernels
     from icl_kinetics.simulate.engine import TrainConfig, time_steps
 
     cfg = TrainConfig(model="transformer", N=99, K=20_000, width=512, batch_size=128, seeds=a.seeds,
@@ -60,12 +60,12 @@ def main(argv=None) -> dict:
     try:
         for _ in range(a.rounds):
             for name, fused, compiled in variants:
-                engine._Group.fused_mlp = fused
+                group._Group.fused_mlp = fused
                 with mock.patch.object(kernels, "mlp_ops", kernels.mlp_ops if compiled else (lambda x: None)):
                     t = time_steps(cfg, a.iterations, warmup=2)
                 ms[name].append(1e3 * t["seconds"] / t["seed_iterations"])
     finally:
-        engine._Group.fused_mlp = True
+        group._Group.fused_mlp = True
     med = {k: statistics.median(v) for k, v in ms.items()}
     r = {"ms_per_seed_iteration": ms, "median": med, "best": {k: min(v) for k, v in ms.items()},
          "speedup_of_medians": med["autograd"] / med["fused"],

@@ -71,11 +71,11 @@ def main(argv=None):
 
     import torch
 
-    from icl_kinetics.simulate import TrainConfig, engine, train
-    from icl_kinetics.simulate.engine import _resolve_workers, _use_processes
+    from icl_kinetics.simulate import TrainConfig, config, train
+    from icl_kinetics.simulate.config import _resolve_workers, _use_processes
 
     if args.parallel != "auto":  # the engine's switch-over point (a private knob, for measuring)
-        engine._PROCESS_MIN_SEED_ITERATIONS = 0 if args.parallel == "processes" else float("inf")
+        config._PROCESS_MIN_SEED_ITERATIONS = 0 if args.parallel == "processes" else float("inf")
 
     iters = 500 if args.quick else 10_000
     cfg = TrainConfig(model="minimal", width=0, K=None, N=100, D=63, beta0=0.0, lr=0.1, batch_size=128,

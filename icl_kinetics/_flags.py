@@ -152,7 +152,7 @@ def deprecation_notes(a) -> list[str]:
 # ----------------------------------------------------------------------------- TrainConfig flags
 def train_config_fields() -> dict:
     """TrainConfig's fields, name -> dataclasses.Field, in declaration order."""
-    from icl_kinetics.simulate.engine import TrainConfig
+    from icl_kinetics.simulate.config import TrainConfig
 
     return {f.name: f for f in fields(TrainConfig)}
 

@@ -811,7 +811,7 @@ def _print_compare(r):
 # ----------------------------------------------------------------------------- training commands
 def _train_config(a, **fixed):
     """The TrainConfig of the parsed flags (``fixed``: fields the command sets), validated."""
-    from icl_kinetics.simulate.engine import TrainConfig
+    from icl_kinetics.simulate.config import TrainConfig
 
     cfg = TrainConfig(**{**config_kwargs(a), **fixed})
     cfg.validate()
@@ -1072,7 +1072,7 @@ def _only_runs(spec, filters) -> set | None:
     from dataclasses import fields as dc_fields
 
     from icl_kinetics.errors import ParameterError
-    from icl_kinetics.simulate.engine import TrainConfig
+    from icl_kinetics.simulate.config import TrainConfig
 
     names = {f.name for f in dc_fields(TrainConfig)}
     keep = {r.id for r in spec.runs}

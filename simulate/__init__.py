@@ -9,8 +9,13 @@ What users call:
 
 Submodules (imported on demand):
 
-* :mod:`~icl_kinetics.simulate.engine`: the training loop, checkpoints, parallelism,
+* :mod:`~icl_kinetics.simulate.engine`: the training loop, parallelism, grid batching,
   :func:`~icl_kinetics.simulate.engine.time_steps` for benchmarks.
+* :mod:`~icl_kinetics.simulate.config`: :class:`TrainConfig` and :class:`TrainResult`,
+  the metrics columns, the memory estimate.
+* :mod:`~icl_kinetics.simulate.group`: a seed group's data draws, SGD step, evaluation and
+  per-model forward passes.
+* :mod:`~icl_kinetics.simulate.checkpoint`: checkpoints (save, verified load, restore).
 * :mod:`~icl_kinetics.simulate.overlaps`: the exact K -> infinity overlap sampler of
   the minimal model (the ``"overlaps"`` backend).
 * :mod:`~icl_kinetics.simulate.data`: the seeded data generator (every sequence mode)

@@ -238,7 +238,7 @@ def test_a_shared_map_keeps_one_copy_of_its_token_tables():
     """With one label map the IWL test sequences run over the training items and map, so
     their normalized token tables are the training tables themselves (not a second K x 2T
     copy), and they hold the numbers a fresh normalization of those items gives."""
-    from icl_kinetics.simulate.engine import _Shared
+    from icl_kinetics.simulate.group import _Shared
 
     cfg = TrainConfig(model="transformer", K=64, label_map="shared", **TINY)
     sh = _Shared(cfg, torch.device("cpu"))

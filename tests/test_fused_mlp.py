@@ -1,11 +1,12 @@
 """The fused MLP step (models.SGDStep): the readout MLP's SGD update done in its own backward
-pass, against the reference it replaces (autograd's gradients, then engine._sgd_update)."""
+pass, against the reference it replaces (autograd's gradients, then group._sgd_update)."""
 
 import pytest
 import torch
 
 from icl_kinetics.simulate import models as mm
-from icl_kinetics.simulate.engine import TrainConfig, _build, _Group, _sgd_update, train
+from icl_kinetics.simulate.engine import TrainConfig, _build, train
+from icl_kinetics.simulate.group import _Group, _sgd_update
 
 S, n, T, W = 5, 12, 7, 16
 
@@ -77,7 +78,7 @@ def test_without_an_sgd_step_dict_or_without_grad_the_mlp_is_the_plain_one():
 @pytest.mark.parametrize("model", ["transformer", "mlp", "transformer_split"])
 def test_a_run_trained_with_the_fused_step_matches_the_reference_engine(model):
     """A tiny run with the fused step against the same run through autograd and _sgd_update
-    (engine._Group.fused_mlp = False): every logged metric equal to within 1e-3 (relative,
+    (group._Group.fused_mlp = False): every logged metric equal to within 1e-3 (relative,
     or absolute below 1), with weight decay on the MLP.  The two differ by float32 rounding in
     the update (about 1e-7 per step), which 120 steps of training amplify to at most a few
     1e-4 in the fitted effective beta; a wrong gradient or update is off by far more."""

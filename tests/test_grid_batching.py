@@ -47,7 +47,7 @@ def _max_diff(a, b):
 def test_a_pack_gives_each_run_its_alone_metrics_bit_for_bit(model, labels):
     """Bitwise: every seed draws the numbers it draws alone, the batched matmuls compute
     each seed's slice with the same kernels (2 or more seeds active on both sides), the loss
-    rows are padded to whole vector chunks (batch 16 here: engine._LANES), and the SGD update
+    rows are padded to whole vector chunks (batch 16 here: group._LANES), and the SGD update
     runs on slices of equal (lr, wd) with the same float32 operations.  Both label modes."""
     kw = {"width": 8} if model == "minimal" else {}
     cfgs = _pack(model, labels=labels, **kw)
@@ -87,11 +87,11 @@ def test_own_schedules_caps_and_early_stop_per_run():
 
 
 def test_the_sgd_update_on_slices_equals_todays_update_bit_for_bit():
-    """The pack's update (engine._sgd_update: one slice per run of equal lr and weight decays)
+    """The pack's update (group._sgd_update: one slice per run of equal lr and weight decays)
     against each run's parameters updated alone as the engine did before packs, the whole
     tensor at once: ``g.add(v, alpha=wd)`` then ``v.sub_(g, alpha=lr)``.  The per-seed tensor
     form (lr and wd as (S, 1, 1) tensors) is not bitwise equal: its products round separately."""
-    from icl_kinetics.simulate.engine import _sgd_update
+    from icl_kinetics.simulate.group import _sgd_update
 
     gen = torch.Generator().manual_seed(3)
     shapes = {"wq": (65, 65), "ln_w": (65,), "W2": (33, 33), "b3": (1,)}

@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 from icl_kinetics.errors import ParameterError  # noqa: E402
 from icl_kinetics.simulate import TrainConfig, train  # noqa: E402
-from icl_kinetics.simulate import engine  # noqa: E402
+from icl_kinetics.simulate import checkpoint, config, engine  # noqa: E402
 from icl_kinetics.simulate import overlaps as ov  # noqa: E402
 
 #: a small overlaps run (N = 10 context tokens, D = 63)
@@ -174,10 +174,10 @@ def test_worker_processes_give_the_numbers_of_threads(monkeypatch):
     pipe at every checkpoint segment: the same rows, bit for bit, as threads."""
     cfg = _small(early_stop=None, iterations=60, log_every=20, seeds=4, beta0=(1.0, 0.5, 0.2, 2.0),
                  checkpoint_every=25)
-    monkeypatch.setattr(engine, "_PROCESS_MIN_SEED_ITERATIONS", 10**18)
+    monkeypatch.setattr(config, "_PROCESS_MIN_SEED_ITERATIONS", 10**18)
     threads = train(cfg, progress=False)
-    monkeypatch.setattr(engine, "_PROCESS_MIN_SEED_ITERATIONS", 0)
-    assert engine._use_processes(cfg, 2)
+    monkeypatch.setattr(config, "_PROCESS_MIN_SEED_ITERATIONS", 0)
+    assert config._use_processes(cfg, 2)
     procs = train(cfg, progress=False)
     assert _rows_json(procs) == _rows_json(threads) and procs.t_icl == threads.t_icl
     assert len(procs.rows) >= 16 and procs.seed_iterations == threads.seed_iterations == 240
@@ -232,12 +232,12 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path):
         assert _rows_json(resumed) == _rows_json(full) and not resumed.notes
     # a checkpoint from before the overlap backend existed (no "backend" entry) was made by
     # autograd, even under the same configuration hash: refused, not loaded into this backend
-    st = engine._load_checkpoint(tmp_path / "w1" / "checkpoint.pt")
+    st = checkpoint._load_checkpoint(tmp_path / "w1" / "checkpoint.pt")
     groups = engine._build(cfg, torch.device("cpu"))
-    engine._check_state(st, cfg, groups)
+    checkpoint._check_state(st, cfg, groups)
     st.pop("backend")
-    with pytest.raises(engine.CheckpointError, match="'autograd' backend"):
-        engine._check_state(st, cfg, groups)
+    with pytest.raises(checkpoint.CheckpointError, match="'autograd' backend"):
+        checkpoint._check_state(st, cfg, groups)
 
 
 # ------------------------------------------------------------------ divergence (as the autograd backend)
@@ -248,7 +248,7 @@ DIVERGED = r"^non-finite (training loss|w or beta) at iteration [1-9][0-9]*$"
 def test_a_huge_learning_rate_diverges_every_seed(monkeypatch, processes):
     """lr = 1e30: every seed is "diverged" with the engine's reason and its t_ICL None
     (never counted as "never acquired"); one SGD step fewer leaves w and beta finite."""
-    monkeypatch.setattr(engine, "_PROCESS_MIN_SEED_ITERATIONS", 0 if processes else 10**18)
+    monkeypatch.setattr(config, "_PROCESS_MIN_SEED_ITERATIONS", 0 if processes else 10**18)
     res = train(_small(lr=1e30, iterations=50, seeds=4), progress=False)
     assert res.status == ["diverged"] * 4 and res.t_icl == [None] * 4
     assert all(re.match(DIVERGED, r) for r in res.reasons), res.reasons

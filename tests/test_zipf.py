@@ -76,7 +76,7 @@ def test_zipf_weights_are_the_data_generators_distribution():
 # ----------------------------------------------------------------------------- the engine's logged c1
 def _train_and_params(tmp_path, **kw):
     from icl_kinetics.simulate import TrainConfig, train
-    from icl_kinetics.simulate.engine import _load_checkpoint
+    from icl_kinetics.simulate.checkpoint import _load_checkpoint
 
     cfg = TrainConfig(lr=0.1, seeds=2, iterations=30, eval_every=30, workers=1, **kw)
     res = train(cfg, out=tmp_path, progress=False)

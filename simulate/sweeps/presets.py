@@ -26,7 +26,7 @@ from pathlib import Path
 
 from icl_kinetics.errors import ParameterError, one_of
 from icl_kinetics.simulate.bench import mlp_flops
-from icl_kinetics.simulate.engine import TrainConfig
+from icl_kinetics.simulate.config import TrainConfig
 from icl_kinetics.simulate.sweeps.spec import SweepSpec
 
 SCALES = ("small", "paper")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 
 from icl_kinetics.errors import ParameterError, positive_int
-from icl_kinetics.simulate.engine import TrainConfig
+from icl_kinetics.simulate.config import TrainConfig
 
 #: TrainConfig fields that do not change a run's numbers on CPU (how it is executed)
 EXECUTION_FIELDS = ("workers", "checkpoint_every")

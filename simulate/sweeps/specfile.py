@@ -43,7 +43,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from icl_kinetics.errors import EnvironmentFailure, ParameterError, positive_int
-from icl_kinetics.simulate.engine import TrainConfig
+from icl_kinetics.simulate.config import TrainConfig
 from icl_kinetics.simulate.sweeps.spec import SweepSpec, grid
 
 #: keys of a spec's top level, and of one of its ``[scale.NAME]`` tables

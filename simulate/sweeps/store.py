@@ -40,7 +40,7 @@ from pathlib import Path
 
 from icl_kinetics.errors import ParameterError, describe
 from icl_kinetics.io import atomic_write_text, write_csv, write_json
-from icl_kinetics.simulate.engine import METRIC_COLUMNS
+from icl_kinetics.simulate.config import METRIC_COLUMNS
 from icl_kinetics.simulate.sweeps.spec import GRID_COLUMNS, RunSpec, SweepSpec
 
 STATUSES = ("done", "failed", "running", "pending", "damaged")
@@ -223,7 +223,7 @@ class SweepStore:
         """'' if the run has no checkpoint or one that reads and verifies, else why (the run
         will set it aside and restart from scratch).  Reads the file: used by ``status``."""
         from icl_kinetics.errors import EnvironmentFailure
-        from icl_kinetics.simulate.engine import CheckpointError, _load_checkpoint
+        from icl_kinetics.simulate.checkpoint import CheckpointError, _load_checkpoint
 
         ck = self.run_dir(rid) / "checkpoint.pt"
         if not ck.is_file():
