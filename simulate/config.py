@@ -221,7 +221,7 @@ class TrainConfig:
         return "overlaps" if overlaps.valid_for(self) else "autograd"
 
     def estimate_bytes(self) -> tuple[float, str]:
-        """Estimated peak memory of :func:`train` in bytes, and the parameter that dominates it.
+        """Estimated peak memory of :func:`~icl_kinetics.simulate.engine.train` in bytes, and the parameter that dominates it.
 
         An upper-side estimate from the engine's allocations (float32 = 4 bytes):
         the shared item set and token tables (K x (D + 2T)); per seed, four copies of the
@@ -366,7 +366,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Outcome of :func:`train`.
+    """Outcome of :func:`~icl_kinetics.simulate.engine.train`.
 
     ``t_icl``: per seed, the first evaluated iteration at which ICL accuracy exceeded
     ``t_icl_threshold`` (None: never, right-censored at ``iterations_done``).
@@ -411,7 +411,7 @@ def _resolve_workers(cfg: TrainConfig) -> int:
 
 
 def _use_processes(cfg: TrainConfig, workers: int) -> bool:
-    """Whether :func:`train` runs its groups in forked worker processes: the overlap
+    """Whether :func:`~icl_kinetics.simulate.engine.train` runs its groups in forked worker processes: the overlap
     sampler, more than one group, >= ``_PROCESS_MIN_SEED_ITERATIONS`` seed-iterations, Linux."""
     import sys
 

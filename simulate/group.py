@@ -311,13 +311,13 @@ def _units(grp) -> list:
 class _Group:
     """A group of seeds trained together (one worker), autograd backend.
 
-    The seeds may belong to several runs of one pack (grid batching, :func:`train_packed`):
+    The seeds may belong to several runs of one pack (grid batching, :func:`~icl_kinetics.simulate.engine.train_packed`):
     ``parts`` lists ``(run, cfg, shared, idx)`` per run, and each becomes a
     :class:`_Member`.  Every run's seeds draw from their own generators and their own item
     table (rows ``off`` of the stacked tables), and are updated with their own lr and weight
     decays; only the batched matmuls are shared.
 
-    The interface that :func:`_run_group` drives (the overlap sampler's
+    The interface that :func:`icl_kinetics.simulate.engine._run_group` drives (the overlap sampler's
     :class:`~icl_kinetics.simulate.overlaps.OverlapGroup` has the same, for one run):
     ``step()``, ``begin_eval(it[, member])`` / ``passes(sel, threshold)`` / ``log(sel, it)``,
     ``deactivate(local)``, the per-seed lists ``active``, ``t_icl``, ``status``,
