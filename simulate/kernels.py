@@ -26,6 +26,9 @@ bias and readout gradients, each in one pass over the (S, B, width) activations.
 :class:`icl_kinetics.simulate.models._MLPSGD` calls them through :func:`mlp_ops`; its
 torch code is their reference.
 
+The compiled functions release the GIL while they run (the engine's worker threads call
+them at the same time).
+
 Which one runs: ``ICL_KINETICS_KERNEL=auto`` (the default) uses the compiled kernels for
 float32/float64 CPU tensors when they compile, else the torch references with a
 one-line warning; ``cpp`` requires them (an error if they cannot be built); ``torch``
