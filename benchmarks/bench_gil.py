@@ -2,7 +2,7 @@
 run, through the engine.
 
 The training engine's step at the paper's shapes (N = 99 context tokens, K = 20000,
-width 512, batch 128, the transformer, 16 seeds in two worker threads, data included, as
+width 512, batch 128, the transformer, 16 seeds in one worker thread per core, data included, as
 ``icl-kinetics bench engine`` times it), once with the extension as shipped (every
 function of ``bindings.cpp`` releases the GIL while it runs) and once with the same
 sources built with ``-DICL_KINETICS_HOLD_GIL`` (each call holds the GIL, so the other

@@ -155,6 +155,7 @@ def _set_aside(path: Path, why: str) -> str:
     os.replace(path, dest)
     return f"checkpoint {path} set aside as {dest.name}: {why}; the run restarts from iteration 0"
 
+
 def _restore(units, st) -> int:
     """Load a run's checkpoint into its units ``[(group, member)]``; the grouping may differ
     (workers changed, or the run trained alone and now in a pack, or the reverse)."""

@@ -31,7 +31,8 @@ _OMITTED_AT_LEGACY = {"w0": 0.0, "log_every": None, "backend": "auto", "label_ma
 #: preset_runs_before_specs.json): also left out of :meth:`TrainConfig.to_dict` (config.json,
 #: sweep.json) while at their legacy value, so those files stay the same byte for byte, and
 #: :meth:`TrainConfig.from_dict` reads a file without them as that legacy value
-_UNWRITTEN_AT_LEGACY = {"label_map": "shared"}#: the overlap sampler runs its groups in forked processes from this many seed-iterations on
+_UNWRITTEN_AT_LEGACY = {"label_map": "shared"}
+#: the overlap sampler runs its groups in forked processes from this many seed-iterations on
 _PROCESS_MIN_SEED_ITERATIONS = 200_000
 
 #: columns of the tidy metrics table, in order (units in docs/engine.md)
@@ -221,7 +222,8 @@ class TrainConfig:
         return "overlaps" if overlaps.valid_for(self) else "autograd"
 
     def estimate_bytes(self) -> tuple[float, str]:
-        """Estimated peak memory of :func:`~icl_kinetics.simulate.engine.train` in bytes, and the parameter that dominates it.
+        """Estimated peak memory of :func:`~icl_kinetics.simulate.engine.train` in bytes, and the
+        parameter that dominates it.
 
         An upper-side estimate from the engine's allocations (float32 = 4 bytes):
         the shared item set and token tables (K x (D + 2T)); per seed, four copies of the
@@ -395,13 +397,16 @@ class TrainResult:
             "status": self.status,
             "reasons": self.reasons,
             "iterations_done": self.iterations_done,
-            "final_icl_acc": [last.get(self.config.seed_offset + i, {}).get("icl_acc") for i in range(self.config.seeds)],
-            "final_iwl_acc": [last.get(self.config.seed_offset + i, {}).get("iwl_acc") for i in range(self.config.seeds)],
+            "final_icl_acc": [last.get(self.config.seed_offset + i, {}).get("icl_acc")
+                              for i in range(self.config.seeds)],
+            "final_iwl_acc": [last.get(self.config.seed_offset + i, {}).get("iwl_acc")
+                              for i in range(self.config.seeds)],
             "seconds": self.seconds,
             "seed_iterations": self.seed_iterations,
             "notes": list(self.notes),
             "units": {"t_icl": "iterations", "iterations_done": "iterations"},
         }
+
 
 def _resolve_workers(cfg: TrainConfig) -> int:
     if cfg.device == "cuda":

@@ -29,8 +29,8 @@ alone or inside any batch.  With autograd the item set and the test sets come fr
 vectors use a fixed seed).  With ``label_map="per-seed"`` (the default) each seed draws
 its own item -> label map from its own stream
 (:func:`~icl_kinetics.simulate.data.seed_label_map`), as the paper's code, which redraws
-it in every run, does in effect; with ``"shared"`` the map comes from ``item_seed`` too.  The overlap sampler draws each seed's own test set from
-its own stream.
+it in every run, does in effect; with ``"shared"`` the map comes from ``item_seed`` too.  The
+overlap sampler draws each seed's own test set from its own stream.
 
 **Grid batching.**  :func:`train_packed` trains several runs that share every tensor shape
 (:func:`pack_key`) as one seed-batched group: each run keeps its own item table, test sets,
@@ -68,6 +68,8 @@ from icl_kinetics.simulate.workers import run_in_threads
 
 __all__ = ["TrainConfig", "TrainResult", "train", "train_packed", "pack_key", "pack_check", "pack_bytes",
            "PACK_FIELDS", "time_steps", "metrics_table", "METRIC_COLUMNS", "BACKENDS"]
+
+
 # ----------------------------------------------------------------------------- the loop
 def _run_group(grp, start: int, stop: int, counter: list, lock, errors: list):
     """Advance one group (either backend) from step ``start`` to ``stop``, evaluating on the
@@ -125,6 +127,7 @@ def _evaluate_and_stop(grp, it: int, m=None):
         for j in stop:
             grp.status[j] = "stopped"
         grp.deactivate(stop)
+
 
 class _ProcCounter:
     """``counter[0]`` over a shared ``multiprocessing.Value`` (one per worker process)."""
@@ -573,6 +576,7 @@ def _result(cfg, units, it, seconds) -> TrainResult:
         reasons += g.reasons[lo:hi]
         its += sum(g.its[lo:hi])
     return TrainResult(cfg, t_icl, status, reasons, it, _run_rows(units), seconds, its)
+
 
 def _resume_pack(cfgs: list, ckpts: list, device):
     """Build a pack's groups and restore each run from its checkpoint (None: none):

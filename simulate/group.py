@@ -311,7 +311,8 @@ def _units(grp) -> list:
 class _Group:
     """A group of seeds trained together (one worker), autograd backend.
 
-    The seeds may belong to several runs of one pack (grid batching, :func:`~icl_kinetics.simulate.engine.train_packed`):
+    The seeds may belong to several runs of one pack (grid batching,
+    :func:`~icl_kinetics.simulate.engine.train_packed`):
     ``parts`` lists ``(run, cfg, shared, idx)`` per run, and each becomes a
     :class:`_Member`.  Every run's seeds draw from their own generators and their own item
     table (rows ``off`` of the stacked tables), and are updated with their own lr and weight

@@ -13,7 +13,11 @@
 // ReLU and its mask follow torch's NaN semantics (clamp_min and threshold_backward: a NaN
 // passes through), so a diverging run still shows a non-finite loss.  Sums over rows run in
 // row order per seed, so a seed's numbers do not depend on which other seeds share the call
-// (grid batching, docs/engine.md).  icl_kinetics/simulate/models.py (_MLPSGD) calls them; the
+// (grid batching, docs/engine.md).  The arguments must not overlap (the loops assume no
+// aliasing), and the in-place writes bypass autograd's version counters: callers pass tensors
+// they own, as _MLPSGD does (fresh bmm outputs).
+//
+// icl_kinetics/simulate/models.py (_MLPSGD) calls them; the
 // torch code there is the reference they are tested against (tests/test_kernels.py).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

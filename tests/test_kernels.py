@@ -116,7 +116,8 @@ def _mlp_params(dtype, S, T, W, seed=0):
 def test_the_mlp_kernels_match_their_torch_reference(dtype, S, R, W):
     """Each of mlp_step.cpp's passes against the torch operations it replaces (models._MLPSGD's
     reference code): float64 to 1e-12 relative (the sums run in another order), float32 to
-    rounding (1e-5 relative); the masks exactly.  Widths that fill no vector lane evenly."""
+    rounding (1e-5 relative); the masks exactly.  Widths that fill vector lanes evenly (512)
+    and that do not (1, 37)."""
     _fused_available()
     ext = kn.mlp_ops(torch.zeros(1, dtype=dtype))
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
@@ -158,12 +159,47 @@ def test_the_mlp_kernels_pass_nan_through_as_torch_does_and_check_their_inputs()
     gh = torch.ones(1, 1, 3)
     ext.mlp_relu_backward_(gh, torch.tensor([[[float("nan"), -1.0, 2.0]]]))
     assert gh.tolist() == [[[1.0, 0.0, 1.0]]]
+    ga, gw3, gb = ext.mlp_readout_backward(torch.full((1, 1, 1), 2.0), torch.tensor([[[float("nan"), -1.0, 2.0]]]),
+                                           torch.full((1, 3, 1), 3.0))
+    assert ga.tolist() == [[[6.0, 0.0, 6.0]]] and gb.tolist() == [[6.0, 0.0, 6.0]]
+    assert torch.isnan(gw3[0, 0, 0]) and gw3[0, 1:, 0].tolist() == [-2.0, 4.0]
     with pytest.raises(RuntimeError, match="b must be"):
         ext.mlp_bias_relu_(torch.zeros(2, 3, 4), torch.zeros(2, 5))
     with pytest.raises(RuntimeError, match="h must be"):
         ext.mlp_bias_relu_(torch.zeros(2, 4, 3).transpose(1, 2), torch.zeros(2, 4))
     with pytest.raises(RuntimeError, match="w3 must be"):
         ext.mlp_readout_backward(torch.zeros(2, 3, 1), torch.zeros(2, 3, 4), torch.zeros(2, 4, 1).double())
+    with pytest.raises(RuntimeError, match="g must be"):
+        ext.mlp_readout_backward(torch.zeros(2, 4, 1), torch.zeros(2, 3, 4), torch.zeros(2, 4, 1))
+    with pytest.raises(RuntimeError, match="b3 must be"):
+        ext.mlp_readout_forward_(torch.zeros(2, 3, 4), torch.zeros(2, 4), torch.zeros(2, 4, 1), torch.zeros(2, 1).double())
+    with pytest.raises(RuntimeError, match="gh must be like h"):
+        ext.mlp_relu_backward_(torch.zeros(2, 3, 5), torch.zeros(2, 3, 4))
+
+
+def test_a_seed_gets_the_same_bits_from_the_mlp_kernels_alone_as_among_other_seeds():
+    """Grid batching needs a seed's numbers not to depend on the seeds it shares a call with:
+    each of the four passes on 5 seeds against each seed alone, bit for bit (float32)."""
+    _fused_available()
+    ext = kn.mlp_ops(torch.zeros(1))
+    g = torch.Generator().manual_seed(11)
+    S, R, W = 5, 17, 45
+    a, b = torch.randn(S, R, W, generator=g), torch.randn(S, W, generator=g)
+    w3, b3, gout = torch.randn(S, W, 1, generator=g), torch.randn(S, 1, generator=g), torch.randn(S, R, 1, generator=g)
+    gh = torch.randn(S, R, W, generator=g)
+
+    def passes(sl):
+        h1, h2, g1 = a[sl].clone(), a[sl].clone(), gh[sl].clone()
+        ext.mlp_bias_relu_(h1, b[sl].contiguous())
+        out = ext.mlp_readout_forward_(h2, b[sl].contiguous(), w3[sl].contiguous(), b3[sl].contiguous())
+        back = ext.mlp_readout_backward(gout[sl].contiguous(), h2, w3[sl].contiguous())
+        gb1 = ext.mlp_relu_backward_(g1, h2)
+        return [h1, out, h2, *back, g1, gb1]
+
+    together = passes(slice(None))
+    for s in range(S):
+        alone = passes(slice(s, s + 1))
+        assert all(torch.equal(x[s:s + 1], y) for x, y in zip(together, alone)), s
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
