@@ -230,6 +230,20 @@ class SGDStep(dict):
         self.segments = [tuple(sg) for sg in segments]
 
 
+def _hidden(x, W1, b1, W2, b2):
+    """The MLP's two ReLU layers in torch: (h1, h2), each (S, n, width)."""
+    h1 = torch.baddbmm(b1.unsqueeze(1), x, W1).relu_()
+    return h1, torch.baddbmm(b2.unsqueeze(1), h1, W2).relu_()
+
+
+def _scalar_readout(h, W3, b3):
+    """h . w3 + b3 for a (width x 1) readout W3: (S, n, 1).  A row-wise dot product: as a
+    matmul, its forward and its two backward products (the weight gradient and the outer
+    product for the hidden gradient) run at a few GFLOP/s on CPU (~3 ms of a 60 ms step for
+    8 seeds)."""
+    return (h * W3.transpose(1, 2)).sum(-1, keepdim=True) + b3.unsqueeze(1)
+
+
 class _MLPSGD(torch.autograd.Function):
     """phi(x) = relu(relu(x W1 + b1) W2 + b2) . w3 + b3 and, in the backward pass, the SGD
     step on W1 and W2 (their gradients go straight into the weights by
@@ -253,9 +267,8 @@ class _MLPSGD(torch.autograd.Function):
             h2 = torch.bmm(h1, W2)
             out = ext.mlp_readout_forward_(h2, b2.contiguous(), W3.contiguous(), b3.contiguous())
         else:
-            h1 = torch.baddbmm(b1.unsqueeze(1), x, W1).relu_()
-            h2 = torch.baddbmm(b2.unsqueeze(1), h1, W2).relu_()
-            out = (h2 * W3.transpose(1, 2)).sum(-1, keepdim=True) + b3.unsqueeze(1)
+            h1, h2 = _hidden(x, W1, b1, W2, b2)
+            out = _scalar_readout(h2, W3, b3)
         ctx.save_for_backward(x, h1, h2, W3)
         ctx.weights = (W1, W2)  # not saved tensors: updated in place below
         ctx.segments = segments
@@ -293,15 +306,11 @@ def mlp(p: Params, x: torch.Tensor, prefix: str = "") -> torch.Tensor:
     if (prefix == "" and isinstance(p, SGDStep) and torch.is_grad_enabled()
             and p["W3"].shape[-1] == 1):
         return _MLPSGD.apply(x, *(p[k] for k in MLP_PARAMS), p.segments)
-    h = torch.baddbmm(p[prefix + "b1"].unsqueeze(1), x, p[prefix + "W1"]).relu()
-    h = torch.baddbmm(p[prefix + "b2"].unsqueeze(1), h, p[prefix + "W2"]).relu()
-    W3 = p[prefix + "W3"]
+    _, h = _hidden(x, *(p[prefix + k] for k in ("W1", "b1", "W2", "b2")))
+    W3, b3 = p[prefix + "W3"], p[prefix + "b3"]
     if W3.shape[-1] == 1:
-        # a scalar readout: a row-wise dot product.  As a (width x 1) matmul, its forward
-        # and its two backward products (the weight gradient and the outer product for the
-        # hidden gradient) run at a few GFLOP/s on CPU: ~3 ms of a 60 ms step for 8 seeds
-        return (h * W3.transpose(1, 2)).sum(-1, keepdim=True) + p[prefix + "b3"].unsqueeze(1)
-    return torch.baddbmm(p[prefix + "b3"].unsqueeze(1), h, W3)
+        return _scalar_readout(h, W3, b3)
+    return torch.baddbmm(b3.unsqueeze(1), h, W3)
 
 
 def normalize_tokens(tokens: torch.Tensor) -> torch.Tensor:

@@ -675,8 +675,18 @@ def c1_power_law_figure(tails: Sequence[Mapping]) -> Figure:
 
 
 # ----------------------------------------------------------------------------- the scale ladder
-def _ladder_groups(rows: Sequence[Mapping]) -> dict:
-    """The ladder's rows grouped by their ``group`` (order of first appearance), each sorted by N."""
+class NothingToPlot(ValueError):
+    """A figure's data has no value to draw; the message says which, in words."""
+
+
+def _ladder_groups(rows: Sequence[Mapping], cols: tuple) -> dict:
+    """The ladder's rows grouped by their ``group`` (order of first appearance), each sorted by N.
+
+    Raises:
+        NothingToPlot: no row has a finite value (the first of its [value, lo, hi]) in ``cols``."""
+    if not any(np.isfinite(np.asarray(r.get(c, [np.nan]), float).ravel()[:1]).any() for r in rows for c in cols):
+        raise NothingToPlot(f"nothing to plot: no (model, width, N) point has a {' or '.join(cols)} value (each is "
+                            "below its check's minimum; the verdicts say what is missing)")
     out: dict = {}
     for r in rows:
         out.setdefault(r["group"], []).append(r)
@@ -702,8 +712,11 @@ def ladder_k_star_figure(rows: Sequence[Mapping]) -> Figure:
     slightly shifted right); guides of slope 1 (dotted) and 1/nu (dashed, nu from the MLP at
     the group's width) through the group's relative-horizon points.  ``rows`` (one per group
     and N, ``k_star_in_situ``'s figure data): ``group``, ``N``, ``k_rel``, ``k_fixed``,
-    ``k_pred`` ([K*, lo, hi] each; NaN where not measured), ``inv_nu`` ([1/nu, lo, hi] or None)."""
-    groups = _ladder_groups(rows)
+    ``k_pred`` ([K*, lo, hi] each; NaN where not measured), ``inv_nu`` ([1/nu, lo, hi] or None).
+
+    Raises:
+        NothingToPlot: no row has a K* of any of the three kinds."""
+    groups = _ladder_groups(rows, ("k_rel", "k_fixed", "k_pred"))
     fig, ax = _subplots(figsize=(5.6, 4.2))
     allN = [r["N"] for r in rows]
     for (g, rs), col in zip(groups.items(), _colors(len(groups))):
@@ -745,8 +758,11 @@ def drive_ratio_figure(rows: Sequence[Mapping]) -> Figure:
     drive_at_onset's ratio at the K where every seed acquired (open squares, shifted right).  The
     theory's K-independent threshold is 1 (dashed), with drive_at_onset's tolerance x1.25 shaded.
     ``rows``: ``group``, ``N``, ``drive_ratio`` and optionally ``drive_ratio_all_k`` ([ratio, lo,
-    hi]; NaN where not measured)."""
-    groups = _ladder_groups(rows)
+    hi]; NaN where not measured).
+
+    Raises:
+        NothingToPlot: no row has a drive ratio of either kind."""
+    groups = _ladder_groups(rows, ("drive_ratio", "drive_ratio_all_k"))
     fig, ax = _subplots(figsize=(5.0, 3.8))
     ax.axhspan(1 / 1.25, 1.25, color="tab:gray", alpha=0.15, label="theory's tolerance (x1.25)")
     ax.axhline(1.0, color="k", ls="--", lw=1.2, label="theory: 1 (threshold independent of K)")

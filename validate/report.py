@@ -488,9 +488,10 @@ def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
     """Every verdict's figure; one that cannot be drawn from its data is left out and named in
     ``not_drawn`` ({verdict: why}), never a crash of the report."""
     not_drawn = {} if not_drawn is None else not_drawn
-    import numpy as np
-
     from icl_kinetics.validate import figures as F
+
+    def why(e) -> str:  # a figure's own "nothing to plot" is already in words
+        return str(e) if isinstance(e, F.NothingToPlot) else f"{type(e).__name__}: {e}"
 
     paths = {}
     rung2 = [v.figure_data for v in verdicts if v.prediction == "k_star_from_c1" and v.figure_data]
@@ -502,7 +503,7 @@ def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
             paths[f"zipf_k_star:N{N:g}"] = F.save(F.zipf_k_star_figure([p for p in zipf if p["N"] == N]),
                                                   out / f"zipf_k_star_N{N:g}.png")
         except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # degenerate data: say so
-            not_drawn[f"zipf_k_star:N{N:g}"] = f"{type(e).__name__}: {e}"
+            not_drawn[f"zipf_k_star:N{N:g}"] = why(e)
     drv = [{**v.figure_data, **({"title": v.rung} if ", N = " in v.rung else {})}  # a ladder group's panel
            for v in verdicts if v.prediction == "drive_at_onset" and v.figure_data]
     if drv:
@@ -511,24 +512,18 @@ def _figures(verdicts, out: Path, not_drawn: dict | None = None) -> dict:
              for v in verdicts if v.prediction == "drive_at_onset"}  # drive_at_onset's, beside the ladder's
     lad = [{**v.figure_data, **({"drive_ratio_all_k": ratio[v.rung]} if v.rung in ratio else {})}
            for v in verdicts if v.prediction == "k_star_in_situ" and v.figure_data]
-    for key, draw, name, cols in (("k_star_in_situ", "ladder_k_star_figure", "ladder_k_star_vs_N.png",
-                                   ("k_rel", "k_fixed", "k_pred")),
-                                  ("drive_ratio", "drive_ratio_figure", "ladder_drive_ratio.png",
-                                   ("drive_ratio", "drive_ratio_all_k"))):
-        if lad and not any(np.isfinite(np.asarray(r.get(c, [np.nan]), float)[:1]).any() for r in lad for c in cols):
-            not_drawn[key] = (f"nothing to plot: no (model, width, N) point has a {' or '.join(cols)} value "
-                              "(each is below its check's minimum; the verdicts say what is missing)")
-            continue
+    for key, draw, name in (("k_star_in_situ", "ladder_k_star_figure", "ladder_k_star_vs_N.png"),
+                            ("drive_ratio", "drive_ratio_figure", "ladder_drive_ratio.png")):
         try:
             if lad:
                 paths[key] = F.save(getattr(F, draw)(lad), out / name)
         except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # degenerate data: say so
-            not_drawn[key] = f"{type(e).__name__}: {e}"
+            not_drawn[key] = why(e)
     for v in verdicts:
         try:
             paths.update(_verdict_figure(v, out, F))
         except (ValueError, TypeError, KeyError, ZeroDivisionError) as e:  # degenerate data: say so, draw the rest
-            not_drawn[f"{v.prediction} [{v.rung}]"] = f"{type(e).__name__}: {e}"
+            not_drawn[f"{v.prediction} [{v.rung}]"] = why(e)
     return paths
 
 
